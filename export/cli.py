@@ -1,0 +1,64 @@
+"""`imagesearch export`: thin command-line shell over export.onnx_export."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from imagesearch.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, get_settings
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="open_clip architecture, e.g. ViT-B-32, ViT-L-14, ViT-B-16-SigLIP")
+    parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED, help="open_clip pretrained tag, a local checkpoint path, or 'none' for random weights")
+    parser.add_argument("--slug", default="", help="model slug (default: derived from model and pretrained)")
+    parser.add_argument("--model-config", type=Path, help="extra open_clip model config (JSON file or folder) for custom architectures")
+    parser.add_argument("--repository", type=Path, help="model repository (default: IMAGESEARCH_MODEL_REPOSITORY)")
+    parser.add_argument("--fp16", action="store_true", help="also write a half-precision variant (GPUs)")
+    parser.add_argument("--int8", action="store_true", help="also write a dynamically quantized int8 variant (CPUs)")
+    parser.add_argument("--if-missing", action="store_true", help="do nothing when the model is already exported")
+    triton = parser.add_argument_group("Triton config.pbtxt")
+    triton.add_argument("--triton-kind", choices=["gpu", "cpu"], default="gpu", help="instance_group kind")
+    triton.add_argument("--triton-instances", type=int, default=1)
+    triton.add_argument("--triton-variant", choices=["fp32", "fp16", "int8"], default="fp32", help="which exported file Triton loads")
+    triton.add_argument("--triton-visual-max-batch", type=int, default=256)
+    triton.add_argument("--triton-textual-max-batch", type=int, default=128)
+    triton.add_argument("--triton-queue-delay-us", type=int, default=2000)
+    triton.add_argument("--triton-tensorrt-fp16", action="store_true", help="enable the TensorRT FP16 accelerator (GPU)")
+    triton.add_argument("--no-triton-response-cache", action="store_true", help="disable the text model's response cache")
+
+
+def run(args: argparse.Namespace) -> int:
+    from imagesearch.model_card import list_models, make_slug
+
+    repository = args.repository or get_settings().model_repository
+    slug = args.slug or make_slug(args.model, args.pretrained)
+    if args.if_missing and slug in list_models(repository):
+        print(f"model {slug} is already in {repository}; nothing to do")
+        return 0
+
+    from export.onnx_export import ExportError, ExportOptions, export_model
+    from export.triton_config import TritonOptions
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("export").setLevel(logging.INFO)
+    options = ExportOptions(
+        model=args.model, pretrained=args.pretrained, slug=slug, model_config=args.model_config,
+        fp16=args.fp16, int8=args.int8,
+    )
+    triton = TritonOptions(
+        kind=f"KIND_{args.triton_kind.upper()}", instances=args.triton_instances, variant=args.triton_variant,
+        visual_max_batch=args.triton_visual_max_batch, textual_max_batch=args.triton_textual_max_batch,
+        queue_delay_us=args.triton_queue_delay_us, tensorrt_fp16=args.triton_tensorrt_fp16,
+        text_response_cache=not args.no_triton_response_cache,
+    )
+    try:
+        card = export_model(options, repository, triton_options=triton)
+    except ExportError as exc:
+        print(f"export failed: {exc}")
+        return 2
+    worst = ", ".join(f"{k} {v:.6f}" for k, v in card.parity.items())
+    print(f"exported {card.slug} ({card.architecture}, dim {card.dim}, {card.image_size}px) to {repository}")
+    print(f"parity vs open_clip (worst cosine): {worst}")
+    return 0

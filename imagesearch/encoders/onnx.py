@@ -1,0 +1,81 @@
+"""In-process encoder: the exported ONNX files run by ONNX Runtime (CUDA when available, else CPU)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from imagesearch.config import Settings
+from imagesearch.model_card import ModelCard
+from imagesearch.tokenizer import Tokenizer
+
+
+def _providers(requested: str) -> list[str]:
+    available = ort.get_available_providers()
+    if requested:
+        wanted = [p.strip() for p in requested.split(",") if p.strip()]
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            raise RuntimeError(f"ONNX Runtime providers {missing} are not available (have {available})")
+        return wanted
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def make_session(path, providers: list[str] | None = None, threads: int = 0, variant: str = "fp32") -> ort.InferenceSession:
+    """An ONNX Runtime session for one exported file (shared by the encoder and the export checks)."""
+    options = ort.SessionOptions()
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    providers = providers or ["CPUExecutionProvider"]
+    # ORT's extended CPU graph fusions crash on fp16 graphs (seen with ORT 1.2x); basic ones are safe.
+    fp16_on_cpu = variant == "fp16" and providers[0] == "CPUExecutionProvider"
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if fp16_on_cpu else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+class OnnxEncoder:
+    def __init__(self, card: ModelCard, settings: Settings):
+        self.card = card
+        self.batch_size = max(1, settings.batch_size)
+        self.tokenizer = Tokenizer.from_card(card, settings.model_repository)
+        providers = _providers(settings.onnx_providers)
+        repo, variant, threads = settings.model_repository, settings.model_variant, settings.onnx_threads
+        self._visual = make_session(card.onnx_path(repo, "visual", variant), providers, threads, variant)
+        self._textual = make_session(card.onnx_path(repo, "textual", variant), providers, threads, variant)
+        self.providers = self._visual.get_providers()
+        self.variant = variant
+        # One run at a time per session: ORT already uses all intra-op threads for one batch.
+        self._lock = threading.Lock()
+
+    def _run(self, session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
+        name = session.get_inputs()[0].name
+        parts = []
+        for start in range(0, len(batch), self.batch_size):
+            with self._lock:
+                parts.append(session.run(None, {name: batch[start : start + self.batch_size]})[0])
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        size = self.card.image_size
+        if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+            raise ValueError(f"expected uint8 [B,{size},{size},3], got {pixels.shape}")
+        if len(pixels) == 0:
+            return np.zeros((0, self.card.dim), np.float32)
+        return self._run(self._visual, pixels)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.card.dim), np.float32)
+        return self._run(self._textual, self.tokenizer(texts))
+
+    def health(self) -> dict:
+        return {"ok": True, "backend": "onnx", "providers": self.providers, "variant": self.variant}
+
+    def close(self) -> None:
+        pass

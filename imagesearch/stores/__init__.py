@@ -1,0 +1,75 @@
+"""The vector-store interface: image metadata, URL failures and one set of vectors per model.
+
+The store is also the work queue: the downloader writes records, the embed worker asks for the
+records that have no vector for the active model and fills them in. Two implementations, chosen by
+``IMAGESEARCH_STORE``: ``local`` (SQLite on disk, exact search) and ``elasticsearch`` (HNSW kNN).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from imagesearch.config import Settings
+from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot answer (server down, index missing). Safe to retry later."""
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    # --- metadata (written by the downloader / folder scanner) ---------------------------------
+    def upsert_images(self, records: Sequence[ImageRecord]) -> list[bool]:
+        """Insert, or merge into the existing record with the same id; True where the id was new.
+        A URL that now has an image loses its failure entry."""
+
+    def record_failures(self, failures: Sequence[UrlFailure]) -> None:
+        """Remember why URLs gave no image (attempts add up across runs)."""
+
+    def failures(self) -> list[UrlFailure]: ...
+
+    def known_urls(self, urls: Iterable[str]) -> set[str]:
+        """Which of ``urls`` already have an image (so a re-run does no new work)."""
+
+    def get(self, image_id: str) -> ImageRecord | None: ...
+
+    # --- vectors (the embed worker's queue) ----------------------------------------------------
+    def ensure_model(self, model: str, dim: int) -> None:
+        """Create what the model's vectors need (table, index); idempotent."""
+
+    def pending(self, model: str, limit: int, exclude: Sequence[str] = ()) -> list[ImageRecord]:
+        """Records with neither a vector nor an embed error for ``model``."""
+
+    def set_vectors(self, model: str, ids: Sequence[str], vectors: np.ndarray) -> None: ...
+
+    def set_embed_errors(self, model: str, errors: dict[str, str]) -> None:
+        """id -> reason for images that could not be embedded (kept out of ``pending``)."""
+
+    def get_vector(self, model: str, image_id: str) -> np.ndarray | None: ...
+
+    # --- queries -------------------------------------------------------------------------------
+    def search(
+        self, model: str, vector: np.ndarray, k: int,
+        filters: SearchFilters | None = None, min_score: float | None = None,
+    ) -> list[Hit]:
+        """Top-k by dot product (vectors are L2-normalized, so this is cosine), best first."""
+
+    def counts(self, model: str) -> Counts: ...
+
+    def health(self) -> dict:
+        """{"ok": bool, ...details}; never raises."""
+
+    def close(self) -> None: ...
+
+
+def make_store(settings: Settings) -> VectorStore:
+    if settings.store == "elasticsearch":
+        from imagesearch.stores.elasticsearch import ElasticsearchStore
+
+        return ElasticsearchStore(settings)
+    from imagesearch.stores.local import LocalStore
+
+    return LocalStore(settings.data_dir / "store.sqlite3")

@@ -1,0 +1,101 @@
+"""Text -> token ids without torch, identical to open_clip's tokenizer for the model.
+
+* ``clip_bpe`` (the CLIP models): open_clip's text cleaning and word split are reproduced here
+  with the same ``ftfy``/``regex`` calls; the byte-level BPE itself runs in Hugging Face
+  ``tokenizers`` from the vocabulary that ``imagesearch export`` wrote.
+* ``hf`` (SigLIP and other models with a Hugging Face tokenizer): the exported ``tokenizer.json``
+  after open_clip's cleaning, truncated and padded to the context length as open_clip does.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import string
+from pathlib import Path
+from typing import Sequence
+
+import ftfy
+import numpy as np
+import regex
+from tokenizers import Tokenizer as HFTokenizer
+
+from imagesearch.model_card import ModelCard, TokenizerSpec
+
+CLIP_SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
+# open_clip's word pattern (IGNORECASE), special tokens first.
+CLIP_WORD_PATTERN = regex.compile(
+    "|".join(CLIP_SPECIAL_TOKENS) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    regex.IGNORECASE,
+)
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def _basic_clean(text: str) -> str:
+    text = ftfy.fix_text(text)
+    return html.unescape(html.unescape(text)).strip()
+
+
+def _whitespace_clean(text: str) -> str:
+    return regex.sub(r"\s+", " ", text).strip()
+
+
+def clean_text(text: str, mode: str) -> str:
+    """open_clip's ``get_clean_fn(mode)``."""
+    text = _basic_clean(text)
+    if mode == "lower":
+        return _whitespace_clean(text).lower()
+    if mode == "whitespace":
+        return _whitespace_clean(text)
+    if mode == "canonicalize":
+        text = text.replace("_", " ").translate(_PUNCTUATION).lower()
+        return _whitespace_clean(text)
+    raise ValueError(f"unknown text cleaning mode {mode!r}")
+
+
+class Tokenizer:
+    def __init__(self, spec: TokenizerSpec, tokenizer_file: Path):
+        if not tokenizer_file.is_file():
+            raise FileNotFoundError(f"tokenizer file {tokenizer_file} is missing; re-run `imagesearch export`")
+        self.spec = spec
+        self.context_length = spec.context_length
+        self._hf = HFTokenizer.from_file(str(tokenizer_file))
+        if spec.kind == "hf":
+            self._hf.enable_truncation(max_length=spec.context_length)
+            self._hf.enable_padding(length=spec.context_length, pad_id=spec.pad_id)
+
+    @classmethod
+    def from_card(cls, card: ModelCard, repository: Path) -> "Tokenizer":
+        return cls(card.tokenizer, Path(repository) / card.tokenizer.file)
+
+    def _clip_ids(self, text: str) -> list[int]:
+        words = CLIP_WORD_PATTERN.findall(clean_text(text, self.spec.clean))
+        ids: list[int] = []
+        for is_special, group in itertools.groupby(words, key=lambda w: w in CLIP_SPECIAL_TOKENS):
+            group = list(group)
+            if is_special:  # open_clip maps a literal special token in the text to its id
+                ids.extend(self.spec.sot_id if w == CLIP_SPECIAL_TOKENS[0] else self.spec.eot_id for w in group)
+            else:
+                ids.extend(self._hf.encode(group, is_pretokenized=True, add_special_tokens=False).ids)
+        return ids
+
+    def __call__(self, texts: Sequence[str] | str) -> np.ndarray:
+        """Texts -> int64 [B, context_length], padded with zeros like open_clip."""
+        if isinstance(texts, str):
+            texts = [texts]
+        out = np.zeros((len(texts), self.context_length), dtype=np.int64)
+        if self.spec.kind == "clip_bpe":
+            for row, text in enumerate(texts):
+                ids = [self.spec.sot_id, *self._clip_ids(text), self.spec.eot_id]
+                if len(ids) > self.context_length:
+                    ids = ids[: self.context_length]
+                    ids[-1] = self.spec.eot_id
+                out[row, : len(ids)] = ids
+            return out
+        encodings = self._hf.encode_batch([clean_text(t, self.spec.clean) for t in texts])
+        out[:] = [e.ids for e in encodings]
+        if self.spec.strip_sep_token:
+            sep = self._hf.token_to_id("[SEP]")
+            if sep is not None:
+                out[out == sep] = 0
+        return out
