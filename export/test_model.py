@@ -1,0 +1,131 @@
+"""A tiny CLIP of open_clip's own architecture, trained on coloured shapes, exported like any model.
+
+No model hub is needed: ``ensure_test_model()`` trains it (about a minute on 2 CPU cores), exports it
+through ``export_model`` (fp32 + int8), and caches the resulting model repository keyed by the
+source of this file and of shapes.py, so later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from export import shapes
+from imagesearch.model_card import ModelCard
+from imagesearch.preprocess import prepare
+
+log = logging.getLogger(__name__)
+
+SLUG = "shapes-tiny"
+ARCH = "shapes-tiny"
+IMAGE_SIZE = 32
+CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 2, "width": 96, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+TEMPLATES = ("a {} {}", "a photo of a {} {}", "{} {}", "an image of a {} {}")
+DEFAULT_CACHE = Path(os.environ.get("IMAGESEARCH_TEST_CACHE", Path.home() / ".cache" / "imagesearch-tests"))
+
+
+def _fingerprint() -> str:
+    here = Path(__file__).parent
+    digest = hashlib.sha256(json.dumps(CONFIG, sort_keys=True).encode())
+    for name in ("test_model.py", "shapes.py", "onnx_export.py", "triton_config.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def pixels_for(images: list[shapes.ShapeImage]) -> np.ndarray:
+    """The same bytes -> pixels path as ingest: JPEG round trip, then our preprocessing."""
+    card = ModelCard.model_construct(image_size=IMAGE_SIZE, resize_mode="shortest", interpolation="bicubic", fill_color=0)
+    return np.stack([prepare(img.encode("JPEG"), card) for img in images])
+
+
+def train(checkpoint: Path, seconds: float = 75.0, seed: int = 0) -> dict:
+    """Train the tiny model: image embeddings classify against caption embeddings (CLIP-style)."""
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+
+    from export.onnx_export import VisualTower
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    config_dir = checkpoint.parent / "config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / f"{ARCH}.json").write_text(json.dumps(CONFIG))
+    open_clip.add_model_config(config_dir)
+    model = open_clip.create_model(ARCH, pretrained=None)
+    tokenizer = open_clip.get_tokenizer(ARCH)
+    cfg = model.visual.preprocess_cfg
+    visual = VisualTower(model, cfg["mean"], cfg["std"])
+
+    train_set = shapes.dataset(n_per_class=150, seed=seed + 1)
+    pixels = torch.from_numpy(pixels_for(train_set))
+    labels = torch.tensor([shapes.CLASSES.index((s.colour, s.shape)) for s in train_set])
+    prompts = [[t.format(c, s) for t in TEMPLATES] for c, s in shapes.CLASSES]
+    tokens = tokenizer([p for group in prompts for p in group]).view(len(shapes.CLASSES), len(TEMPLATES), -1)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    start, step, loss_value = time.monotonic(), 0, float("nan")
+    while time.monotonic() - start < seconds:
+        idx = torch.randint(0, len(pixels), (128,), generator=generator)
+        template = torch.randint(0, len(TEMPLATES), (len(shapes.CLASSES),), generator=generator)
+        text = tokens[torch.arange(len(shapes.CLASSES)), template]
+        image_emb = visual(pixels[idx])
+        text_emb = model.encode_text(text, normalize=True)
+        logits = image_emb @ text_emb.T * 20.0
+        loss = F.cross_entropy(logits, labels[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step, loss_value = step + 1, float(loss)
+    model.eval()
+    torch.save(model.state_dict(), checkpoint)
+    log.info("test model: %d steps in %.0fs, final loss %.3f", step, time.monotonic() - start, loss_value)
+    return {"steps": step, "loss": loss_value, "config_dir": str(config_dir)}
+
+
+def ensure_test_model(cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """Return a model repository holding the trained, exported test model (built once, then cached)."""
+    from export.onnx_export import ExportOptions, export_model
+    from export.triton_config import TritonOptions
+
+    target = Path(cache_dir) / f"test-model-{_fingerprint()}"
+    repository = target / "model_repository"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:  # one builder at a time across processes
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (repository / f"{SLUG}.json").is_file():
+            return repository
+        work = target.with_name(target.name + ".tmp")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        info = train(work / "checkpoint.pt")
+        export_model(
+            ExportOptions(model=ARCH, pretrained=str(work / "checkpoint.pt"), slug=SLUG,
+                          model_config=Path(info["config_dir"]), int8=True),
+            work / "model_repository",
+            triton_options=TritonOptions(kind="KIND_CPU", visual_max_batch=64, textual_max_batch=64),
+        )
+        (work / "training.json").write_text(json.dumps(info))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(work, target)
+    return repository
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    print(ensure_test_model())

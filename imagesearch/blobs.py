@@ -1,0 +1,54 @@
+"""Content-addressed image files: ``<data>/images/ab/abcdef….<ext>``, named by the bytes' sha256.
+
+The path never comes from a URL or a file name; files are written atomically (temp file + rename)
+and an existing file is never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from imagesearch.records import is_image_id
+
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tiff"}
+CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif", "bmp": "image/bmp", "tiff": "image/tiff"}
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class BlobStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, image_id: str, fmt: str) -> Path:
+        if not is_image_id(image_id):
+            raise ValueError(f"not an image id (64 hex characters): {image_id[:80]!r}")
+        return self.root / image_id[:2] / f"{image_id}.{EXTENSIONS.get(fmt, 'bin')}"
+
+    def put(self, data: bytes, fmt: str, image_id: str | None = None) -> tuple[str, Path]:
+        """Store ``data``; returns (id, path). Idempotent: the same bytes land on the same path once."""
+        image_id = image_id or sha256_hex(data)
+        path = self.path(image_id, fmt)
+        if path.exists():
+            return image_id, path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)  # fails if another writer got there first: never overwrite
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        return image_id, path
+
+    def get(self, image_id: str, fmt: str) -> bytes:
+        return self.path(image_id, fmt).read_bytes()

@@ -1,0 +1,32 @@
+"""Shared fixtures. The trained test model is built once and cached (see export/test_model.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imagesearch.config import Settings
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def test_model_repo() -> Path:
+    """A model repository with the tiny coloured-shapes model (slug ``shapes-tiny``, fp32 + int8)."""
+    from export.test_model import ensure_test_model
+
+    return ensure_test_model()
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, test_model_repo: Path) -> Settings:
+    """Settings for the embedded default on a fresh data directory with the test model."""
+    return Settings(data_dir=tmp_path / "var", model_repository=test_model_repo, model="shapes-tiny",
+                    allow_private_networks=True)
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
