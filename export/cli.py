@@ -9,6 +9,16 @@ from pathlib import Path
 from imagesearch.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, get_settings
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return sizes
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="open_clip architecture, e.g. ViT-B-32, ViT-L-14, ViT-B-16-SigLIP")
     parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED, help="open_clip pretrained tag, a local checkpoint path, or 'none' for random weights")
@@ -24,9 +34,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     triton.add_argument("--triton-variant", choices=["fp32", "fp16", "int8"], default="fp32", help="which exported file Triton loads")
     triton.add_argument("--triton-visual-max-batch", type=int, default=256)
     triton.add_argument("--triton-textual-max-batch", type=int, default=128)
-    triton.add_argument("--triton-queue-delay-us", type=int, default=2000)
+    triton.add_argument("--triton-queue-delay-us", type=int, default=2000, help="dynamic batcher: longest wait to fill a batch")
+    triton.add_argument("--triton-preferred-batch", type=_sizes, default=(8, 16, 32, 64), metavar="N,N,...",
+                        help="dynamic batcher's preferred batch sizes (default 8,16,32,64)")
+    triton.add_argument("--triton-warmup-batch", type=_sizes, default=(1,), metavar="N,N,...",
+                        help="batch sizes Triton runs once at load time (default 1)")
     triton.add_argument("--triton-tensorrt-fp16", action="store_true", help="enable the TensorRT FP16 accelerator (GPU)")
+    triton.add_argument("--triton-tensorrt-workspace-bytes", type=int, default=1 << 30)
     triton.add_argument("--no-triton-response-cache", action="store_true", help="disable the text model's response cache")
+
+
+def triton_options(args: argparse.Namespace):
+    """The ``--triton-*`` flags as ``TritonOptions``."""
+    from export.triton_config import TritonOptions
+
+    return TritonOptions(
+        kind=f"KIND_{args.triton_kind.upper()}", instances=args.triton_instances, variant=args.triton_variant,
+        visual_max_batch=args.triton_visual_max_batch, textual_max_batch=args.triton_textual_max_batch,
+        queue_delay_us=args.triton_queue_delay_us, preferred_batch_sizes=args.triton_preferred_batch,
+        warmup_batch_sizes=args.triton_warmup_batch, tensorrt_fp16=args.triton_tensorrt_fp16,
+        tensorrt_workspace_bytes=args.triton_tensorrt_workspace_bytes,
+        text_response_cache=not args.no_triton_response_cache,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from export.onnx_export import ExportError, ExportOptions, export_model
-    from export.triton_config import TritonOptions
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("export").setLevel(logging.INFO)
@@ -47,14 +75,8 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, pretrained=args.pretrained, slug=slug, model_config=args.model_config,
         fp16=args.fp16, int8=args.int8,
     )
-    triton = TritonOptions(
-        kind=f"KIND_{args.triton_kind.upper()}", instances=args.triton_instances, variant=args.triton_variant,
-        visual_max_batch=args.triton_visual_max_batch, textual_max_batch=args.triton_textual_max_batch,
-        queue_delay_us=args.triton_queue_delay_us, tensorrt_fp16=args.triton_tensorrt_fp16,
-        text_response_cache=not args.no_triton_response_cache,
-    )
     try:
-        card = export_model(options, repository, triton_options=triton)
+        card = export_model(options, repository, triton_options=triton_options(args))
     except ExportError as exc:
         print(f"export failed: {exc}")
         return 2

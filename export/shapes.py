@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFilter
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 40),
-    "blue": (30, 60, 220),
+    "blue": (40, 100, 250),
     "yellow": (240, 210, 20),
 }
 SHAPES = ("circle", "square", "triangle")
@@ -44,7 +44,7 @@ class ShapeImage:
 
 def _background(rng: random.Random, size: tuple[int, int]) -> Image.Image:
     """Greyish or pastel backgrounds, flat or with a gradient and speckles."""
-    base = rng.randint(60, 200)
+    base = rng.randint(70, 190)
     tint = [max(0, min(255, base + rng.randint(-30, 30))) for _ in range(3)]
     img = Image.new("RGB", size, tuple(tint))
     draw = ImageDraw.Draw(img)

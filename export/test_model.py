@@ -30,7 +30,7 @@ ARCH = "shapes-tiny"
 IMAGE_SIZE = 32
 CONFIG = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 2, "width": 96, "patch_size": 8, "head_width": 32},
+    "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 2, "width": 64, "patch_size": 4, "head_width": 32},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 TEMPLATES = ("a {} {}", "a photo of a {} {}", "{} {}", "an image of a {} {}")
@@ -51,7 +51,7 @@ def pixels_for(images: list[shapes.ShapeImage]) -> np.ndarray:
     return np.stack([prepare(img.encode("JPEG"), card) for img in images])
 
 
-def train(checkpoint: Path, seconds: float = 75.0, seed: int = 0) -> dict:
+def train(checkpoint: Path, steps: int = 700, seed: int = 0) -> dict:
     """Train the tiny model: image embeddings classify against caption embeddings (CLIP-style)."""
     import open_clip
     import torch
@@ -70,17 +70,20 @@ def train(checkpoint: Path, seconds: float = 75.0, seed: int = 0) -> dict:
     cfg = model.visual.preprocess_cfg
     visual = VisualTower(model, cfg["mean"], cfg["std"])
 
-    train_set = shapes.dataset(n_per_class=150, seed=seed + 1)
+    train_set = shapes.dataset(n_per_class=600, seed=seed + 1)
     pixels = torch.from_numpy(pixels_for(train_set))
     labels = torch.tensor([shapes.CLASSES.index((s.colour, s.shape)) for s in train_set])
     prompts = [[t.format(c, s) for t in TEMPLATES] for c, s in shapes.CLASSES]
     tokens = tokenizer([p for group in prompts for p in group]).view(len(shapes.CLASSES), len(TEMPLATES), -1)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    # Warm up, then decay to zero: the last steps settle instead of bouncing at a high learning rate.
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    start, step, loss_value = time.monotonic(), 0, float("nan")
-    while time.monotonic() - start < seconds:
+    start, loss_value = time.monotonic(), float("nan")
+    # A fixed number of steps (not a time budget) so the model is the same on a busy or idle machine.
+    for step in range(1, steps + 1):
         idx = torch.randint(0, len(pixels), (128,), generator=generator)
         template = torch.randint(0, len(TEMPLATES), (len(shapes.CLASSES),), generator=generator)
         text = tokens[torch.arange(len(shapes.CLASSES)), template]
@@ -91,11 +94,12 @@ def train(checkpoint: Path, seconds: float = 75.0, seed: int = 0) -> dict:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        step, loss_value = step + 1, float(loss)
+        schedule.step()
+        loss_value = float(loss.detach())
     model.eval()
     torch.save(model.state_dict(), checkpoint)
     log.info("test model: %d steps in %.0fs, final loss %.3f", step, time.monotonic() - start, loss_value)
-    return {"steps": step, "loss": loss_value, "config_dir": str(config_dir)}
+    return {"steps": steps, "loss": loss_value, "seconds": round(time.monotonic() - start, 1), "config_dir": str(config_dir)}
 
 
 def ensure_test_model(cache_dir: Path = DEFAULT_CACHE) -> Path:

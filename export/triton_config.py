@@ -1,5 +1,7 @@
 """``config.pbtxt`` for the two towers, for Triton's ONNX Runtime backend.
 
+The config is built as Triton's own ``ModelConfig`` protobuf (from ``tritonclient``) and written in
+its text format, so a typo in a field name is an error here rather than a server that will not load.
 Every value a user may tune is an ``imagesearch export`` flag (see ``TritonOptions``), so nobody
 has to edit generated files.
 """
@@ -9,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
 from imagesearch.model_card import VARIANT_FILES, ModelCard
+
+# Tensor names shared by the exported ONNX graphs, the configs and the Triton client.
+INPUT_NAMES = {"visual": "pixels", "textual": "tokens"}
+OUTPUT_NAME = "embedding"
 
 
 @dataclass
@@ -19,54 +28,57 @@ class TritonOptions:
     visual_max_batch: int = 256
     textual_max_batch: int = 128
     queue_delay_us: int = 2000
+    preferred_batch_sizes: tuple[int, ...] = (8, 16, 32, 64)  # sizes above max_batch_size are dropped
+    warmup_batch_sizes: tuple[int, ...] = (1,)  # sizes above max_batch_size are dropped
     variant: str = "fp32"  # which exported file Triton loads (fp16 for GPUs)
     tensorrt_fp16: bool = False  # opt-in TensorRT execution accelerator for the ORT backend (GPU only)
-    text_response_cache: bool = True
+    tensorrt_workspace_bytes: int = 1 << 30
+    text_response_cache: bool = True  # needs `tritonserver --cache-config local,size=...`
 
 
-def _warmup(input_name: str, data_type: str, dims: list[int], batch: int) -> str:
-    return (
-        "model_warmup [\n"
-        f'  {{\n    name: "warmup_batch{batch}"\n    batch_size: {batch}\n'
-        f'    inputs {{\n      key: "{input_name}"\n      value {{\n        data_type: {data_type}\n'
-        f"        dims: [ {', '.join(map(str, dims))} ]\n        zero_data: true\n      }}\n    }}\n  }}\n]\n"
+def tower_spec(card: ModelCard, tower: str) -> tuple[str, int, list[int]]:
+    """(input name, Triton data type, per-item dims) of a tower's input."""
+    if tower == "visual":
+        return INPUT_NAMES["visual"], mc.TYPE_UINT8, [card.image_size, card.image_size, 3]
+    return INPUT_NAMES["textual"], mc.TYPE_INT64, [card.context_length]
+
+
+def build_config(card: ModelCard, tower: str, options: TritonOptions) -> mc.ModelConfig:
+    input_name, data_type, dims = tower_spec(card, tower)
+    max_batch = options.visual_max_batch if tower == "visual" else options.textual_max_batch
+    if max_batch < 1:
+        raise ValueError(f"max batch size of the {tower} model must be >= 1, got {max_batch}")
+    if options.kind not in ("KIND_GPU", "KIND_CPU"):
+        raise ValueError(f"instance kind must be KIND_GPU or KIND_CPU, got {options.kind!r}")
+    config = mc.ModelConfig(
+        name=card.visual_name if tower == "visual" else card.textual_name,
+        backend="onnxruntime",
+        max_batch_size=max_batch,  # > 0: Triton adds the batch dimension in front of `dims`
+        default_model_filename=VARIANT_FILES[options.variant],
+        input=[mc.ModelInput(name=input_name, data_type=data_type, dims=dims)],
+        output=[mc.ModelOutput(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[card.dim])],
+        dynamic_batching=mc.ModelDynamicBatching(
+            preferred_batch_size=sorted({b for b in options.preferred_batch_sizes if 1 <= b <= max_batch}),
+            max_queue_delay_microseconds=options.queue_delay_us,
+        ),
+        instance_group=[mc.ModelInstanceGroup(count=options.instances, kind=getattr(mc.ModelInstanceGroup, options.kind))],
     )
+    for batch in sorted({b for b in options.warmup_batch_sizes if 1 <= b <= max_batch}):
+        config.model_warmup.append(mc.ModelWarmup(
+            name=f"warmup_batch{batch}", batch_size=batch,
+            inputs={input_name: mc.ModelWarmup.Input(data_type=data_type, dims=dims, zero_data=True)},
+        ))
+    if options.tensorrt_fp16 and options.kind == "KIND_GPU":
+        trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        trt.parameters["precision_mode"] = "FP16"
+        trt.parameters["max_workspace_size_bytes"] = str(options.tensorrt_workspace_bytes)
+    if tower == "textual" and options.text_response_cache:
+        config.response_cache.enable = True  # repeated queries are answered without running the model
+    return config
 
 
 def render_config(card: ModelCard, tower: str, options: TritonOptions) -> str:
-    if tower == "visual":
-        name, input_name, data_type = card.visual_name, "pixels", "TYPE_UINT8"
-        dims, max_batch = [card.image_size, card.image_size, 3], options.visual_max_batch
-    else:
-        name, input_name, data_type = card.textual_name, "tokens", "TYPE_INT64"
-        dims, max_batch = [card.context_length], options.textual_max_batch
-    preferred = [b for b in (8, 16, 32, 64) if b <= max_batch]
-    dims_text = ", ".join(map(str, dims))
-    text = (
-        f'name: "{name}"\n'
-        'backend: "onnxruntime"\n'
-        f"max_batch_size: {max_batch}\n"
-        f'default_model_filename: "{VARIANT_FILES[options.variant]}"\n'
-        f'input [\n  {{\n    name: "{input_name}"\n    data_type: {data_type}\n    dims: [ {dims_text} ]\n  }}\n]\n'
-        f'output [\n  {{\n    name: "embedding"\n    data_type: TYPE_FP32\n    dims: [ {card.dim} ]\n  }}\n]\n'
-        "dynamic_batching {\n"
-        f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n"
-        f"  max_queue_delay_microseconds: {options.queue_delay_us}\n"
-        "}\n"
-        f"instance_group [\n  {{\n    count: {options.instances}\n    kind: {options.kind}\n  }}\n]\n"
-    )
-    text += _warmup(input_name, data_type, dims, 1)
-    if options.tensorrt_fp16 and options.kind == "KIND_GPU":
-        text += (
-            "optimization {\n  execution_accelerators {\n    gpu_execution_accelerator : [\n      {\n"
-            '        name : "tensorrt"\n'
-            '        parameters { key: "precision_mode" value: "FP16" }\n'
-            '        parameters { key: "max_workspace_size_bytes" value: "1073741824" }\n'
-            "      }\n    ]\n  }\n}\n"
-        )
-    if tower == "textual" and options.text_response_cache:
-        text += "response_cache {\n  enable: true\n}\n"
-    return text
+    return text_format.MessageToString(build_config(card, tower, options))
 
 
 def write_configs(card: ModelCard, repository: Path, options: TritonOptions) -> None:

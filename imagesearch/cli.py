@@ -18,10 +18,10 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The full parser for ``argv`` (its subcommand configured); also used to check compose commands."""
     parser = argparse.ArgumentParser(prog="imagesearch", description="Semantic image search with CLIP.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text)
@@ -29,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(module_name)
             module.configure(sub_parser)
             sub_parser.set_defaults(_run=module.run)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     return int(args._run(args) or 0)
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -27,8 +28,13 @@ class Settings(BaseSettings):
     onnx_threads: int = Field(0, description="intra-op threads for ONNX Runtime; 0 = all cores")
     onnx_providers: str = Field("", description="comma-separated ORT providers; empty = CUDA if present, else CPU")
     batch_size: int = 32
+    encoder_inflight: int = Field(1, description="image batches in flight to the encoder (raise for Triton)")
+    decode_workers: int = Field(0, description="decode/resize worker processes; 0 = cores - 1 (at least 1)")
+    dependency_wait_s: float = Field(300.0, description="how long ingest waits for a down encoder/store")
     triton_url: str = "localhost:8001"
-    triton_timeout_s: float = 30.0
+    triton_timeout_s: float = Field(30.0, description="deadline of one Triton request")
+    triton_retry_s: float = Field(10.0, description="keep retrying a request this long while Triton is unavailable")
+    triton_startup_wait_s: float = Field(30.0, description="wait this long for Triton and the models to be ready at start-up")
 
     # --- image decoding ----------------------------------------------------------------------
     max_image_pixels: int = Field(100_000_000, description="decompression-bomb guard")
@@ -42,9 +48,45 @@ class Settings(BaseSettings):
     es_api_key: SecretStr = SecretStr("")
     es_ca_certs: str = ""
     es_index_prefix: str = "imagesearch"
+    es_timeout_s: float = Field(10.0, description="per request (bulk requests get 6x)")
+    es_index_type: Literal["int8_hnsw", "hnsw", "bbq_hnsw"] = Field(
+        "int8_hnsw", description="dense_vector index_options type for new vector indices (bbq_hnsw needs dims >= 64)")
+    es_hnsw_m: int = Field(16, ge=2, description="HNSW graph degree of new vector indices")
+    es_hnsw_ef_construction: int = Field(100, ge=2, description="HNSW build-time candidate list of new vector indices")
+    es_num_candidates: int = Field(
+        1000, ge=1, le=10_000, description="kNN candidates per shard (at least k); recall@10 0.97 on 20k random 512-d vectors, see bench/bench_es.py")
+    es_rescore_oversample: float = Field(
+        2.0, ge=0, description="re-rank k x this many quantized hits with the float vectors (exact scores); 0 = off")
+    es_shards: int = Field(1, ge=1, description="primary shards of new indices")
+    es_replicas: int = Field(0, ge=0, description="replicas of new indices (0 suits a single node)")
+    es_refresh_interval: str = Field("1s", description="refresh interval of new vector indices; raise (e.g. 30s) for big bulk loads")
+    es_bulk_chunk: int = Field(500, ge=1, description="documents per bulk request")
 
     # --- downloader --------------------------------------------------------------------------
     allow_private_networks: bool = False
+    download_allowed_networks: list[str] = Field(
+        default_factory=list, description="addresses/networks (CIDR) the SSRF guard lets through, e.g. an intranet host")
+    download_concurrency: int = Field(64, ge=1, description="requests in flight, all hosts together")
+    download_per_host: int = Field(8, ge=1, description="requests in flight to one host")
+    download_connect_timeout_s: float = 10.0
+    download_read_timeout_s: float = 20.0  # longest silence while reading
+    download_total_timeout_s: float = 60.0  # one attempt, redirects and body included
+    download_retries: int = Field(3, ge=0, description="extra attempts on timeouts, connection errors, 429, 5xx")
+    download_backoff_s: float = 1.0  # first retry waits about this long, doubling with jitter
+    download_backoff_max_s: float = 30.0
+    download_max_retry_after_s: float = 120.0  # a longer Retry-After gives up instead of waiting
+    download_max_bytes: int = 25 * 1024 * 1024
+    download_max_redirects: int = 5
+    download_user_agent: str = "imagesearch/0.1 (+https://github.com/imagesearch/imagesearch)"
+    download_honour_noai: bool = Field(True, description="skip images served with X-Robots-Tag: noai / noimageai")
+    download_write_batch: int = Field(64, ge=1, description="records per store write (a kill loses at most this many)")
+
+    @field_validator("download_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad entry
+        return value
 
     # --- services ----------------------------------------------------------------------------
     api_url: str = "http://localhost:8000"
@@ -52,6 +94,19 @@ class Settings(BaseSettings):
     api_port: int = 8000
     ui_host: str = "127.0.0.1"
     ui_port: int = 8501
+    max_k: int = Field(100, ge=1, description="largest k a search may ask for")
+    max_query_chars: int = Field(1000, ge=1, description="longest query text accepted")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest image a search may upload or fetch")
+    text_cache_size: int = Field(4096, ge=0, description="text embeddings kept for repeated queries (LRU)")
+    text_batch_max: int = Field(32, ge=1, description="most texts encoded in one micro-batch")
+    text_batch_wait_ms: float = Field(2.0, ge=0, description="how long a query waits for others to share its encoder call")
+    url_fetch_timeout_s: float = Field(15.0, gt=0, description="search by image_url: time limit for the fetch")
+
+    # --- `make run` (imagesearch.run) --------------------------------------------------------
+    arch: str = Field(DEFAULT_MODEL, description="open_clip architecture that `make run` exports if missing")
+    pretrained: str = Field(DEFAULT_PRETRAINED, description="its pretrained tag or a local checkpoint path")
+    urls_file: Path = Field(Path("data/image_urls.txt"), description="URL list `make run` ingests if present")
+    images_folder: Path = Field(Path("data/images"), description="folder `make run` ingests if present")
 
     @property
     def images_dir(self) -> Path:

@@ -8,6 +8,11 @@ import pytest
 
 from imagesearch.config import Settings
 
+pytest_plugins = [
+    "tests.support.triton_server",  # the `triton_server` fixture (a real tritonserver)
+    "tests.support.es_node",  # the `es_node` fixture (a real Elasticsearch node)
+]
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -30,3 +35,12 @@ def settings(tmp_path: Path, test_model_repo: Path) -> Settings:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture()
+def image_server():
+    """A real HTTP server on 127.0.0.1 serving what the test adds (tests/support/image_server.py)."""
+    from tests.support.image_server import ImageServer
+
+    with ImageServer() as server:
+        yield server

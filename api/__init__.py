@@ -1,0 +1,5 @@
+"""The search API (FastAPI): a thin HTTP shell over ``imagesearch.search.SearchService``."""
+
+from api.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,25 @@
+"""`imagesearch serve`: run the search API with uvicorn (one process: the encoder lives in it)."""
+
+from __future__ import annotations
+
+import argparse
+
+from imagesearch.config import get_settings
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (default: IMAGESEARCH_API_HOST, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: IMAGESEARCH_API_PORT, 8000)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    host, port = args.host or settings.api_host, args.port or settings.api_port
+    print(f"search API on http://{host}:{port} (docs at /docs), data in {settings.data_dir}", flush=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level)
+    return 0

@@ -1,0 +1,105 @@
+"""Downloader throughput: URLs/s against a local HTTP server serving small images.
+
+    .venv/bin/python -m bench.bench_downloader [--n 3000] [--concurrency 64]
+
+The server (tests/support/image_server.py) runs in a child process so its CPU time is not charged
+to the downloader; on a 2-core machine they still share the cores. Two figures:
+  fetch only      fetch_image for every URL (HTTP + redirects/limits checks + decode check), no storage;
+  full download   ingest.downloader.download: the above + sha256 + content-addressed file (fsync) +
+                  records in the local SQLite store.
+The SSRF guard is off (the server is on 127.0.0.1), so these figures exclude DNS lookups. The
+downloader's CPU time per URL (all its threads, not the server's) is printed too: it is steadier
+than URLs/s on a busy machine, and cores / (CPU per URL) bounds what one process can reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from export.shapes import CLASSES, draw_shape
+from imagesearch.config import Settings
+from imagesearch.fetch import FetchOptions, fetch_image, make_client
+from imagesearch.stores.local import LocalStore
+from ingest.downloader import download
+from tests.support.image_server import serve_forever_in_process
+
+
+def make_images(n: int, size: tuple[int, int]) -> dict[str, bytes]:
+    rng = random.Random(0)
+    images = {}
+    for i in range(n):
+        colour, shape = CLASSES[i % len(CLASSES)]
+        images[f"/img/{i}.jpg"] = draw_shape(colour, shape, rng, size).encode("JPEG", quality=85)
+    return images
+
+
+async def fetch_only(urls: list[str], options: FetchOptions, concurrency: int) -> float:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for url in urls:
+        queue.put_nowait(url)
+
+    async def worker(client):
+        while not queue.empty():
+            await fetch_image(client, queue.get_nowait(), options)
+
+    async with make_client(options, max_connections=concurrency) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=3000, help="URLs (distinct small images)")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--per-host", type=int, default=8, help="all URLs are on one host, so this bounds concurrency")
+    args = parser.parse_args()
+
+    images = make_images(args.n, (args.size, args.size))
+    mean_bytes = sum(map(len, images.values())) / len(images)
+    ctx = mp.get_context("spawn")
+    ready, port = ctx.Event(), ctx.Value("i", 0)
+    server = ctx.Process(target=serve_forever_in_process, args=(images, ready, port), daemon=True)
+    server.start()
+    try:
+        ready.wait(60)
+        urls = [f"http://127.0.0.1:{port.value}{path}" for path in images]
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(data_dir=Path(tmp), allow_private_networks=True,
+                                download_concurrency=args.concurrency, download_per_host=args.per_host)
+            options = FetchOptions.from_settings(settings)
+            workers = min(args.concurrency, args.per_host)
+            asyncio.run(fetch_only(urls[:200], options, workers))  # warm-up
+            print(f"cores: {os.cpu_count()} (load average {os.getloadavg()[0]:.1f}), {args.n} URLs, "
+                  f"{args.size}x{args.size} JPEG, {mean_bytes:.0f} bytes mean, concurrency {args.concurrency}, "
+                  f"per host {args.per_host}")
+            cpu = time.process_time()
+            seconds = asyncio.run(fetch_only(urls, options, workers))
+            cpu_ms = (time.process_time() - cpu) / args.n * 1000
+            print(f"fetch only:    {args.n / seconds:6.0f} URLs/s  ({seconds:.2f} s; downloader CPU {cpu_ms:.2f} ms/URL)")
+            store = LocalStore(settings.data_dir / "store.sqlite3")
+            cpu = time.process_time()
+            try:
+                summary = asyncio.run(download(urls, store, settings))
+            finally:
+                store.close()
+            cpu_ms = (time.process_time() - cpu) / args.n * 1000
+            assert summary.downloaded == args.n, summary.describe()
+            print(f"full download: {args.n / summary.seconds:6.0f} URLs/s  ({summary.seconds:.2f} s; downloader CPU "
+                  f"{cpu_ms:.2f} ms/URL; {summary.describe()})")
+            print(f"load average after: {os.getloadavg()[0]:.1f} (other processes share these cores)")
+    finally:
+        server.terminate()
+        server.join(5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Helpers shared by the benchmarks: a cached ViT-B-32 (random weights) export, JPEG fixtures, timing."""
+
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CACHE = Path(os.environ.get("IMAGESEARCH_BENCH_CACHE", Path.home() / ".cache" / "imagesearch-bench"))
+
+
+def vit_b32_repository() -> Path:
+    """ViT-B-32 with random weights exported once (fp32 + int8) into the bench cache."""
+    repo = CACHE / "vit-b-32-random"
+    if not (repo / "vit-b-32-random.json").is_file():
+        from export.onnx_export import ExportOptions, export_model
+
+        export_model(ExportOptions(model="ViT-B-32", pretrained="none", int8=True), repo)
+    return repo
+
+
+def photo_jpegs(n: int, size=(1024, 768), seed: int = 0) -> list[bytes]:
+    """Photo-like 1024x768 JPEGs (smooth gradients + noise), quality 90."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = []
+    for _ in range(n):
+        base = np.stack([(xx / w) * rng.uniform(80, 255), (yy / h) * rng.uniform(80, 255), np.full_like(xx, rng.uniform(0, 255))], -1)
+        noisy = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noisy).save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def rate(fn, items: int, min_seconds: float = 3.0, warmup: int = 1) -> float:
+    """items/s of fn() (which processes ``items`` items), over at least ``min_seconds``."""
+    for _ in range(warmup):
+        fn()
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < min_seconds:
+        fn()
+        runs += 1
+    return runs * items / (time.perf_counter() - started)
+
+
+def latencies_ms(fn, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)

@@ -1,0 +1,173 @@
+"""Encoder client for NVIDIA Triton over gRPC (``IMAGESEARCH_ENCODER=triton``).
+
+* Text is tokenized here (same ``Tokenizer`` as the in-process encoder); token ids and uint8 pixels
+  travel as binary tensors (gRPC raw contents), embeddings come back the same way.
+* Start-up waits for the server and both models to be ready (``triton_startup_wait_s``), then
+  raises ``EncoderUnavailable`` naming the URL and model.
+* Each request has a deadline (``triton_timeout_s``) and is retried with exponential backoff while
+  the server is unavailable (down, restarting, connection refused) for up to ``triton_retry_s``;
+  then ``EncoderUnavailable``. The gRPC channel reconnects by itself, so the same object recovers
+  when the server is back: no restart of the caller.
+* **Thread-safe**: one gRPC channel multiplexes concurrent calls. Ingest keeps several batches in
+  flight by calling ``encode_images`` from several threads; the server's dynamic batcher merges
+  them. (The API can call the methods from its thread pool in the same way.)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Sequence, TypeVar
+
+import grpc
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from tritonclient.utils import InferenceServerException
+
+from imagesearch.config import Settings
+from imagesearch.encoders import EncoderUnavailable
+from imagesearch.model_card import ModelCard
+from imagesearch.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+INPUTS = {"visual": ("pixels", "UINT8"), "textual": ("tokens", "INT64")}
+OUTPUT = "embedding"
+# Reconnect quickly after a restart instead of gRPC's default backoff (up to 120 s).
+CHANNEL_ARGS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_send_message_length", 256 << 20),
+    ("grpc.max_receive_message_length", 256 << 20),
+]
+
+
+def _status(exc: Exception) -> str:
+    return (exc.status() or "") if isinstance(exc, InferenceServerException) else ""
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth retrying: the server is down, restarting, or the connection was refused/reset."""
+    return isinstance(exc, InferenceServerException) and _status(exc) == str(grpc.StatusCode.UNAVAILABLE)
+
+
+class TritonEncoder:
+    def __init__(self, card: ModelCard, settings: Settings):
+        self.card = card
+        self.url = settings.triton_url
+        self.timeout_s = settings.triton_timeout_s
+        self.retry_s = settings.triton_retry_s
+        self.batch_size = max(1, settings.batch_size)
+        self.tokenizer = Tokenizer.from_card(card, settings.model_repository)
+        self.models = {"visual": card.visual_name, "textual": card.textual_name}
+        self.max_batch = {tower: self.batch_size for tower in self.models}
+        self._client = grpcclient.InferenceServerClient(self.url, channel_args=CHANNEL_ARGS)
+        try:
+            self.wait_ready(settings.triton_startup_wait_s)
+        except BaseException:
+            self._client.close()
+            raise
+
+    # --- readiness ---------------------------------------------------------------------------
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Wait until the server and both models are ready; read each model's max batch size."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            try:
+                self._check_models()
+                return
+            except EncoderUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _check_models(self) -> None:
+        for tower, model in self.models.items():
+            try:
+                ready = self._client.is_model_ready(model, client_timeout=self.timeout_s)
+                config = self._client.get_model_config(model, client_timeout=self.timeout_s).config if ready else None
+            except InferenceServerException as exc:
+                raise self._error(model, exc) from exc
+            if not ready:
+                raise EncoderUnavailable(
+                    f"model {model!r} is not loaded in Triton at {self.url}: is it in the server's model "
+                    "repository (`imagesearch export --repository ...`) and did it load? (see the server log)"
+                )
+            name, _ = INPUTS[tower]
+            if [i.name for i in config.input] != [name]:
+                raise EncoderUnavailable(
+                    f"model {model!r} in Triton at {self.url} takes inputs {[i.name for i in config.input]}, "
+                    f"expected [{name!r}]: the server's repository holds a different export"
+                )
+            if config.max_batch_size > 0:
+                self.max_batch[tower] = min(self.batch_size, config.max_batch_size)
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def _error(self, model: str, exc: InferenceServerException) -> EncoderUnavailable:
+        status = _status(exc)
+        if status == str(grpc.StatusCode.NOT_FOUND) or "unknown model" in (exc.message() or ""):
+            return EncoderUnavailable(f"model {model!r} is not available in Triton at {self.url}: {exc.message()}")
+        if status == str(grpc.StatusCode.DEADLINE_EXCEEDED):
+            return EncoderUnavailable(f"Triton at {self.url} did not answer for model {model!r} within {self.timeout_s:g}s")
+        if _transient(exc):
+            return EncoderUnavailable(f"Triton at {self.url} is unavailable for model {model!r}: {exc.message()}")
+        return EncoderUnavailable(f"Triton at {self.url} failed for model {model!r}: {status} {exc.message()}")
+
+    def _with_retry(self, model: str, call: Callable[[], T]) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception(_transient),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            stop=stop_after_delay(self.retry_s),
+            before_sleep=lambda state: log.warning("Triton at %s unavailable for %s; retrying", self.url, model),
+            reraise=True,
+        )
+        try:
+            return retrying(call)
+        except InferenceServerException as exc:
+            raise self._error(model, exc) from exc
+
+    def _infer(self, tower: str, batch: np.ndarray) -> np.ndarray:
+        model = self.models[tower]
+        name, datatype = INPUTS[tower]
+        step = self.max_batch[tower]
+        parts = []
+        for start in range(0, len(batch), step):
+            chunk = np.ascontiguousarray(batch[start : start + step])
+            tensor = grpcclient.InferInput(name, list(chunk.shape), datatype)
+            tensor.set_data_from_numpy(chunk)  # binary (raw) tensor contents
+            result = self._with_retry(model, lambda: self._client.infer(
+                model, [tensor], outputs=[grpcclient.InferRequestedOutput(OUTPUT)], client_timeout=self.timeout_s,
+            ))
+            parts.append(result.as_numpy(OUTPUT))
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        size = self.card.image_size
+        if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+            raise ValueError(f"expected uint8 [B,{size},{size},3], got {pixels.shape}")
+        if len(pixels) == 0:
+            return np.zeros((0, self.card.dim), np.float32)
+        return self._infer("visual", pixels)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.card.dim), np.float32)
+        return self._infer("textual", self.tokenizer(texts))
+
+    def health(self) -> dict:
+        info = {"backend": "triton", "url": self.url, "models": list(self.models.values())}
+        try:
+            ready = all(self._client.is_model_ready(m, client_timeout=min(self.timeout_s, 5.0)) for m in self.models.values())
+            return {"ok": bool(ready), **info} if ready else {"ok": False, **info, "error": "models not ready"}
+        except Exception as exc:  # health never raises
+            message = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
+            return {"ok": False, **info, "error": f"Triton at {self.url}: {message}"}
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,283 @@
+"""Fetch one image URL politely and safely: shared by the downloader and the API's search by URL.
+
+One attempt = the whole redirect chain (followed here, at most ``max_redirects``), each hop checked
+by the SSRF guard before a request is sent and again on the address actually connected to (so a DNS
+answer that changes between the check and the connect is still caught before the body is read).
+Attempts are retried with exponential backoff and jitter on timeouts, connection errors, 429 and 5xx,
+honouring ``Retry-After``. Everything else fails at once with a typed :class:`FetchError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
+
+from imagesearch.config import Settings
+from imagesearch.preprocess import ImageDecodeError, ImageInfo, probe
+from imagesearch.records import FAILURE_REASONS
+
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+NOAI_DIRECTIVES = {"noai", "noimageai"}
+_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%\w+)?")  # a DNS name (IDNA-encoded) or an IP literal
+_THREAD_DECODE_BYTES = 512 * 1024  # decode bigger bodies off the event loop
+
+
+class FetchError(Exception):
+    """Why a URL gave no image. ``reason`` is one of ``FAILURE_REASONS``."""
+
+    def __init__(self, reason: str, detail: str = "", *, retryable: bool = False,
+                 retry_after: float | None = None, attempts: int = 1):
+        assert reason in FAILURE_REASONS, reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    user_agent: str = "imagesearch/0.1 (+https://github.com/imagesearch/imagesearch)"
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 20.0
+    total_timeout_s: float = 60.0
+    retries: int = 3
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+    max_retry_after_s: float = 120.0
+    max_bytes: int = 25 * 1024 * 1024
+    max_redirects: int = 5
+    honour_noai: bool = True
+    allow_private_networks: bool = False
+    allowed_networks: tuple[str, ...] = ()
+    max_pixels: int = 100_000_000
+    _allowed: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_allowed", tuple(ipaddress.ip_network(n, strict=False) for n in self.allowed_networks))
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "FetchOptions":
+        return cls(
+            user_agent=s.download_user_agent, connect_timeout_s=s.download_connect_timeout_s,
+            read_timeout_s=s.download_read_timeout_s, total_timeout_s=s.download_total_timeout_s,
+            retries=s.download_retries, backoff_s=s.download_backoff_s, backoff_max_s=s.download_backoff_max_s,
+            max_retry_after_s=s.download_max_retry_after_s, max_bytes=s.download_max_bytes,
+            max_redirects=s.download_max_redirects, honour_noai=s.download_honour_noai,
+            allow_private_networks=s.allow_private_networks, allowed_networks=tuple(s.download_allowed_networks),
+            max_pixels=s.max_image_pixels,
+        )
+
+
+@dataclass(frozen=True)
+class FetchedImage:
+    data: bytes
+    info: ImageInfo
+    final_url: str
+    attempts: int = 1
+
+
+def make_client(options: FetchOptions, max_connections: int = 100) -> httpx.AsyncClient:
+    """The client fetch_image expects: no automatic redirects, no proxies from the environment."""
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,  # a proxy would hide the address we really connect to from the guard
+        headers={"User-Agent": options.user_agent, "Accept": "image/*,*/*;q=0.5"},
+        timeout=httpx.Timeout(connect=options.connect_timeout_s, read=options.read_timeout_s,
+                              write=options.read_timeout_s, pool=None),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+    )
+
+
+# --- SSRF guard --------------------------------------------------------------------------------
+
+def _blocked_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, options: FetchOptions) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # ::ffff:127.0.0.1 is 127.0.0.1
+        ip = ip.ipv4_mapped
+    if any(ip in net for net in options._allowed):
+        return False
+    return (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved
+            or ip.is_unspecified or not ip.is_global)
+
+
+async def check_url(url: httpx.URL, options: FetchOptions) -> None:
+    """Refuse non-http(s) URLs and, unless private networks are allowed, hosts that resolve to any
+    non-public address (every address the name resolves to is checked)."""
+    if not url.scheme:
+        raise FetchError("invalid_url", "not an absolute URL")
+    if url.scheme not in ("http", "https"):
+        raise FetchError("blocked", f"scheme {url.scheme!r} is not http or https")
+    if not url.host or not _HOST.fullmatch(url.host):
+        raise FetchError("invalid_url", f"bad host {url.host!r}")
+    if options.allow_private_networks:
+        return
+    try:
+        addresses = [ipaddress.ip_address(url.host)]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                url.host, url.port or (443 if url.scheme == "https" else 80), type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise FetchError("connection", f"cannot resolve {url.host}: {exc}") from None
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    for ip in addresses:
+        if _blocked_address(ip, options):
+            raise FetchError("blocked", f"{url.host} resolves to non-public address {ip}")
+
+
+def _check_peer(response: httpx.Response, options: FetchOptions) -> None:
+    """The address the connection really went to (DNS may have changed since check_url)."""
+    if options.allow_private_networks:
+        return
+    stream = response.extensions.get("network_stream")
+    peer = stream.get_extra_info("server_addr") if stream is not None else None
+    if peer and _blocked_address(ipaddress.ip_address(str(peer[0]).split("%")[0]), options):
+        raise FetchError("blocked", f"{response.url.host} connected to non-public address {peer[0]}")
+
+
+# --- one attempt -------------------------------------------------------------------------------
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _noai(headers: httpx.Headers, user_agent: str) -> bool:
+    """X-Robots-Tag: ``noai``/``noimageai``, for everyone or for our agent (``imagesearch: noai``)."""
+    agent = user_agent.split("/")[0].lower()
+    for value in headers.get_list("x-robots-tag", split_commas=True):
+        directive = value.strip().lower()
+        if ":" in directive:
+            who, directive = (p.strip() for p in directive.split(":", 1))
+            if who not in ("*", agent):
+                continue
+        if directive in NOAI_DIRECTIVES:
+            return True
+    return False
+
+
+def _status_error(response: httpx.Response, options: FetchOptions) -> FetchError:
+    code = response.status_code
+    detail = f"HTTP {code}"
+    if code == 429 or code >= 500:
+        wait = _retry_after(response.headers.get("retry-after"))
+        if wait is not None and wait > options.max_retry_after_s:
+            return FetchError("http_status", f"{detail}, Retry-After {wait:.0f}s is too long")
+        return FetchError("http_status", detail, retryable=True, retry_after=wait)
+    return FetchError("http_status", detail)
+
+
+async def _read_body(response: httpx.Response, options: FetchOptions) -> bytes:
+    length = response.headers.get("content-length")
+    if length and length.isdigit() and int(length) > options.max_bytes:
+        raise FetchError("too_large", f"Content-Length {length} is over {options.max_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > options.max_bytes:  # stop reading now, not after the whole body arrived
+            raise FetchError("too_large", f"body is over {options.max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _attempt(client: httpx.AsyncClient, url: httpx.URL, options: FetchOptions) -> tuple[bytes, str]:
+    for _ in range(options.max_redirects + 1):
+        await check_url(url, options)
+        async with client.stream("GET", url) as response:
+            _check_peer(response, options)
+            location = response.headers.get("location")
+            if response.status_code in REDIRECT_STATUSES and location:
+                try:
+                    url = url.join(location)
+                except (httpx.InvalidURL, ValueError) as exc:
+                    raise FetchError("invalid_url", f"bad redirect location {location!r}: {exc}") from None
+                continue
+            if not response.is_success:
+                raise _status_error(response, options)
+            if options.honour_noai and _noai(response.headers, options.user_agent):
+                raise FetchError("robots", "X-Robots-Tag forbids AI use (noai/noimageai)")
+            return await _read_body(response, options), str(url)
+    raise FetchError("too_many_redirects", f"more than {options.max_redirects} redirects")
+
+
+async def _attempt_with_timeout(client: httpx.AsyncClient, url: httpx.URL, options: FetchOptions) -> tuple[bytes, str]:
+    try:
+        return await asyncio.wait_for(_attempt(client, url, options), options.total_timeout_s)
+    except (TimeoutError, asyncio.TimeoutError, httpx.TimeoutException) as exc:
+        raise FetchError("timeout", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                         retryable=True) from None
+    except httpx.InvalidURL as exc:
+        raise FetchError("invalid_url", str(exc)) from None
+    except httpx.HTTPError as exc:  # refused, reset, TLS, bad HTTP, bad gzip
+        raise FetchError("connection", f"{type(exc).__name__}: {exc}", retryable=True) from None
+
+
+def _backoff(options: FetchOptions):
+    """Exponential backoff with jitter, but never shorter than the server's Retry-After."""
+    backoff = wait_exponential(multiplier=options.backoff_s, max=options.backoff_max_s) + wait_random(0, options.backoff_s)
+
+    def wait(retry_state) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        return max(backoff(retry_state), getattr(exc, "retry_after", None) or 0.0)
+
+    return wait
+
+
+async def fetch_image(client: httpx.AsyncClient, url: str, options: FetchOptions) -> FetchedImage:
+    """GET ``url`` and return its bytes if they decode as an image; raise FetchError otherwise."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise FetchError("invalid_url", str(exc)) from None
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(options.retries + 1),
+        wait=_backoff(options),
+        retry=retry_if_exception(lambda e: isinstance(e, FetchError) and e.retryable),
+        reraise=True,
+    )
+    attempts = 0
+    try:
+        async for attempt in retrying:
+            with attempt:
+                attempts += 1
+                data, final_url = await _attempt_with_timeout(client, parsed, options)
+    except FetchError as exc:
+        exc.attempts = attempts
+        raise
+    try:
+        if len(data) > _THREAD_DECODE_BYTES:
+            info = await asyncio.to_thread(probe, data, options.max_pixels)
+        else:
+            info = probe(data, options.max_pixels)
+    except ImageDecodeError as exc:
+        raise FetchError("not_an_image", f"{exc.reason}: {exc}", attempts=attempts) from None
+    return FetchedImage(data, info, final_url, attempts)
+
+
+def fetch_image_sync(url: str, options: FetchOptions | None = None) -> FetchedImage:
+    """One-off fetch outside an event loop (a CLI's ``--image URL``)."""
+    options = options or FetchOptions()
+
+    async def run() -> FetchedImage:
+        async with make_client(options, max_connections=2) as client:
+            return await fetch_image(client, url, options)
+
+    return asyncio.run(run())

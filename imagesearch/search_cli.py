@@ -1,0 +1,63 @@
+"""`imagesearch search "text"` / `--image PATH_OR_URL` / `--id ID`: thin shell over SearchService."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from imagesearch.config import get_settings
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", nargs="?", help="what to look for, e.g. 'a dog running on a beach'")
+    parser.add_argument("--image", help="search by an example image: a file path or an http(s) URL")
+    parser.add_argument("--id", dest="image_id", help="search by an image already in the index (more like this)")
+    parser.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    parser.add_argument("--min-score", type=float, default=None)
+    parser.add_argument("--json", action="store_true", help="print the API's JSON response shape")
+
+
+def _image_bytes(source: str, settings) -> bytes:
+    if source.startswith(("http://", "https://")):
+        from imagesearch.fetch import FetchOptions, fetch_image_sync
+
+        return fetch_image_sync(source, FetchOptions.from_settings(settings)).data
+    return Path(source).read_bytes()
+
+
+def run(args: argparse.Namespace) -> int:
+    from imagesearch.fetch import FetchError
+    from imagesearch.preprocess import ImageDecodeError
+    from imagesearch.search import QueryError, SearchService
+
+    if sum(x is not None for x in (args.text, args.image, args.image_id)) != 1:
+        print("give exactly one of: TEXT, --image PATH_OR_URL, --id ID", file=sys.stderr)
+        return 2
+    if not 1 <= args.k <= 1000:
+        print("-k must be between 1 and 1000", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    service = SearchService(settings)
+    try:
+        if args.text is not None:
+            response = service.search_text(args.text, args.k, min_score=args.min_score)
+        elif args.image:
+            response = service.search_image(_image_bytes(args.image, settings), args.k, min_score=args.min_score,
+                                            query={"image": args.image})
+        else:
+            response = service.search_id(args.image_id, args.k, min_score=args.min_score)
+    except (QueryError, ImageDecodeError, FetchError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        service.close()
+    if args.json:
+        print(response.model_dump_json(indent=2))
+        return 0
+    if not response.results:
+        print(f"no results ({response.model}; is anything embedded? see `imagesearch status`)")
+    for rank, result in enumerate(response.results, 1):
+        caption = f"  {result.captions[0]!r}" if result.captions else ""
+        print(f"{rank:3d}  {result.score:.4f}  {result.id[:12]}  {result.url}{caption}")
+    return 0

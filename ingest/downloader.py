@@ -1,0 +1,178 @@
+"""Download a URL list into the store: polite (bounded concurrency in total and per host, see
+imagesearch/fetch.py for retries, limits and the SSRF guard), incremental and crash-safe.
+
+Incremental: URLs that already have an image, or that failed in an earlier run, are skipped
+(``retry_failed`` retries exactly the failures). Crash-safe: the bytes are written first
+(content-addressed, atomic), then the records, in small batches, so a kill loses at most one batch
+of work and never leaves a record without its file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
+
+from imagesearch.blobs import BlobStore
+from imagesearch.config import Settings
+from imagesearch.fetch import FetchError, FetchOptions, fetch_image, make_client
+from imagesearch.records import ImageRecord, UrlFailure
+from imagesearch.stores import VectorStore
+from ingest.urls import UrlEntry
+
+Progress = Callable[[str, int], None]  # (event, n): downloaded, duplicate, known, skipped, failed:<reason>
+_CHUNK = 1000  # entries looked up in the store at a time
+_FLUSH_EVERY_S = 1.0
+
+
+@dataclass
+class DownloadSummary:
+    total: int = 0  # URLs given
+    downloaded: int = 0  # new images stored
+    duplicates: int = 0  # bytes already stored under another URL: one record, one more URL
+    already_known: int = 0  # URLs with an image from an earlier run
+    skipped_failed: int = 0  # URLs that failed in an earlier run (see retry_failed)
+    failed: Counter = field(default_factory=Counter)  # reason -> URLs
+    seconds: float = 0.0
+
+    @property
+    def fetched(self) -> int:
+        return self.downloaded + self.duplicates + sum(self.failed.values())
+
+    @property
+    def rate(self) -> float:
+        return self.fetched / self.seconds if self.seconds else 0.0
+
+    def describe(self) -> str:
+        failed = ", ".join(f"{reason} {n}" for reason, n in sorted(self.failed.items()))
+        parts = [f"{self.downloaded} downloaded", f"{self.duplicates} duplicates", f"{self.already_known} already known"]
+        if self.skipped_failed:
+            parts.append(f"{self.skipped_failed} skipped (failed before; use --retry-failed)")
+        parts.append(f"{sum(self.failed.values())} failed" + (f" ({failed})" if failed else ""))
+        return ", ".join(parts) + f" in {self.seconds:.1f}s ({self.rate:.1f} URLs/s)"
+
+
+class _Clients:
+    """HTTP clients, each for a share of the hosts. httpx's pool scans all of its connections on every
+    request, so one pool of hundreds of connections burns CPU; small pools keep that cheap, and one
+    host always uses the same pool so its keep-alive connections are reused."""
+
+    def __init__(self, options: FetchOptions, settings: Settings):
+        shards = max(1, -(-settings.download_concurrency // settings.download_per_host))
+        self.clients = [make_client(options, max_connections=2 * settings.download_per_host) for _ in range(shards)]
+
+    def for_url(self, url: str):
+        return self.clients[zlib.crc32((urlsplit(url).hostname or "").encode()) % len(self.clients)]
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self.clients))
+
+
+class _BatchWriter:
+    """Collects results and writes them to the store in small batches."""
+
+    def __init__(self, store: VectorStore, batch: int, summary: DownloadSummary, progress: Progress | None):
+        self.store, self.batch, self.summary, self.progress = store, batch, summary, progress
+        self.records: list[ImageRecord] = []
+        self.failures: list[UrlFailure] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, item: ImageRecord | UrlFailure) -> None:
+        (self.records if isinstance(item, ImageRecord) else self.failures).append(item)
+        if len(self.records) + len(self.failures) >= self.batch or time.monotonic() - self.last_flush > _FLUSH_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        records, failures, self.records, self.failures = self.records, self.failures, [], []
+        self.last_flush = time.monotonic()
+        if records:
+            created = self.store.upsert_images(records)
+            new = sum(created)
+            self.summary.downloaded += new
+            self.summary.duplicates += len(created) - new
+            self.notify("downloaded", new)
+            self.notify("duplicate", len(created) - new)
+        if failures:
+            self.store.record_failures(failures)
+            reasons = Counter(f.reason for f in failures)
+            self.summary.failed.update(reasons)
+            for reason, n in reasons.items():
+                self.notify(f"failed:{reason}", n)
+
+    def notify(self, event: str, n: int) -> None:
+        if self.progress is not None and n:
+            self.progress(event, n)
+
+
+async def download(entries: Iterable[UrlEntry | str], store: VectorStore, settings: Settings,
+                   progress: Progress | None = None, *, blobs: BlobStore | None = None,
+                   skip_failed: bool = True) -> DownloadSummary:
+    """Fetch every entry not already in the store; returns what happened, by outcome."""
+    entries = [e if isinstance(e, UrlEntry) else UrlEntry(e) for e in entries]
+    options = FetchOptions.from_settings(settings)
+    blobs = blobs or BlobStore(settings.images_dir)
+    started = time.monotonic()
+    summary = DownloadSummary(total=len(entries))
+    writer = _BatchWriter(store, settings.download_write_batch, summary, progress)
+    failed_before = {f.url for f in store.failures()} if skip_failed else set()
+    queue: asyncio.Queue[UrlEntry | None] = asyncio.Queue(maxsize=2 * settings.download_concurrency)
+    per_host: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(settings.download_per_host))
+
+    async def produce(workers: int) -> None:
+        for start in range(0, len(entries), _CHUNK):
+            chunk = entries[start : start + _CHUNK]
+            known = store.known_urls(e.url for e in chunk)
+            skipped = [e for e in chunk if e.url in failed_before and e.url not in known]
+            summary.already_known += len(known)
+            summary.skipped_failed += len(skipped)
+            writer.notify("known", len(known))
+            writer.notify("skipped", len(skipped))
+            for entry in chunk:
+                if entry.url not in known and entry.url not in failed_before:
+                    await queue.put(entry)
+        for _ in range(workers):
+            await queue.put(None)  # one stop sign per worker
+
+    async def fetch_one(entry: UrlEntry) -> None:
+        async with per_host[urlsplit(entry.url).hostname or ""]:
+            try:
+                image = await fetch_image(clients.for_url(entry.url), entry.url, options)
+            except FetchError as exc:
+                writer.add(UrlFailure(url=entry.url, reason=exc.reason, detail=exc.detail,
+                                      caption=entry.caption, attempts=exc.attempts))
+                return
+        # hashing and the fsync'd write happen off the event loop
+        image_id, _ = await asyncio.to_thread(blobs.put, image.data, image.info.format)
+        writer.add(ImageRecord(
+            id=image_id, urls=[entry.url], captions=[entry.caption] if entry.caption else [], sources=["url"],
+            width=image.info.width, height=image.info.height, format=image.info.format, bytes=len(image.data),
+        ))
+
+    async def work() -> None:
+        while (entry := await queue.get()) is not None:
+            await fetch_one(entry)
+
+    workers = max(1, min(settings.download_concurrency, len(entries)))
+    clients = _Clients(options, settings)
+    tasks = [asyncio.create_task(produce(workers))] + [asyncio.create_task(work()) for _ in range(workers)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await clients.aclose()
+        writer.flush()  # also on Ctrl-C or an error: keep what was done
+        summary.seconds = time.monotonic() - started
+    return summary
+
+
+async def retry_failed(store: VectorStore, settings: Settings, progress: Progress | None = None, *,
+                       blobs: BlobStore | None = None) -> DownloadSummary:
+    """Fetch again only the URLs that failed before (their attempts add up in the store)."""
+    entries = [UrlEntry(f.url, f.caption) for f in store.failures()]
+    return await download(entries, store, settings, progress, blobs=blobs, skip_failed=False)

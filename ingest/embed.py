@@ -1,0 +1,138 @@
+"""The embed worker: records without a vector for the active model -> decode/resize -> encoder -> store.
+
+Decoding and resizing run in worker processes while the encoder works on the previous batches in a
+thread (ONNX Runtime and gRPC release the GIL), so on a CPU box the two overlap, and with Triton
+several batches are in flight to keep the server-side batcher busy. Vectors are written batch by
+batch: a crash loses at most the batches in flight, and the next run picks them up again.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from imagesearch.blobs import BlobStore
+from imagesearch.config import Settings
+from imagesearch.encoders import Encoder, EncoderUnavailable
+from imagesearch.model_card import ModelCard
+from imagesearch.preprocess import ImageDecodeError, prepare
+from imagesearch.stores import StoreUnavailable, VectorStore
+
+log = logging.getLogger("imagesearch.ingest")
+
+# --- decoding in worker processes ------------------------------------------------------------
+_worker: dict = {}
+
+
+def _init_worker(card_json: str, max_pixels: int, draft: bool) -> None:
+    _worker.update(card=ModelCard.model_validate_json(card_json), max_pixels=max_pixels, draft=draft)
+
+
+def _decode(job: tuple[str, str]) -> tuple[str, np.ndarray | None, str]:
+    """(id, path) -> (id, pixels, "") or (id, None, reason)."""
+    image_id, path = job
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        return image_id, prepare(data, _worker["card"], max_pixels=_worker["max_pixels"], draft=_worker["draft"]), ""
+    except FileNotFoundError:
+        return image_id, None, "missing_file"
+    except ImageDecodeError as exc:
+        return image_id, None, exc.reason
+
+
+@dataclass
+class EmbedSummary:
+    embedded: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.embedded / self.seconds if self.seconds else 0.0
+
+
+class EmbedWorker:
+    def __init__(self, store: VectorStore, encoder: Encoder, settings: Settings, progress=None):
+        self.store, self.encoder, self.settings = store, encoder, settings
+        self.card = encoder.card
+        self.model = self.card.slug
+        self.blobs = BlobStore(settings.images_dir)
+        self.batch_size = settings.batch_size
+        self.inflight = max(1, settings.encoder_inflight)
+        self.workers = settings.decode_workers or max(1, (os.cpu_count() or 2) - 1)
+        self.progress = progress or (lambda event, n=1: None)
+        retrying = retry(
+            retry=retry_if_exception_type((EncoderUnavailable, StoreUnavailable)),
+            wait=wait_exponential(multiplier=0.5, max=15), stop=stop_after_delay(settings.dependency_wait_s),
+            before_sleep=lambda state: log.warning("waiting for a dependency: %s", state.outcome.exception()),
+            reraise=True,
+        )
+        self._encode = retrying(self.encoder.encode_images)
+        self._write = retrying(self.store.set_vectors)
+
+    def run(self, follow: bool = False, idle_exit_s: float | None = None, poll_s: float = 2.0) -> EmbedSummary:
+        """Embed until nothing is pending; with ``follow``, keep polling for new records (until
+        ``idle_exit_s`` seconds pass with nothing to do, if given)."""
+        summary, started = EmbedSummary(), time.monotonic()
+        self.store.ensure_model(self.model, self.card.dim)
+        unwritten: set[str] = set()  # handed out but not yet written: not fetched again
+        futures: deque[tuple[list[str], Future]] = deque()
+        idle_since = time.monotonic()
+
+        def finish_one() -> None:
+            ids, future = futures.popleft()
+            vectors = future.result()
+            self._write(self.model, ids, vectors)
+            unwritten.difference_update(ids)
+            summary.embedded += len(ids)
+            self.progress("embedded", len(ids))
+
+        context = multiprocessing.get_context("spawn")  # no fork after ONNX Runtime started threads
+        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(self.card.model_dump_json(), self.settings.max_image_pixels, self.settings.jpeg_draft)) as decoders, \
+                ThreadPoolExecutor(self.inflight, thread_name_prefix="encode") as encoders:
+            while True:
+                records = self.store.pending(self.model, self.batch_size * 4 * self.inflight, exclude=sorted(unwritten))
+                if not records:
+                    while futures:
+                        finish_one()
+                    if self.store.pending(self.model, 1):
+                        continue
+                    if not follow or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
+                        break
+                    time.sleep(poll_s)
+                    continue
+                idle_since = time.monotonic()
+                unwritten.update(r.id for r in records)
+                jobs = [(r.id, str(self.blobs.path(r.id, r.format))) for r in records]
+                ids, pixels, errors = [], [], {}
+                for image_id, array, reason in decoders.map(_decode, jobs, chunksize=4):
+                    if array is None:
+                        errors[image_id] = reason
+                        continue
+                    ids.append(image_id)
+                    pixels.append(array)
+                    if len(ids) == self.batch_size:
+                        futures.append((ids, encoders.submit(self._encode, np.stack(pixels))))
+                        ids, pixels = [], []
+                        while len(futures) > self.inflight:
+                            finish_one()
+                if ids:
+                    futures.append((ids, encoders.submit(self._encode, np.stack(pixels))))
+                if errors:
+                    self.store.set_embed_errors(self.model, errors)
+                    unwritten.difference_update(errors)
+                    for reason in errors.values():
+                        summary.failed[reason] = summary.failed.get(reason, 0) + 1
+                        self.progress(f"failed:{reason}", 1)
+        summary.seconds = time.monotonic() - started
+        return summary

@@ -1,0 +1,63 @@
+"""Folder scanner: every image file below a folder becomes a record (source "folder")."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+from imagesearch.blobs import BlobStore, sha256_hex
+from imagesearch.config import Settings
+from imagesearch.preprocess import ImageDecodeError, probe
+from imagesearch.records import ImageRecord
+from imagesearch.stores import VectorStore
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def image_files(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def scan_folder(root: Path, store: VectorStore, settings: Settings,
+                progress: Callable[[str, int], None] = lambda event, n=1: None, batch: int = 64) -> None:
+    """Store every new image under ``root``. A file whose bytes are already stored under the same path
+    costs one read and a hash: re-running on the same folder does no other work."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"folder {root} does not exist")
+    blobs = BlobStore(settings.images_dir)
+    pending: list[ImageRecord] = []
+
+    def flush() -> None:
+        if pending:
+            for created in store.upsert_images(pending):
+                progress("stored" if created else "duplicate", 1)
+            pending.clear()
+
+    for path in image_files(root):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            progress(f"failed:unreadable ({exc.strerror})", 1)
+            continue
+        image_id = sha256_hex(data)
+        existing = store.get(image_id)
+        if existing is not None and str(path) in existing.paths:
+            progress("known", 1)
+            continue
+        try:
+            info = probe(data, settings.max_image_pixels)
+        except ImageDecodeError as exc:
+            progress(f"failed:{exc.reason}", 1)
+            continue
+        blobs.put(data, info.format, image_id)
+        pending.append(ImageRecord(id=image_id, paths=[str(path)], sources=["folder"], width=info.width,
+                                   height=info.height, format=info.format, bytes=len(data)))
+        if len(pending) >= batch:
+            flush()
+    flush()

@@ -1,0 +1,449 @@
+"""The Elasticsearch store against a real node (tests/support/es_node.py): mapping, the store
+contract, ingest -> search with the test model, idempotency, recall, outages and alias swaps."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+
+from api.app import create_app
+from imagesearch.config import Settings
+from imagesearch.records import ImageRecord, SearchFilters, UrlFailure
+from imagesearch.stores import StoreUnavailable, VectorStore, make_store
+from imagesearch.stores.elasticsearch import ElasticsearchStore, StoreWriteError
+from tests.support.cli import cli_env, run_cli, start_cli
+from tests.support.es_node import SecuredNode, ensure_distribution, free_port
+from tests.support.search_api import ApiThread, make_shapes, write_folder
+
+MODEL = "shapes-tiny"  # the test model's slug (64-d)
+
+
+def es_settings(node, tmp_path, **overrides) -> Settings:
+    """Settings on the test node with indices of their own (a fresh prefix per test)."""
+    return Settings(data_dir=tmp_path / "var", store="elasticsearch", es_url=node.url,
+                    es_index_prefix=f"t{uuid.uuid4().hex[:10]}", **overrides)
+
+
+def image_id(i: int) -> str:
+    return hashlib.sha256(f"image-{i}".encode()).hexdigest()
+
+
+def record(i: int, fmt: str = "jpeg", width: int = 100, height: int = 100, source: str = "url",
+           urls: list[str] | None = None) -> ImageRecord:
+    return ImageRecord(id=image_id(i), urls=[f"https://example.com/{i}.jpg"] if urls is None else urls,
+                       sources=[source], width=width, height=height, format=fmt, bytes=1000 + i)
+
+
+def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture()
+def store(es_node, tmp_path):
+    store = ElasticsearchStore(es_settings(es_node, tmp_path))
+    yield store
+    store.close()
+
+
+# --- mapping -----------------------------------------------------------------------------------
+
+
+def test_mapping_and_index_settings_are_as_configured(es_node, tmp_path):
+    settings = es_settings(es_node, tmp_path, es_index_type="bbq_hnsw", es_hnsw_m=24, es_hnsw_ef_construction=120,
+                           es_shards=2, es_replicas=0, es_refresh_interval="5s")
+    store = make_store(settings)
+    assert isinstance(store, ElasticsearchStore) and isinstance(store, VectorStore)
+    store.ensure_model("ViT-B-32", 64)
+    store.ensure_model("ViT-B-32", 64)  # idempotent
+
+    read, write = store._aliases("ViT-B-32")
+    aliases = store.client.indices.get_alias(name=f"{read},{write}").body
+    assert list(aliases) == [f"{read}-v1"] and set(aliases[f"{read}-v1"]["aliases"]) == {read, write}
+    index = f"{read}-v1"
+    mapping = store.client.indices.get_mapping(index=index).body[index]["mappings"]
+    vector = mapping["properties"]["vector"]
+    assert (vector["type"], vector["dims"], vector["similarity"], vector["index"]) == ("dense_vector", 64, "dot_product", True)
+    assert {k: vector["index_options"][k] for k in ("type", "m", "ef_construction")} == {"type": "bbq_hnsw", "m": 24, "ef_construction": 120}
+    assert {f: mapping["properties"][f]["type"] for f in ("format", "sources", "width", "height")} == {
+        "format": "keyword", "sources": "keyword", "width": "integer", "height": "integer"}
+    assert mapping["dynamic"] == "strict"
+    index_settings = store.client.indices.get_settings(index=index).body[index]["settings"]["index"]
+    assert (index_settings["number_of_shards"], index_settings["number_of_replicas"], index_settings["refresh_interval"]) == ("2", "0", "5s")
+    assert index_settings["mapping"]["exclude_source_vectors"] == "true"
+
+    images = store.client.indices.get_mapping(index=store.images_index).body[store.images_index]["mappings"]["properties"]
+    assert {f: images[f]["type"] for f in ("id", "urls", "sources", "format", "width", "height", "bytes", "first_seen", "last_seen")} == {
+        "id": "keyword", "urls": "keyword", "sources": "keyword", "format": "keyword", "width": "integer",
+        "height": "integer", "bytes": "long", "first_seen": "date", "last_seen": "date"}
+
+    # the vector is kept out of _source, yet get_vector gives it back exactly
+    vector = unit_vectors(1, 64, seed=1)
+    store.upsert_images([record(1)])
+    store.set_vectors("ViT-B-32", [image_id(1)], vector)
+    assert "vector" not in store.client.get(index=read, id=image_id(1))["_source"]
+    np.testing.assert_array_equal(store.get_vector("ViT-B-32", image_id(1)), vector[0])
+
+    with pytest.raises(ValueError, match="holds 64-d vectors"):
+        store.ensure_model("ViT-B-32", 32)
+
+    default = ElasticsearchStore(es_settings(es_node, tmp_path))
+    default.ensure_model(MODEL, 64)
+    alias = default._aliases(MODEL)[0]
+    options = next(iter(default.client.indices.get_mapping(index=alias).body.values()))["mappings"]["properties"]["vector"]["index_options"]
+    assert {k: options[k] for k in ("type", "m", "ef_construction")} == {"type": "int8_hnsw", "m": 16, "ef_construction": 100}
+
+
+# --- the store contract ------------------------------------------------------------------------
+
+
+def test_upserts_merge_urls_and_clear_failures(store):
+    store.record_failures([UrlFailure(url="https://a.example/1.jpg", reason="timeout"),
+                           UrlFailure(url="https://a.example/9.jpg", reason="http_status", detail="404")])
+    store.record_failures([UrlFailure(url="https://a.example/9.jpg", reason="http_status", detail="410", attempts=2)])
+    by_url = {f.url: f for f in store.failures()}
+    assert (by_url["https://a.example/9.jpg"].attempts, by_url["https://a.example/9.jpg"].detail) == (3, "410")
+
+    first = record(1, urls=["https://a.example/1.jpg"])
+    assert store.upsert_images([first, record(2), first]) == [True, True, False]
+    assert store.upsert_images([record(1, urls=["https://b.example/1.jpg"], source="folder")]) == [False]
+    merged = store.get(image_id(1))
+    assert merged.urls == ["https://a.example/1.jpg", "https://b.example/1.jpg"] and merged.sources == ["url", "folder"]
+    assert store.get("0" * 64) is None
+    assert [f.url for f in store.failures()] == ["https://a.example/9.jpg"]  # 1.jpg now has an image
+    assert store.known_urls(["https://b.example/1.jpg", "https://example.com/2.jpg", "https://a.example/9.jpg"]) == {
+        "https://b.example/1.jpg", "https://example.com/2.jpg"}
+    counts = store.counts(MODEL)
+    assert (counts.images, counts.failed_urls, counts.failed_by_reason) == (2, 1, {"http_status": 1})
+
+
+def test_the_queue_pending_vectors_and_embed_errors(store):
+    store.upsert_images([record(i) for i in range(6)])
+    store.ensure_model(MODEL, 64)
+    assert {r.id for r in store.pending(MODEL, 100)} == {image_id(i) for i in range(6)}
+    assert len(store.pending(MODEL, 4)) == 4
+    assert image_id(0) not in {r.id for r in store.pending(MODEL, 100, exclude=[image_id(0)])}
+
+    vectors = unit_vectors(3, 64, seed=2)
+    store.set_vectors(MODEL, [image_id(i) for i in range(3)], vectors)
+    store.set_embed_errors(MODEL, {image_id(3): "not_an_image"})
+    assert {r.id for r in store.pending(MODEL, 100)} == {image_id(4), image_id(5)}
+    counts = store.counts(MODEL)
+    assert (counts.images, counts.embedded, counts.pending, counts.embed_failed) == (6, 3, 2, 1)
+    for i in range(3):
+        np.testing.assert_array_equal(store.get_vector(MODEL, image_id(i)), vectors[i])
+    assert store.get_vector(MODEL, image_id(4)) is None
+    assert store.get_vector("another-model", image_id(0)) is None
+    assert len(store.pending("another-model", 100)) == 6  # a new model re-embeds every stored image
+
+    # an id without a record is reported, and the rest of the batch is still written
+    with pytest.raises(StoreWriteError) as error:
+        store.set_vectors(MODEL, [image_id(4), "f" * 64], unit_vectors(2, 64, seed=3))
+    assert list(error.value.failures) == ["f" * 64]
+    assert store.counts(MODEL).embedded == 4
+
+
+def test_search_applies_filters_inside_knn_and_min_score(es_node, tmp_path):
+    # float HNSW, so the exact brute-force ranking is the expected answer
+    store = ElasticsearchStore(es_settings(es_node, tmp_path, es_index_type="hnsw"))
+    n = 60
+    records = [record(i, fmt=("jpeg", "png", "webp")[i % 3], width=50 + 10 * i, height=400 - 5 * i,
+                      source="folder" if i % 4 == 0 else "url") for i in range(n)]
+    vectors = unit_vectors(n, 64, seed=4)
+    store.upsert_images(records)
+    store.set_vectors(MODEL, [r.id for r in records], vectors)
+    store.refresh()
+    query = unit_vectors(1, 64, seed=5)[0]
+    scores = vectors @ query
+
+    def expected(keep, k: int) -> list[str]:
+        order = [i for i in np.argsort(-scores) if keep(records[i])]
+        return [records[i].id for i in order[:k]]
+
+    hits = store.search(MODEL, query, 5)
+    assert [h.id for h in hits] == expected(lambda r: True, 5)
+    assert np.allclose([h.score for h in hits], np.sort(scores)[::-1][:5], atol=1e-5)
+    assert hits[0].record == records[int(np.argmax(scores))]
+
+    for filters in [SearchFilters(format=["png"]), SearchFilters(source=["folder"]),
+                    SearchFilters(min_width=300, max_height=300), SearchFilters(format=["jpeg", "webp"], min_height=200)]:
+        hits = store.search(MODEL, query, 5, filters)
+        assert [h.id for h in hits] == expected(filters.matches, 5), filters
+        assert all(filters.matches(h.record) for h in hits)
+
+    third = float(np.sort(scores)[::-1][2])
+    assert [h.id for h in store.search(MODEL, query, 5, min_score=third - 1e-6)] == expected(lambda r: True, 3)
+    assert store.search(MODEL, query, 5, min_score=1.01) == []
+
+
+def test_a_merged_source_reaches_the_source_filter(store):
+    store.upsert_images([record(1), record(2)])
+    store.set_vectors(MODEL, [image_id(1), image_id(2)], unit_vectors(2, 64, seed=6))
+    store.upsert_images([record(1, source="folder", urls=[])])  # the same picture found in a folder
+    store.refresh()
+    query = store.get_vector(MODEL, image_id(2))
+    assert [h.id for h in store.search(MODEL, query, 5, SearchFilters(source=["folder"]))] == [image_id(1)]
+
+
+def test_default_index_returns_exact_scores(store):
+    """int8_hnsw ranks on quantized vectors; the rescore gives the float dot product back."""
+    vectors = unit_vectors(50, 64, seed=7)
+    store.upsert_images([record(i) for i in range(50)])
+    store.set_vectors(MODEL, [image_id(i) for i in range(50)], vectors)
+    store.refresh()
+    query = unit_vectors(1, 64, seed=8)[0]
+    hits = store.search(MODEL, query, 5)
+    exact = {image_id(i): float(vectors[i] @ query) for i in range(50)}
+    assert len(hits) == 5 and all(abs(h.score - exact[h.id]) < 1e-5 for h in hits)
+
+
+# --- ingest end to end -------------------------------------------------------------------------
+
+
+def test_ingest_then_search_with_the_test_model_and_reruns_add_nothing(es_node, tmp_path, test_model_repo):
+    images = make_shapes(2, seed=5)
+    folder = write_folder(tmp_path / "photos", images)
+    distinct = len({hashlib.sha256(i.data).hexdigest() for i in images})
+    env = cli_env(tmp_path / "var", test_model_repo, IMAGESEARCH_STORE="elasticsearch", IMAGESEARCH_ES_URL=es_node.url,
+                  IMAGESEARCH_ES_INDEX_PREFIX=f"t{uuid.uuid4().hex[:10]}", IMAGESEARCH_DECODE_WORKERS="1")
+
+    first = run_cli("ingest", "--folder", str(folder), env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for colour, shape in [("red", "circle"), ("blue", "square")]:
+        found = run_cli("search", f"a {colour} {shape}", "-k", "2", "--json", env=env)
+        assert found.returncode == 0, found.stderr
+        names = [r["url"].rsplit("/", 1)[-1] for r in json.loads(found.stdout)["results"]]
+        assert len(names) == 2 and all(n.startswith(f"{colour}_{shape}_") for n in names), names
+
+    # the same folder again, by two workers at once: nothing new
+    workers = [start_cli("ingest", "--folder", str(folder), env=env) for _ in range(2)]
+    for worker in workers:
+        output, _ = worker.communicate(timeout=300)
+        assert worker.returncode == 0, output
+    status = run_cli("status", "--json", env=env)
+    counts = json.loads(status.stdout)["counts"]
+    assert (counts["images"], counts["embedded"], counts["pending"]) == (distinct, distinct, 0)
+
+
+def test_two_writers_at_once_never_duplicate(store):
+    records = [record(i) for i in range(200)]
+    vectors = unit_vectors(200, 64, seed=9)
+    store.ensure_model(MODEL, 64)
+    created: list[list[bool]] = []
+
+    def work(seed: int) -> None:
+        order = np.random.default_rng(seed).permutation(200)
+        for start in range(0, 200, 25):
+            batch = [records[i] for i in order[start : start + 25]]
+            created.append(store.upsert_images(batch))
+            store.set_vectors(MODEL, [r.id for r in batch], vectors[order[start : start + 25]])
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(sum(flags) for flags in created) == 200  # each image was new exactly once
+    counts = store.counts(MODEL)
+    assert (counts.images, counts.embedded, counts.pending) == (200, 200, 0)
+    store.refresh()
+    assert store.client.count(index=store._aliases(MODEL)[0])["count"] == 200
+
+
+# --- recall ------------------------------------------------------------------------------------
+
+
+def test_knn_recall_at_10_against_brute_force(store):
+    n, dim, k = 20_000, 512, 10
+    data = unit_vectors(n, dim, seed=10)
+    queries = unit_vectors(50, dim, seed=11)
+    ids = [image_id(i) for i in range(n)]
+    for start in range(0, n, 2000):
+        store.upsert_images([record(i) for i in range(start, min(n, start + 2000))])
+    for start in range(0, n, 1000):
+        store.set_vectors("random-512", ids[start : start + 1000], data[start : start + 1000])
+    store.refresh()
+    row_of = {image_id: i for i, image_id in enumerate(ids)}
+    recalls = []
+    for query in queries:
+        exact = set(np.argpartition(-(data @ query), k)[:k].tolist())
+        recalls.append(len({row_of[h.id] for h in store.search("random-512", query, k)} & exact) / k)
+    assert np.mean(recalls) >= 0.95, np.mean(recalls)
+
+
+# --- operations --------------------------------------------------------------------------------
+
+
+def test_es_down_mid_ingest_then_back(es_node, tmp_path, settings):
+    settings = settings.model_copy(update={
+        "store": "elasticsearch", "es_url": es_node.url, "es_index_prefix": f"t{uuid.uuid4().hex[:10]}",
+        "dependency_wait_s": 600})
+    store = ElasticsearchStore(settings)
+    n, batch = 400, 10
+    records = [record(i) for i in range(n)]
+    vectors = unit_vectors(n, 64, seed=12)
+    store.ensure_model(MODEL, 64)
+    first_batch, failures = threading.Event(), []
+
+    def writer() -> None:
+        try:
+            for start in range(0, n, batch):
+                store.upsert_images(records[start : start + batch])
+                store.set_vectors(MODEL, [r.id for r in records[start : start + batch]], vectors[start : start + batch])
+                first_batch.set()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    thread = threading.Thread(target=writer)
+    with ApiThread(create_app(settings)) as api:
+        assert httpx.get(f"{api.url}/search", params={"q": "a red circle"}, timeout=30).status_code == 200
+        thread.start()
+        assert first_batch.wait(120)
+        es_node.stop()
+        try:
+            with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{es_node.http_port}.*unreachable"):
+                store.search(MODEL, vectors[0], 5)
+            with pytest.raises(StoreUnavailable):
+                store.counts(MODEL)
+            health = store.health()
+            assert health["ok"] is False and es_node.url in health["error"]
+            down = httpx.get(f"{api.url}/search", params={"q": "a red circle"}, timeout=30)
+            assert down.status_code == 503 and "unreachable" in down.text
+            assert httpx.get(f"{api.url}/healthz", timeout=30).status_code == 503
+            time.sleep(2)
+            assert thread.is_alive()  # the writer waits for the node...
+        finally:
+            es_node.start()
+        thread.join(600)  # ...and finishes once it is back
+        assert not thread.is_alive() and failures == []
+        store.refresh()
+        up = httpx.get(f"{api.url}/search", params={"q": "a red circle", "k": 3}, timeout=30)
+        assert up.status_code == 200 and len(up.json()["results"]) == 3
+        assert httpx.get(f"{api.url}/healthz", timeout=30).status_code == 200
+
+    counts = store.counts(MODEL)  # the same store object, nothing lost
+    assert (counts.images, counts.embedded, counts.pending) == (n, n, 0)
+    assert store.client.count(index=store._aliases(MODEL)[0])["count"] == n
+    np.testing.assert_array_equal(store.get_vector(MODEL, image_id(n - 1)), vectors[n - 1])
+    assert store.health()["ok"] is True
+
+
+def test_alias_swap_re_embeds_into_a_new_index_while_searches_keep_answering(store):
+    n = 300
+    store.upsert_images([record(i) for i in range(n)])
+    ids = [image_id(i) for i in range(n)]
+    old_vectors, new_vectors = unit_vectors(n, 64, seed=13), unit_vectors(n, 64, seed=14)
+    store.set_vectors(MODEL, ids, old_vectors)
+    store.refresh()
+    old_index = store._alias_target(store._aliases(MODEL)[0])
+
+    new_index = store.begin_rebuild(MODEL, 64, index_type="hnsw")
+    assert len(store.pending(MODEL, 1000)) == n  # everything is to be embedded again
+    with pytest.raises(ValueError, match="still pending"):
+        store.swap(MODEL)
+
+    stop, answered, errors = threading.Event(), [], []
+
+    def searcher() -> None:
+        while not stop.is_set():
+            try:
+                answered.append(len(store.search(MODEL, old_vectors[0], 5)))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    thread = threading.Thread(target=searcher)
+    thread.start()
+    try:
+        while batch := store.pending(MODEL, 50):
+            rows = [ids.index(r.id) for r in batch]
+            store.set_vectors(MODEL, [ids[i] for i in rows], new_vectors[rows])
+        assert store.search(MODEL, old_vectors[0], 1)[0].score == pytest.approx(1.0, abs=1e-5)  # still the old index
+        assert store.swap(MODEL) == new_index
+        time.sleep(1)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == [] and answered and set(answered) == {5}
+
+    read, write = store._aliases(MODEL)
+    assert store._alias_target(read) == store._alias_target(write) == new_index
+    assert not store.client.indices.exists(index=old_index)
+    hit = store.search(MODEL, new_vectors[7], 1)[0]
+    assert hit.id == ids[7] and hit.score == pytest.approx(1.0, abs=1e-5)
+    options = store.client.indices.get_mapping(index=read).body[new_index]["mappings"]["properties"]["vector"]["index_options"]
+    assert options["type"] == "hnsw"
+    counts = store.counts(MODEL)
+    assert (counts.embedded, counts.pending) == (n, 0)
+
+
+def test_missing_index_and_unreachable_node_give_clear_errors_without_credentials(es_node, tmp_path, caplog):
+    store = ElasticsearchStore(es_settings(es_node, tmp_path))
+    store.upsert_images([record(1)])
+    with pytest.raises(StoreUnavailable, match=r"index .*vectors-never-embedded.* is missing at http://127\.0\.0\.1"):
+        store.search("never-embedded", unit_vectors(1, 64, seed=15)[0], 3)
+    assert store.counts("never-embedded").pending == 1
+    store.client.indices.delete(index=store.images_index)  # deleted under a running store
+    with pytest.raises(StoreUnavailable, match="-images is missing"):
+        store.get(image_id(1))
+
+    caplog.set_level(logging.DEBUG)
+    port = free_port()  # nothing listens there
+    down = ElasticsearchStore(Settings(
+        store="elasticsearch", es_url=f"http://admin:url-secret@127.0.0.1:{port}", es_username="elastic",
+        es_password="password-secret", dependency_wait_s=2))
+    with pytest.raises(StoreUnavailable) as error:
+        down.search(MODEL, unit_vectors(1, 64, seed=15)[0], 3)
+    with pytest.raises(StoreUnavailable) as write_error:
+        down.upsert_images([record(1)])  # writes wait dependency_wait_s first
+    health = down.health()
+    assert health["ok"] is False and health["url"] == f"http://127.0.0.1:{port}"
+    text = " ".join([str(error.value), str(write_error.value), json.dumps(health), caplog.text])
+    assert f"127.0.0.1:{port}" in str(error.value)
+    assert "secret" not in text
+
+
+def test_basic_auth_api_key_and_ca_certificate(tmp_path):
+    """A second node with security on (TLS with a private CA, a file-realm user), like the compose file's."""
+    node = SecuredNode(ensure_distribution(), "imagesearch", "test-password-1")
+    try:
+        node.start()
+        base = {"data_dir": tmp_path / "var", "store": "elasticsearch", "es_url": node.url,
+                "es_ca_certs": str(node.ca_cert), "es_index_prefix": "secured"}
+        basic = ElasticsearchStore(Settings(**base, es_username="imagesearch", es_password="test-password-1"))
+        vector = unit_vectors(1, 64, seed=16)
+        basic.upsert_images([record(1)])
+        basic.set_vectors(MODEL, [image_id(1)], vector)
+        basic.refresh()
+        assert basic.health()["ok"] is True
+        assert [h.id for h in basic.search(MODEL, vector[0], 3)] == [image_id(1)]
+
+        # This distribution cannot mint API keys (its .security index needs a module it lacks), so the
+        # key's path is checked by the server's verdict on one: rejected as a key, not as missing.
+        keyed = ElasticsearchStore(Settings(**base, es_api_key="aW1hZ2VzZWFyY2g6bm90LWEta2V5"))
+        with pytest.raises(StoreUnavailable, match="rejected the credentials") as error:
+            keyed.search(MODEL, vector[0], 3)
+        assert "unable to authenticate" in str(error.value.__cause__.body)
+        anonymous = ElasticsearchStore(Settings(**base))
+        with pytest.raises(StoreUnavailable) as error:
+            anonymous.search(MODEL, vector[0], 3)
+        assert "missing authentication credentials" in str(error.value.__cause__.body)
+
+        wrong = ElasticsearchStore(Settings(**base, es_username="imagesearch", es_password="not-the-password"))
+        with pytest.raises(StoreUnavailable, match="rejected the credentials") as error:
+            wrong.search(MODEL, vector[0], 3)
+        assert "not-the-password" not in str(error.value) and wrong.health()["ok"] is False
+
+        unverified = ElasticsearchStore(Settings(**{**base, "es_ca_certs": ""}, es_username="imagesearch",
+                                                 es_password="test-password-1"))
+        with pytest.raises(StoreUnavailable, match="unreachable"):  # the private CA is not trusted without es_ca_certs
+            unverified.search(MODEL, vector[0], 3)
+    finally:
+        node.close()

@@ -1,0 +1,263 @@
+"""imagesearch.fetch against a real HTTP server on 127.0.0.1: politeness, retries, limits, the SSRF guard."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import socket
+import time
+
+import httpx
+import pytest
+
+from export.shapes import draw_shape
+from imagesearch.config import Settings
+from imagesearch.fetch import FetchError, FetchOptions, _check_peer, check_url, fetch_image, fetch_image_sync, make_client
+from tests.support.image_server import Reply
+
+RNG = random.Random(3)
+JPEG = draw_shape("red", "circle", RNG, (80, 60)).encode("JPEG")
+PNG = draw_shape("blue", "square", RNG, (40, 50)).encode("PNG")
+
+# Fast settings for tests: tiny backoff, short timeouts; 127.0.0.1 allowed (the test server).
+FAST = FetchOptions(connect_timeout_s=2, read_timeout_s=0.5, total_timeout_s=5, retries=2,
+                    backoff_s=0.01, backoff_max_s=0.05, allow_private_networks=True)
+GUARDED = dataclasses.replace(FAST, allow_private_networks=False)
+
+
+def fetch(url: str, options: FetchOptions = FAST):
+    async def run():
+        async with make_client(options) as client:
+            return await fetch_image(client, url, options)
+
+    return asyncio.run(run())
+
+
+def fetch_error(url: str, options: FetchOptions = FAST) -> FetchError:
+    with pytest.raises(FetchError) as info:
+        fetch(url, options)
+    return info.value
+
+
+def test_fetches_an_image_with_a_user_agent_naming_the_project(image_server):
+    url = image_server.add("/red.jpg", JPEG)
+    image = fetch(url)
+    assert image.data == JPEG
+    assert (image.info.width, image.info.height, image.info.format) == (80, 60, "jpeg")
+    assert image.final_url == url and image.attempts == 1
+    agent = image_server.user_agents[-1]
+    assert agent.startswith("imagesearch/") and "https://github.com/imagesearch/imagesearch" in agent
+
+
+def test_content_type_does_not_matter_only_decoding(image_server):
+    image = fetch(image_server.add("/square", PNG, content_type="application/octet-stream"))
+    assert (image.info.format, image.info.width, image.info.height) == ("png", 40, 50)
+
+
+def test_settings_give_the_options():
+    options = FetchOptions.from_settings(Settings(download_max_bytes=123, download_retries=7,
+                                                  download_allowed_networks=["10.0.0.0/8"]))
+    assert (options.max_bytes, options.retries, options.allowed_networks) == (123, 7, ("10.0.0.0/8",))
+    assert options.max_redirects == 5 and options.honour_noai and not options.allow_private_networks
+    assert FetchOptions.from_settings(Settings()).max_bytes == 25 * 1024 * 1024
+    with pytest.raises(ValueError, match="10.0.0.0/33"):
+        Settings(download_allowed_networks=["10.0.0.0/33"])
+
+
+def test_404_fails_at_once_without_retry(image_server):
+    error = fetch_error(image_server.url("/missing.jpg"))
+    assert (error.reason, error.detail, error.attempts) == ("http_status", "HTTP 404", 1)
+    assert image_server.hits["/missing.jpg"] == 1
+
+
+def test_500_then_200_is_retried(image_server):
+    url = image_server.add_sequence("/flaky.jpg", [Reply(500, b"oops", "text/plain"), Reply(200, JPEG)])
+    image = fetch(url)
+    assert image.data == JPEG and image.attempts == 2
+    assert image_server.hits["/flaky.jpg"] == 2
+
+
+def test_persistent_503_gives_up_after_the_retries(image_server):
+    url = image_server.add("/down.jpg", b"", "text/plain", status=503)
+    error = fetch_error(url)
+    assert (error.reason, error.detail, error.attempts) == ("http_status", "HTTP 503", 3)
+    assert image_server.hits["/down.jpg"] == 3
+
+
+def test_429_waits_for_retry_after(image_server):
+    url = image_server.add_sequence("/busy.jpg", [Reply(429, b"", "text/plain", {"Retry-After": "1"}), Reply(200, JPEG)])
+    started = time.monotonic()
+    image = fetch(url)
+    # the backoff alone would wait ~0.02 s: the wait of at least 1 s comes from Retry-After
+    assert time.monotonic() - started >= 0.95
+    assert image.data == JPEG and image.attempts == 2
+
+
+def test_too_long_retry_after_gives_up_at_once(image_server):
+    url = image_server.add("/later.jpg", b"", "text/plain", {"Retry-After": "3600"}, status=429)
+    error = fetch_error(url)
+    assert error.reason == "http_status" and "429" in error.detail and error.attempts == 1
+
+
+def test_slow_body_past_the_read_timeout(image_server):
+    url = image_server.add_sequence("/slow.jpg", [Reply(200, JPEG, body_delay_s=2.0)])
+    error = fetch_error(url, dataclasses.replace(FAST, retries=1))
+    assert (error.reason, error.attempts) == ("timeout", 2)
+    assert image_server.hits["/slow.jpg"] == 2
+
+
+def test_total_timeout_bounds_an_attempt(image_server):
+    url = image_server.add_sequence("/slow.jpg", [Reply(200, JPEG, body_delay_s=2.0)])
+    error = fetch_error(url, dataclasses.replace(FAST, read_timeout_s=10, total_timeout_s=0.3, retries=0))
+    assert (error.reason, error.attempts) == ("timeout", 1)
+
+
+def test_slow_then_fast_succeeds_on_retry(image_server):
+    url = image_server.add_sequence("/slow-once.jpg", [Reply(200, JPEG, body_delay_s=2.0), Reply(200, JPEG)])
+    image = fetch(url)
+    assert image.data == JPEG and image.attempts == 2
+
+
+def test_connection_refused_is_a_connection_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    error = fetch_error(f"http://127.0.0.1:{port}/x.jpg")
+    assert (error.reason, error.attempts) == ("connection", 3)
+
+
+def test_size_cap_from_content_length(image_server):
+    url = image_server.add("/big.jpg", JPEG)
+    error = fetch_error(url, dataclasses.replace(FAST, max_bytes=len(JPEG) - 1))
+    assert error.reason == "too_large" and "Content-Length" in error.detail
+    assert fetch(url, dataclasses.replace(FAST, max_bytes=len(JPEG))).data == JPEG
+
+
+def test_size_cap_enforced_while_streaming(image_server):
+    # ~64 GB announced by nothing (chunked): only stopping mid-stream can end this test
+    url = image_server.add_sequence("/endless", [Reply(200, b"\xff" * 65536, repeat=1_000_000)])
+    error = fetch_error(url, dataclasses.replace(FAST, max_bytes=1_000_000, total_timeout_s=30))
+    assert error.reason == "too_large" and error.attempts == 1
+
+
+def test_html_served_as_jpeg_is_not_an_image(image_server):
+    url = image_server.add("/page.jpg", b"<!doctype html><html><body>hello</body></html>", "image/jpeg")
+    error = fetch_error(url)
+    assert error.reason == "not_an_image" and error.attempts == 1
+
+
+def test_truncated_jpeg_is_not_an_image(image_server):
+    big = draw_shape("green", "triangle", RNG, (300, 300)).encode("JPEG")
+    error = fetch_error(image_server.add("/cut.jpg", big[: len(big) // 2]))
+    assert error.reason == "not_an_image" and "truncated" in error.detail
+
+
+def test_redirects_are_followed(image_server):
+    image_server.add("/final.jpg", JPEG)
+    image_server.add_redirect("/hop2", "/final.jpg", status=301)
+    url = image_server.add_redirect("/hop1", image_server.url("/hop2"), status=307)
+    image = fetch(url)
+    assert image.data == JPEG and image.final_url == image_server.url("/final.jpg")
+
+
+def test_at_most_five_redirects(image_server):
+    image_server.add("/r5", JPEG)
+    for i in range(5):
+        image_server.add_redirect(f"/r{i}", f"/r{i + 1}")
+    assert fetch(image_server.url("/r0")).data == JPEG  # exactly 5 redirects
+    image_server.add_redirect("/r-extra", "/r0")
+    error = fetch_error(image_server.url("/r-extra"))  # 6 redirects
+    assert error.reason == "too_many_redirects" and error.attempts == 1
+
+
+def test_redirect_loop(image_server):
+    image_server.add_redirect("/a", "/b")
+    image_server.add_redirect("/b", "/a")
+    error = fetch_error(image_server.url("/a"))
+    assert error.reason == "too_many_redirects"
+    assert image_server.hits["/a"] + image_server.hits["/b"] == 6
+
+
+@pytest.mark.parametrize("header", ["noai", "noindex, noimageai", "imagesearch: noai", "*: NoAI"])
+def test_noai_header_is_honoured(image_server, header):
+    url = image_server.add("/private.jpg", JPEG, headers={"X-Robots-Tag": header})
+    error = fetch_error(url)
+    assert error.reason == "robots" and error.attempts == 1
+    assert fetch(url, dataclasses.replace(FAST, honour_noai=False)).data == JPEG
+
+
+@pytest.mark.parametrize("header", ["noindex", "otherbot: noai", "nofollow, noarchive"])
+def test_other_robots_directives_do_not_block(image_server, header):
+    assert fetch(image_server.add("/ok.jpg", JPEG, headers={"X-Robots-Tag": header})).data == JPEG
+
+
+# --- the SSRF guard ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("host", [
+    "127.0.0.1", "127.9.9.9", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
+    "224.0.0.1", "240.0.0.1", "100.64.0.1", "255.255.255.255", "[::1]", "[::]", "[fe80::1]", "[fc00::1]",
+    "[ff02::1]", "[::ffff:127.0.0.1]", "[::ffff:10.0.0.1]", "2130706433", "0x7f000001", "localhost",
+])
+def test_guard_refuses_non_public_addresses(host):
+    error = fetch_error(f"http://{host}:9/x.jpg", GUARDED)
+    assert error.reason == "blocked", error
+    assert error.attempts == 1
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/x.jpg", "file:///etc/passwd", "gopher://example.com/"])
+def test_guard_refuses_other_schemes(url):
+    assert fetch_error(url, GUARDED).reason == "blocked"
+
+
+@pytest.mark.parametrize("url", ["not a url", "http://", "http://exa mple.com/x.jpg", "http://[::1/x"])
+def test_malformed_urls(url):
+    assert fetch_error(url, GUARDED).reason == "invalid_url"
+
+
+def test_guard_passes_public_addresses():
+    for url in ["http://93.184.215.14/x.jpg", "https://[2606:4700::6810:85e5]/x.jpg", "http://8.8.8.8:8080/"]:
+        asyncio.run(check_url(httpx.URL(url), GUARDED))  # no error
+
+
+def test_guard_refuses_the_test_server_itself(image_server):
+    url = image_server.add("/red.jpg", JPEG)
+    assert fetch_error(url, GUARDED).reason == "blocked"
+    assert fetch_error(url.replace("127.0.0.1", "localhost"), GUARDED).reason == "blocked"
+    assert image_server.hits["/red.jpg"] == 0  # refused before any request was sent
+
+
+def test_guard_checks_every_redirect(image_server):
+    # the guard is on, with only the test server's address let through
+    options = dataclasses.replace(GUARDED, allowed_networks=("127.0.0.1/32",))
+    assert fetch(image_server.add("/red.jpg", JPEG), options).data == JPEG
+    for target in ["http://169.254.169.254/latest/meta-data/", f"http://[::1]:{image_server.port}/red.jpg",
+                   "http://10.0.0.7/x.jpg", "file:///etc/passwd"]:
+        url = image_server.add_redirect("/jump", target)
+        error = fetch_error(url, options)
+        assert error.reason == "blocked", (target, error)
+
+
+def test_the_address_actually_connected_to_is_checked(image_server):
+    # Guards against a DNS answer that changes between check_url and the connect (DNS rebinding):
+    # the peer of a real connection to 127.0.0.1 is refused before the body is read.
+    url = image_server.add("/red.jpg", JPEG)
+
+    async def run():
+        async with make_client(FAST) as client, client.stream("GET", url) as response:
+            _check_peer(response, FAST)  # guard off: allowed
+            _check_peer(response, dataclasses.replace(GUARDED, allowed_networks=("127.0.0.0/8",)))
+            with pytest.raises(FetchError) as info:
+                _check_peer(response, GUARDED)
+            return info.value
+
+    error = asyncio.run(run())
+    assert error.reason == "blocked" and "127.0.0.1" in error.detail
+
+
+def test_sync_wrapper(image_server):
+    image = fetch_image_sync(image_server.add("/red.jpg", JPEG), FAST)
+    assert image.data == JPEG
+    with pytest.raises(FetchError) as info:
+        fetch_image_sync(image_server.url("/missing"), FAST)
+    assert info.value.reason == "http_status"

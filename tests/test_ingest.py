@@ -1,0 +1,162 @@
+"""Ingest end to end with the real command: folders and URL lists -> store -> search; crash safety."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import sqlite3
+import time
+
+from export import shapes
+from imagesearch.stores.local import LocalStore
+from tests.support.cli import cli_env, run_cli, start_cli
+from tests.support.image_server import ImageServer, Reply
+
+
+def write_folder(root, n_per_class: int, seed: int, fmt: str = "JPEG") -> list[shapes.ShapeImage]:
+    items = shapes.dataset(n_per_class, seed)
+    for i, item in enumerate(items):
+        sub = root / item.colour
+        sub.mkdir(parents=True, exist_ok=True)
+        suffix = {"JPEG": ".JPG" if i % 2 else ".jpeg", "PNG": ".png"}[fmt]
+        (sub / f"{item.shape}-{i}{suffix}").write_bytes(item.encode(fmt))
+    return items
+
+
+def search(env, text: str, k: int = 5) -> list[dict]:
+    result = run_cli("search", text, "-k", str(k), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["results"]
+
+
+def colour_shape_of(result: dict) -> tuple[str, str]:
+    """Recover colour and shape from the folder layout (<colour>/<shape>-N.ext) or the URL caption."""
+    if result["captions"]:
+        _, colour, shape = result["captions"][0].split()
+        return colour, shape
+    path = result["url"]
+    return path.split("/")[-2], path.split("/")[-1].split("-")[0]
+
+
+def test_folder_ingest_then_search_finds_the_right_shapes(tmp_path, test_model_repo):
+    folder = tmp_path / "photos"
+    write_folder(folder, n_per_class=6, seed=11)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    env = cli_env(tmp_path / "var", test_model_repo)
+
+    first = run_cli("ingest", "--folder", str(folder), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "stored 72" in first.stdout and "failed:" in first.stdout
+    assert "72 embedded" in first.stdout
+
+    for colour, shape in [("red", "circle"), ("blue", "square"), ("yellow", "triangle"), ("green", "square")]:
+        results = search(env, f"a {colour} {shape}", k=5)
+        assert [colour_shape_of(r) for r in results] == [(colour, shape)] * 5
+
+    again = run_cli("ingest", "--folder", str(folder), env=env)  # re-run: no new work
+    assert "known 72" in again.stdout and "stored" not in again.stdout.split("folder")[1].split("\n")[0]
+    assert "0 embedded" in again.stdout
+
+    status = run_cli("status", "--json", env=env)
+    counts = json.loads(status.stdout)["counts"]
+    assert (counts["images"], counts["embedded"], counts["pending"]) == (72, 72, 0)
+
+
+def test_url_ingest_with_captions_duplicates_and_failures(tmp_path, test_model_repo):
+    items = shapes.dataset(n_per_class=3, seed=21)
+    with ImageServer() as server:
+        lines = ["# test list", ""]
+        for i, item in enumerate(items):
+            lines.append(f"{server.add(f'/img/{i}.jpg', item.encode())}\t{item.caption}")
+        lines.append(f"{server.add('/copy-of-0.jpg', items[0].encode())}\t{items[0].caption}")  # same bytes
+        lines.append(server.url("/nope.jpg"))  # 404
+        lines.append(server.add("/page.jpg", b"<html>not an image</html>"))
+        lines.append("not a url at all")
+        server.add_sequence("/flaky.jpg", [Reply(503), Reply(200, items[1].encode("PNG"), "image/png")])
+        lines.append(server.url("/flaky.jpg"))
+        url_file = tmp_path / "urls.txt"
+        url_file.write_text("\n".join(lines) + "\n")
+        env = cli_env(tmp_path / "var", test_model_repo)
+
+        result = run_cli("ingest", "--urls", str(url_file), env=env)
+        assert result.returncode == 0, result.stderr
+        assert "urls.txt:" in result.stderr and "skipped" in result.stderr  # malformed line reported
+        store = LocalStore(tmp_path / "var" / "store.sqlite3")
+        counts = store.counts("shapes-tiny")
+        assert counts.images == len(items) + 1  # +1: the PNG behind /flaky.jpg; the copy merged
+        assert counts.embedded == counts.images and counts.pending == 0
+        assert counts.failed_by_reason == {"http_status": 1, "not_an_image": 1}
+        first = store.get(hashlib.sha256(items[0].encode()).hexdigest())
+        assert sorted(first.urls) == sorted([server.url("/img/0.jpg"), server.url("/copy-of-0.jpg")])  # concurrent: any order
+        assert first.captions == [items[0].caption] and first.sources == ["url"]
+
+        results = search(env, "a green triangle", k=3)
+        assert all(r["captions"] == ["a green triangle"] for r in results)
+        assert all(r["image_url"] == f"/images/{r['id']}" for r in results)
+
+        rerun = run_cli("ingest", "--urls", str(url_file), env=env)
+        assert "0 downloaded" in rerun.stdout and "0 embedded" in rerun.stdout
+
+
+def test_download_and_embed_run_at_the_same_time_in_two_processes(tmp_path, test_model_repo):
+    folder = tmp_path / "photos"
+    write_folder(folder, n_per_class=10, seed=31)
+    env = cli_env(tmp_path / "var", test_model_repo)
+    embedder = start_cli("ingest", "embed", "--follow", "--idle-exit", "4", env=env)
+    downloader = run_cli("ingest", "download", "--folder", str(folder), env=env)
+    assert downloader.returncode == 0, downloader.stderr
+    output, _ = embedder.communicate(timeout=180)
+    assert embedder.returncode == 0, output
+    counts = LocalStore(tmp_path / "var" / "store.sqlite3").counts("shapes-tiny")
+    assert (counts.images, counts.embedded, counts.pending) == (120, 120, 0)
+
+
+def test_kill_minus_9_at_any_point_then_rerun_gives_every_image_exactly_once(tmp_path, test_model_repo):
+    folder = tmp_path / "photos"
+    items = write_folder(folder, n_per_class=25, seed=41)  # 300 images
+    expected = {hashlib.sha256(item.encode()).hexdigest() for item in items}
+    env = cli_env(tmp_path / "var", test_model_repo, IMAGESEARCH_BATCH_SIZE="16")
+    for delay in (0.8, 2.0, 3.5, 5.0):
+        process = start_cli("ingest", "--folder", str(folder), env=env)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    final = run_cli("ingest", "--folder", str(folder), env=env)
+    assert final.returncode == 0, final.stderr
+
+    db = sqlite3.connect(tmp_path / "var" / "store.sqlite3")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    ids = [r[0] for r in db.execute("SELECT id FROM images")]
+    assert sorted(ids) == sorted(expected)  # each exactly once
+    vector_ids = [r[0] for r in db.execute("SELECT id FROM vectors WHERE model = 'shapes-tiny'")]
+    assert sorted(vector_ids) == sorted(expected)
+    files = [p for p in (tmp_path / "var" / "images").rglob("*") if p.is_file() and not p.name.startswith(".tmp-")]
+    assert len(files) == len(expected)
+    assert all(hashlib.sha256(p.read_bytes()).hexdigest() == p.stem for p in files)
+
+
+def test_embed_marks_a_corrupt_stored_file_and_goes_on(tmp_path, test_model_repo):
+    folder = tmp_path / "photos"
+    items = write_folder(folder, n_per_class=1, seed=51)
+    env = cli_env(tmp_path / "var", test_model_repo)
+    assert run_cli("ingest", "download", "--folder", str(folder), env=env).returncode == 0
+    victim = hashlib.sha256(items[0].encode()).hexdigest()
+    path = next((tmp_path / "var" / "images").rglob(f"{victim}.*"))
+    path.write_bytes(path.read_bytes()[:40])  # damaged on disk after download
+    result = run_cli("ingest", "embed", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "11 embedded" in result.stdout and "truncated 1" in result.stdout
+    counts = LocalStore(tmp_path / "var" / "store.sqlite3").counts("shapes-tiny")
+    assert (counts.embedded, counts.embed_failed, counts.pending) == (11, 1, 0)
+
+
+def test_search_errors_are_clear(tmp_path, test_model_repo):
+    env = cli_env(tmp_path / "var", test_model_repo)
+    result = run_cli("search", "--id", "0" * 64, env=env)
+    assert result.returncode == 1 and "no image with id" in result.stderr
+    result = run_cli("search", env=env)
+    assert result.returncode == 2 and "exactly one of" in result.stderr
+    result = run_cli("ingest", env=env)
+    assert result.returncode == 2 and "nothing to ingest" in result.stderr

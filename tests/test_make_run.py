@@ -1,0 +1,61 @@
+"""`make run` smoke test: `python -m imagesearch.run` with the test model, a local folder and a URL list
+served on 127.0.0.1 brings up the API and the UI; SIGINT (Ctrl-C) stops everything it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+
+from tests.support.search_api import ROOT, free_port, make_shapes, wait_for, write_folder
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_make_run_serves_api_and_ui_until_ctrl_c(tmp_path, test_model_repo, image_server):
+    folder = write_folder(tmp_path / "images", make_shapes(1, seed=4))
+    url_images = make_shapes(1, seed=5, classes=[("green", "square")])
+    (tmp_path / "urls.txt").write_text(f"{image_server.add('/g.jpg', url_images[0].data)}\ta green square\n")
+    api_port, ui_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "IMAGESEARCH_DATA_DIR": str(tmp_path / "var"),
+        "IMAGESEARCH_MODEL_REPOSITORY": str(test_model_repo),
+        "IMAGESEARCH_MODEL": "shapes-tiny",  # already exported: nothing to export
+        "IMAGESEARCH_URLS_FILE": str(tmp_path / "urls.txt"),
+        "IMAGESEARCH_IMAGES_FOLDER": str(folder),
+        "IMAGESEARCH_ALLOW_PRIVATE_NETWORKS": "true",  # the URL list points at 127.0.0.1
+        "IMAGESEARCH_API_PORT": str(api_port),
+        "IMAGESEARCH_UI_PORT": str(ui_port),
+        "IMAGESEARCH_DECODE_WORKERS": "1",
+    }
+    log = (tmp_path / "run.log").open("w+")
+    process = subprocess.Popen([sys.executable, "-m", "imagesearch.run"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        wait_for(f"http://127.0.0.1:{api_port}/healthz", timeout=240, process=process)
+        body = httpx.get(f"http://127.0.0.1:{api_port}/search", params={"q": "a green square", "k": 13}).json()
+        assert len(body["results"]) == 13  # 12 folder images + 1 from the URL list
+        assert body["results"][0]["captions"] == ["a green square"] or "green" in body["results"][0]["url"]
+        wait_for(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=120, process=process)
+        assert "<html" in httpx.get(f"http://127.0.0.1:{ui_port}/").text.lower()
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+        assert not _listening(api_port) and not _listening(ui_port)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.seek(0)
+        output = log.read()
+        log.close()
+    assert "[make run] stopping" in output, output
+    assert "stored 12" in output and "embedded" in output, output

@@ -1,0 +1,44 @@
+"""The runtime (encoders, tokenizer, preprocessing, store, search, ingest, API, UI) never imports torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def test_runtime_imports_and_runs_with_torch_unimportable(test_model_repo, tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        class BlockTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith(("torch.", "open_clip", "torchvision")):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, BlockTorch())
+
+        import numpy as np
+        from export.shapes import dataset
+        from imagesearch.config import Settings
+        from imagesearch.encoders import make_encoder
+        from imagesearch.preprocess import prepare
+        from imagesearch.search import SearchService
+        import ingest.cli, ingest.embed, ingest.folder, imagesearch.search_cli, imagesearch.status_cli
+        for optional in ("api.app", "ui.cli", "ingest.downloader", "imagesearch.encoders.triton", "imagesearch.stores.elasticsearch"):
+            try:
+                __import__(optional)
+            except ImportError as exc:
+                if "torch" in str(exc):
+                    raise
+        settings = Settings(model_repository=r"{test_model_repo}", model="shapes-tiny", data_dir=r"{tmp_path}")
+        encoder = make_encoder(settings)
+        images = dataset(1, seed=5)
+        vectors = encoder.encode_images(np.stack([prepare(i.encode(), encoder.card) for i in images]))
+        texts = encoder.encode_texts(["a red circle", "a blue square"])
+        assert vectors.shape == (12, encoder.card.dim) and texts.shape == (2, encoder.card.dim)
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")

@@ -1,0 +1,153 @@
+"""Preprocessing: formats, EXIF, modes, exact parity with open_clip's transform, draft mode, bad input."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from export.shapes import draw_shape
+from imagesearch.model_card import load_card
+from imagesearch.preprocess import ImageDecodeError, prepare, probe
+
+
+def photo(width: int = 1024, height: int = 768, seed: int = 0) -> Image.Image:
+    """A smooth, photo-like picture (gradients + shapes), so resizing artefacts are realistic."""
+    import random
+
+    img = draw_shape("red", "circle", random.Random(seed), (width, height)).image
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 6, (height, width, 3))
+    return Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8))
+
+
+def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def vit_card(tmp_path_factory):
+    """ViT-B-32's description (224px, bicubic, shortest-side resize) and open_clip's own transform."""
+    import open_clip
+
+    from export.onnx_export import ExportOptions, export_model
+
+    repo = tmp_path_factory.mktemp("vitb32")
+    card = export_model(ExportOptions(model="ViT-B-32", pretrained="none", parity_batch=2), repo)
+    _, _, transform = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
+    return card, repo, transform
+
+
+def open_clip_pixels(transform, data: bytes, card) -> np.ndarray:
+    """open_clip's preprocess output, un-normalized back to uint8 pixels."""
+    tensor = transform(Image.open(io.BytesIO(data))).numpy()
+    mean, std = np.array(card.mean)[:, None, None], np.array(card.std)[:, None, None]
+    return np.rint((tensor * std + mean) * 255).clip(0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (640, 960), (300, 300), (225, 1000), (100, 80)])
+def test_exact_path_gives_open_clips_pixels(vit_card, size):
+    card, _, transform = vit_card
+    data = encode(photo(*size), "PNG")
+    ours = prepare(data, card, draft=False)
+    assert ours.shape == (224, 224, 3) and ours.dtype == np.uint8
+    diff = np.abs(ours.astype(int) - open_clip_pixels(transform, data, card).astype(int))
+    assert diff.max() <= 1  # only float round-trip rounding
+
+
+def test_embeddings_match_open_clip_preprocess_including_draft_mode(vit_card):
+    import torch
+
+    card, repo, transform = vit_card
+    from imagesearch.config import Settings
+    from imagesearch.encoders import make_encoder
+
+    encoder = make_encoder(Settings(model_repository=repo, model=card.slug))
+    jpegs = [encode(photo(1024, 768, seed=s), "JPEG", quality=90) for s in range(4)]
+    reference = np.stack([open_clip_pixels(transform, d, card) for d in jpegs])
+    for draft in (False, True):
+        ours = np.stack([prepare(d, card, draft=draft) for d in jpegs])
+        a, b = encoder.encode_images(ours), encoder.encode_images(reference)
+        assert (a * b).sum(1).min() >= 0.999, (draft, (a * b).sum(1))
+    del torch
+
+
+def test_test_model_embeddings_with_draft_stay_within_bound(test_model_repo):
+    from imagesearch.config import Settings
+    from imagesearch.encoders import make_encoder
+
+    encoder = make_encoder(Settings(model_repository=test_model_repo, model="shapes-tiny"))
+    import random
+
+    jpegs = [encode(draw_shape(c, "square", random.Random(i), (800, 600)).image, "JPEG", quality=90)
+             for i, c in enumerate(["red", "blue", "green", "yellow"])]
+    exact = encoder.encode_images(np.stack([prepare(d, encoder.card, draft=False) for d in jpegs]))
+    drafted = encoder.encode_images(np.stack([prepare(d, encoder.card, draft=True) for d in jpegs]))
+    assert (exact * drafted).sum(1).min() >= 0.999
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_every_supported_format_decodes(vit_card, fmt):
+    card = vit_card[0]
+    data = encode(photo(320, 240), fmt)
+    assert prepare(data, card).shape == (224, 224, 3)
+    assert probe(data).format == fmt.lower()
+
+
+def test_animated_gif_uses_first_frame(vit_card):
+    card = vit_card[0]
+    frames = [Image.new("RGB", (256, 256), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    pixels = prepare(buf.getvalue(), card)
+    assert pixels[..., 0].mean() > 200 and pixels[..., 2].mean() < 50
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "L", "CMYK", "LA", "I;16"])
+def test_modes_convert_to_rgb(vit_card, mode):
+    card = vit_card[0]
+    img = photo(300, 200).convert(mode) if mode != "I;16" else photo(300, 200).convert("L").convert("I;16")
+    fmt = "JPEG" if mode == "CMYK" else "PNG" if mode != "LA" else "PNG"
+    assert prepare(encode(img, fmt), card).shape == (224, 224, 3)
+
+
+def test_exif_orientation_is_applied(vit_card):
+    card = vit_card[0]
+    img = Image.new("RGB", (400, 200), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 0, 200, 200))  # white left half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when displayed: white ends up on top
+    pixels = prepare(encode(img, "JPEG", exif=exif), card, draft=False)
+    assert pixels[:50].mean() > 200 and pixels[-50:].mean() < 50
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty"),
+        (b"<html><body>not an image</body></html>", "not_an_image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "not_an_image"),
+    ],
+)
+def test_bad_input_raises_one_typed_error(vit_card, data, reason):
+    with pytest.raises(ImageDecodeError) as info:
+        prepare(data, vit_card[0])
+    assert info.value.reason == reason
+
+
+def test_truncated_jpeg_is_a_typed_error(vit_card):
+    data = encode(photo(640, 480), "JPEG")
+    with pytest.raises(ImageDecodeError) as info:
+        prepare(data[: len(data) // 2], vit_card[0], draft=False)
+    assert info.value.reason == "truncated"
+
+
+def test_decompression_bomb_is_refused_before_decoding(vit_card):
+    data = encode(Image.new("L", (12000, 12000)), "PNG")  # 144 Mpx, compresses to a few hundred KB
+    with pytest.raises(ImageDecodeError) as info:
+        prepare(data, vit_card[0], max_pixels=50_000_000)
+    assert info.value.reason == "too_many_pixels" and "12000x12000" in str(info.value)

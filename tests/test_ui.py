@@ -1,0 +1,169 @@
+"""The web UI in a real browser: Debian's Chromium driven by Playwright, against the real Streamlit
+UI talking to the real API (test model, shape images ingested by `imagesearch ingest`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from api.app import create_app
+from export import shapes
+from imagesearch.config import Settings
+from tests.support.search_api import ROOT, ApiThread, free_port, ingest, make_shapes, wait_for, write_folder
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PER_CLASS = 4  # = the k the text search test picks: k images of one class exist
+TIMEOUT_MS = 60_000  # a loaded 2-core CI box can take a while to rerun the script
+
+
+def start_ui(api_url: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imagesearch.cli", "ui", "--host", "127.0.0.1", "--port", str(port), "--api-url", api_url],
+        cwd=ROOT, env={**os.environ, "IMAGESEARCH_API_URL": api_url}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{url}/_stcore/health", timeout=120, process=process)
+    except Exception:
+        process.kill()
+        raise RuntimeError(f"streamlit did not start: {process.communicate()[1].decode()[-2000:]}")
+    return process, url
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, test_model_repo):
+    root = tmp_path_factory.mktemp("ui")
+    settings = Settings(data_dir=root / "var", model_repository=test_model_repo, model="shapes-tiny")
+    images = make_shapes(PER_CLASS, seed=3)
+    ingest(settings, "--folder", str(write_folder(root / "folder", images)))
+    classes = {hashlib.sha256(s.data).hexdigest(): (s.colour, s.shape) for s in images}
+    with ApiThread(create_app(settings)) as api:
+        ui, ui_url = start_ui(api.url)
+        try:
+            yield {"ui": ui_url, "api": api.url, "classes": classes, "images": images}
+        finally:
+            stop(ui)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser) -> Page:
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    page.close()
+
+
+def result_ids(page: Page) -> list[str]:
+    """The id prefixes shown under the result images, in order."""
+    texts = page.get_by_test_id("stCaptionContainer").all_inner_texts()
+    return [t.strip() for t in texts if re.fullmatch(r"[0-9a-f]{12}", t.strip())]
+
+
+def shown_classes(page: Page, classes: dict, count: int, first: str | None = None) -> list[tuple[str, str]]:
+    """The classes of the ``count`` result images on the page, once the page shows exactly that many
+    (and ``first`` first): Streamlit replaces the previous results element by element."""
+    by_prefix = {image_id[:12]: c for image_id, c in classes.items()}
+    deadline, ids = time.monotonic() + TIMEOUT_MS / 1000, []
+    while time.monotonic() < deadline:
+        ids = result_ids(page)
+        if len(ids) == count and (first is None or ids[0] == first) and not page.locator("[data-stale='true']").count():
+            return [by_prefix[i] for i in ids]
+        time.sleep(0.2)
+    raise AssertionError(f"the page shows {ids}, expected {count} results" + (f" starting with {first}" if first else ""))
+
+
+def search_text(page: Page, text: str) -> None:
+    box = page.get_by_label("Describe what you are looking for")
+    box.fill(text)
+    box.press("Enter")
+
+
+def test_text_search_shows_k_images_of_the_right_colour_and_shape(stack, page, artifacts_dir):
+    # A caption whose top 4 in the API are all of its class (the tiny model confuses some shapes;
+    # its accuracy is tested in test_api.py): the page must show exactly those 4 images.
+    k, chosen = 4, None
+    for colour, shape in shapes.CLASSES:
+        results = httpx.get(f"{stack['api']}/search", params={"q": shapes.caption(colour, shape), "k": k}).json()["results"]
+        if all(stack["classes"][r["id"]] == (colour, shape) for r in results):
+            chosen, expected = (colour, shape), [r["id"][:12] for r in results]
+            break
+    assert chosen, "the test model finds no class's 4 images as its top 4"
+
+    page.goto(stack["ui"])
+    expect(page.get_by_text("API healthy")).to_be_visible()
+    expect(page.get_by_test_id("stMetricValue").first).to_have_text(str(PER_CLASS * 12))  # images in the sidebar
+    page.get_by_test_id("stSelectbox").click()  # k selector
+    page.get_by_role("option", name=str(k), exact=True).click()
+    search_text(page, shapes.caption(*chosen))
+    expect(page.get_by_text(f"{k} results in")).to_be_visible()
+    expect(page.get_by_test_id("stImage")).to_have_count(k)
+    assert shown_classes(page, stack["classes"], k) == [chosen] * k
+    assert result_ids(page) == expected
+    page.screenshot(path=str(artifacts_dir / "ui-text-search.png"), full_page=True)
+
+
+def test_upload_an_image_to_search_by_it(stack, page, tmp_path, artifacts_dir):
+    example = next(s for s in stack["images"] if (s.colour, s.shape) == ("red", "triangle"))
+    path = tmp_path / "example.jpg"
+    path.write_bytes(example.data)  # the same bytes as an indexed image: it must come first, score 1
+    page.goto(stack["ui"])
+    page.locator("input[type=file]").set_input_files(str(path))
+    expect(page.get_by_text("Similar to example.jpg")).to_be_visible()
+    expect(page.get_by_test_id("stImage")).to_have_count(12)
+    found = shown_classes(page, stack["classes"], 12, first=hashlib.sha256(example.data).hexdigest()[:12])
+    assert found[0] == ("red", "triangle")
+    expect(page.get_by_text("1.000").first).to_be_visible()
+    page.screenshot(path=str(artifacts_dir / "ui-upload-search.png"), full_page=True)
+
+
+def test_more_like_this(stack, page, artifacts_dir):
+    page.goto(stack["ui"])
+    search_text(page, "a blue circle")
+    expect(page.get_by_text("12 results in")).to_be_visible()
+    shown_classes(page, stack["classes"], 12)
+    second = result_ids(page)[1]  # not just the top hit
+    page.get_by_role("button", name="More like this").nth(1).click()
+    expect(page.get_by_text(f"Similar to {second}")).to_be_visible()
+    found = shown_classes(page, stack["classes"], 12, first=second)  # itself first (score 1.0)
+    colour = next(c for i, c in stack["classes"].items() if i.startswith(second))[0]
+    assert [c for c, _ in found[:3]] == [colour] * 3, found
+    page.screenshot(path=str(artifacts_dir / "ui-more-like-this.png"), full_page=True)
+
+
+def test_api_down_is_said_plainly(page, artifacts_dir):
+    ui, url = start_ui(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    try:
+        page.goto(url)
+        expect(page.get_by_text("is not reachable")).to_be_visible()
+        assert "Traceback" not in page.content()
+        page.screenshot(path=str(artifacts_dir / "ui-api-down.png"), full_page=True)
+    finally:
+        stop(ui)
