@@ -76,7 +76,22 @@ def train(checkpoint: Path, steps: int = 700, seed: int = 0) -> dict:
     prompts = [[t.format(c, s) for t in TEMPLATES] for c, s in shapes.CLASSES]
     tokens = tokenizer([p for group in prompts for p in group]).view(len(shapes.CLASSES), len(TEMPLATES), -1)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    # Auxiliary colour and shape heads on both towers (training aid only, not exported): without them
+    # training can settle where one colour's three captions share one embedding and shape is lost.
+    n_colours, n_shapes = len(shapes.COLOURS), len(shapes.SHAPES)
+    heads = torch.nn.ModuleDict({
+        "image": torch.nn.Linear(CONFIG["embed_dim"], n_colours + n_shapes),
+        "text": torch.nn.Linear(CONFIG["embed_dim"], n_colours + n_shapes),
+    })
+    class_colour = torch.tensor([list(shapes.COLOURS).index(c) for c, _ in shapes.CLASSES])
+    class_shape = torch.tensor([shapes.SHAPES.index(s) for _, s in shapes.CLASSES])
+
+    def aux_loss(head: str, embeddings, classes) -> torch.Tensor:
+        out = heads[head](embeddings)
+        return (F.cross_entropy(out[:, :n_colours], class_colour[classes])
+                + F.cross_entropy(out[:, n_colours:], class_shape[classes]))
+
+    optimizer = torch.optim.AdamW([*model.parameters(), *heads.parameters()], lr=3e-3, weight_decay=0.05)
     # Warm up, then decay to zero: the last steps settle instead of bouncing at a high learning rate.
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
@@ -90,7 +105,9 @@ def train(checkpoint: Path, steps: int = 700, seed: int = 0) -> dict:
         image_emb = visual(pixels[idx])
         text_emb = model.encode_text(text, normalize=True)
         logits = image_emb @ text_emb.T * 20.0
-        loss = F.cross_entropy(logits, labels[idx])
+        all_classes = torch.arange(len(shapes.CLASSES))
+        loss = (F.cross_entropy(logits, labels[idx])
+                + 0.5 * aux_loss("image", image_emb, labels[idx]) + 0.5 * aux_loss("text", text_emb, all_classes))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -32,7 +32,6 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import pytest
 
 from tests.support import compose as c
 from tests.support.es_node import SecuredNode, ensure_distribution, java_home

@@ -215,13 +215,22 @@ def test_ingest_then_search_with_the_test_model_and_reruns_add_nothing(es_node, 
     env = cli_env(tmp_path / "var", test_model_repo, IMAGESEARCH_STORE="elasticsearch", IMAGESEARCH_ES_URL=es_node.url,
                   IMAGESEARCH_ES_INDEX_PREFIX=f"t{uuid.uuid4().hex[:10]}", IMAGESEARCH_DECODE_WORKERS="1")
 
-    first = run_cli("ingest", "--folder", str(folder), env=env)
-    assert first.returncode == 0, first.stdout + first.stderr
-    for colour, shape in [("red", "circle"), ("blue", "square")]:
-        found = run_cli("search", f"a {colour} {shape}", "-k", "2", "--json", env=env)
+    local_env = cli_env(tmp_path / "local", test_model_repo, IMAGESEARCH_DECODE_WORKERS="1")  # the embedded store
+
+    def search(text: str, env: dict) -> list[tuple[str, float]]:
+        found = run_cli("search", text, "-k", "4", "--json", env=env)
         assert found.returncode == 0, found.stderr
-        names = [r["url"].rsplit("/", 1)[-1] for r in json.loads(found.stdout)["results"]]
-        assert len(names) == 2 and all(n.startswith(f"{colour}_{shape}_") for n in names), names
+        return [(r["url"].rsplit("/", 1)[-1], r["score"]) for r in json.loads(found.stdout)["results"]]
+
+    for target in (env, local_env):
+        first = run_cli("ingest", "--folder", str(folder), env=target)
+        assert first.returncode == 0, first.stdout + first.stderr
+    top = [name for name, _ in search("a red circle", env)[:2]]  # the folder has two red circles
+    assert all(name.startswith("red_circle_") for name in top), top
+    for text in ("a red circle", "a blue square", "a green triangle"):  # the same answers as the exact local store
+        es_hits, local_hits = search(text, env), search(text, local_env)
+        assert [n for n, _ in es_hits] == [n for n, _ in local_hits], text
+        assert np.allclose([s for _, s in es_hits], [s for _, s in local_hits], atol=1e-4), text
 
     # the same folder again, by two workers at once: nothing new
     workers = [start_cli("ingest", "--folder", str(folder), env=env) for _ in range(2)]

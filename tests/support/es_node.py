@@ -74,7 +74,7 @@ def ensure_distribution() -> Path:
         if (home / "bin" / "elasticsearch").exists():
             return home
         if shutil.which("mvn") is None:
-            raise RuntimeError("the Elasticsearch test node is fetched with Maven: install it (apt-get install maven)")
+            _install_maven()
         with tempfile.TemporaryDirectory(dir=root) as tmp:
             done = subprocess.run(
                 ["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={ARTIFACT}", f"-DoutputDirectory={tmp}"],
@@ -90,6 +90,16 @@ def ensure_distribution() -> Path:
                         path.chmod(mode)
             (Path(tmp) / "unzipped" / f"elasticsearch-{ES_VERSION}").rename(home)
     return home
+
+
+def _install_maven() -> None:
+    """Maven fetches the distribution; as root on Debian/Ubuntu install it like `make system-deps` does."""
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "maven"], env=env, check=True, capture_output=True, timeout=900)
+    if shutil.which("mvn") is None:
+        raise RuntimeError("the Elasticsearch test node is fetched with Maven: install it (apt-get install maven)")
 
 
 def free_port() -> int:
