@@ -17,11 +17,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages the tests use: Chromium for the browser test (a system browser, no download).
+# Debian packages the tests use: Chromium for the browser test (a system browser, no download),
+# Maven to fetch Elasticsearch's test distribution, openssl for the TLS test node.
+SYSTEM_PACKAGES := chromium:chromium mvn:maven openssl:openssl
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium missing: sudo apt-get install chromium"; fi; }
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing system packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; fi
 
 test: install system-deps
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)

@@ -12,9 +12,11 @@ import gzip
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -63,6 +65,33 @@ def _import_open_clip():
     return open_clip
 
 
+def _weights_unreachable(open_clip, model: str, tag: str) -> str | None:
+    """Why the weights of a pretrained tag cannot be downloaded now, if they are not cached locally.
+
+    The hub client retries a dead connection for most of a minute; one quick connect says the same.
+    """
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None  # the user said: use the local cache only
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = cfg["hf_hub"].rstrip("/")
+        if any(isinstance(try_to_load_from_cache(repo, name), str)
+               for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")):
+            return None
+        host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    else:
+        host = urlsplit(cfg.get("url", "")).hostname
+    if not host:
+        return None
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as exc:
+        return f"the model hub ({host}) is unreachable: {exc}"
+    return None
+
+
 def load_model(options: ExportOptions):
     """Create the open_clip model with the requested weights, failing fast with a clear message."""
     open_clip = _import_open_clip()
@@ -85,7 +114,10 @@ def load_model(options: ExportOptions):
             raise ExportError(
                 f"{options.model} has no pretrained tag {pretrained!r}; known tags: {', '.join(tags) or 'none'}"
             )
+    why = _weights_unreachable(open_clip, options.model, pretrained) if pretrained and not Path(pretrained).exists() else None
     try:
+        if why:
+            raise ConnectionError(why)
         model = open_clip.create_model(options.model, pretrained=pretrained, device="cpu")
     except Exception as exc:
         if pretrained and not Path(pretrained).exists():

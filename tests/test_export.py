@@ -30,7 +30,7 @@ def test_parity_gate_passes_for_open_clip_architectures(tmp_path, model, tokeniz
         assert (tmp_path / f"{card.slug}_{tower}" / "config.pbtxt").is_file()
     saved = load_card(tmp_path, card.slug)
     assert saved == card
-    assert saved.dim == (768 if model == "ViT-L-14" else 512)
+    assert saved.dim == {"ViT-B-32": 512, "ViT-B-16": 512, "ViT-L-14": 768, "ViT-B-16-SigLIP": 768}[model]
     if model == "ViT-B-16-SigLIP":
         assert (saved.resize_mode, saved.mean) == ("squash", (0.5, 0.5, 0.5))
 

