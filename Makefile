@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PYTRITON_VERSION := 0.7.0
 # Re-install only when the dependency list changes.
-STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.deps-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
 .PHONY: run test install bench clean-cache system-deps
 
@@ -11,8 +12,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/pip install -q -e '.[export,test,bench]'
+	# Tests use only the tritonserver binary inside this wheel; its Python package pins numpy<2,
+	# which the rest of the stack does not need, so it is installed without its dependencies.
+	$(BIN)/pip install -q --no-deps 'nvidia-pytriton==$(PYTRITON_VERSION)'
 	rm -f $(VENV)/.deps-* && touch $(STAMP)
 
 install: $(STAMP)

@@ -300,7 +300,7 @@ def export_model(options: ExportOptions, repository: Path, *, triton_kind: str =
     repository.mkdir(parents=True, exist_ok=True)
     slug = options.slug or make_slug(options.model, options.pretrained)
 
-    cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
+    cfg = open_clip.get_model_preprocess_cfg(model)  # what open_clip's own transform uses for this model
     size = cfg.get("size", model.visual.image_size)
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
     mean = tuple(float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))

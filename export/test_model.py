@@ -67,7 +67,7 @@ def train(checkpoint: Path, steps: int = 700, seed: int = 0) -> dict:
     open_clip.add_model_config(config_dir)
     model = open_clip.create_model(ARCH, pretrained=None)
     tokenizer = open_clip.get_tokenizer(ARCH)
-    cfg = model.visual.preprocess_cfg
+    cfg = open_clip.get_model_preprocess_cfg(model)
     visual = VisualTower(model, cfg["mean"], cfg["std"])
 
     train_set = shapes.dataset(n_per_class=600, seed=seed + 1)

@@ -31,8 +31,11 @@ def test_parity_gate_passes_for_open_clip_architectures(tmp_path, model, tokeniz
     saved = load_card(tmp_path, card.slug)
     assert saved == card
     assert saved.dim == {"ViT-B-32": 512, "ViT-B-16": 512, "ViT-L-14": 768, "ViT-B-16-SigLIP": 768}[model]
-    if model == "ViT-B-16-SigLIP":
-        assert (saved.resize_mode, saved.mean) == ("squash", (0.5, 0.5, 0.5))
+    import open_clip  # the description carries what open_clip's own transform does for this model
+
+    expected = open_clip.get_model_preprocess_cfg(open_clip.create_model(model, pretrained=None))
+    assert (saved.resize_mode, saved.interpolation, saved.mean, saved.std) == (
+        expected["resize_mode"], expected["interpolation"], tuple(expected["mean"]), tuple(expected["std"]))
 
 
 def test_fp16_and_int8_variants_pass_their_gates(tmp_path):
