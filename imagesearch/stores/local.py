@@ -240,7 +240,10 @@ class LocalStore:
         matrix = self._matrix(model)
         if matrix is None or not matrix.ids:
             return []
-        scores = matrix.vectors @ np.asarray(vector, np.float32)
+        with self._matrix_lock:
+            # One product at a time: it already uses every core (BLAS), and concurrent ones only
+            # fight over memory bandwidth. Also keeps the matrix from growing underneath it.
+            scores = matrix.vectors @ np.asarray(vector, np.float32)
         if filters is not None:
             scores = np.where(self._filter_mask(matrix, filters), scores, -np.inf)
         k = min(k, len(scores))
