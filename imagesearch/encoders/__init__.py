@@ -6,12 +6,15 @@ NVIDIA Triton over gRPC (``triton``). Nothing above this interface knows which o
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from imagesearch.config import Settings
 from imagesearch.model_card import ModelCard, load_card
+
+if TYPE_CHECKING:
+    from imagesearch.tokenizer import Tokenizer
 
 
 class EncoderUnavailable(RuntimeError):
@@ -32,6 +35,30 @@ class Encoder(Protocol):
         """{"ok": bool, ...details}; never raises."""
 
     def close(self) -> None: ...
+
+
+class TowerEncoder:
+    """What both implementations share: input checks and tokenization; ``_run(tower, batch)`` is theirs."""
+
+    card: ModelCard
+    tokenizer: "Tokenizer"
+
+    def _run(self, tower: str, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        size = self.card.image_size
+        if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+            raise ValueError(f"expected uint8 [B,{size},{size},3], got {pixels.shape}")
+        if len(pixels) == 0:
+            return np.zeros((0, self.card.dim), np.float32)
+        return self._run("visual", pixels)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.card.dim), np.float32)
+        return self._run("textual", self.tokenizer(texts))
 
 
 def make_encoder(settings: Settings, card: ModelCard | None = None) -> Encoder:

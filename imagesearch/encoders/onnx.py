@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-from typing import Sequence
-
 import numpy as np
 import onnxruntime as ort
 
 from imagesearch.config import Settings
+from imagesearch.encoders import TowerEncoder
 from imagesearch.model_card import ModelCard
 from imagesearch.tokenizer import Tokenizer
 
@@ -38,7 +37,7 @@ def make_session(path, providers: list[str] | None = None, threads: int = 0, var
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
-class OnnxEncoder:
+class OnnxEncoder(TowerEncoder):
     def __init__(self, card: ModelCard, settings: Settings):
         self.card = card
         self.batch_size = max(1, settings.batch_size)
@@ -52,27 +51,14 @@ class OnnxEncoder:
         # One run at a time per session: ORT already uses all intra-op threads for one batch.
         self._lock = threading.Lock()
 
-    def _run(self, session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
+    def _run(self, tower: str, batch: np.ndarray) -> np.ndarray:
+        session = self._visual if tower == "visual" else self._textual
         name = session.get_inputs()[0].name
         parts = []
         for start in range(0, len(batch), self.batch_size):
             with self._lock:
                 parts.append(session.run(None, {name: batch[start : start + self.batch_size]})[0])
         return np.concatenate(parts).astype(np.float32, copy=False)
-
-    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-        size = self.card.image_size
-        if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
-            raise ValueError(f"expected uint8 [B,{size},{size},3], got {pixels.shape}")
-        if len(pixels) == 0:
-            return np.zeros((0, self.card.dim), np.float32)
-        return self._run(self._visual, pixels)
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        if len(texts) == 0:
-            return np.zeros((0, self.card.dim), np.float32)
-        return self._run(self._textual, self.tokenizer(texts))
 
     def health(self) -> dict:
         return {"ok": True, "backend": "onnx", "providers": self.providers, "variant": self.variant}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, TypeVar
 
 import grpc
 import numpy as np
@@ -26,7 +26,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from tritonclient.utils import InferenceServerException
 
 from imagesearch.config import Settings
-from imagesearch.encoders import EncoderUnavailable
+from imagesearch.encoders import EncoderUnavailable, TowerEncoder
 from imagesearch.model_card import ModelCard
 from imagesearch.tokenizer import Tokenizer
 
@@ -54,7 +54,7 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, InferenceServerException) and _status(exc) == str(grpc.StatusCode.UNAVAILABLE)
 
 
-class TritonEncoder:
+class TritonEncoder(TowerEncoder):
     def __init__(self, card: ModelCard, settings: Settings):
         self.card = card
         self.url = settings.triton_url
@@ -131,7 +131,7 @@ class TritonEncoder:
         except InferenceServerException as exc:
             raise self._error(model, exc) from exc
 
-    def _infer(self, tower: str, batch: np.ndarray) -> np.ndarray:
+    def _run(self, tower: str, batch: np.ndarray) -> np.ndarray:
         model = self.models[tower]
         name, datatype = INPUTS[tower]
         step = self.max_batch[tower]
@@ -145,20 +145,6 @@ class TritonEncoder:
             ))
             parts.append(result.as_numpy(OUTPUT))
         return np.concatenate(parts).astype(np.float32, copy=False)
-
-    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-        size = self.card.image_size
-        if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
-            raise ValueError(f"expected uint8 [B,{size},{size},3], got {pixels.shape}")
-        if len(pixels) == 0:
-            return np.zeros((0, self.card.dim), np.float32)
-        return self._infer("visual", pixels)
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        if len(texts) == 0:
-            return np.zeros((0, self.card.dim), np.float32)
-        return self._infer("textual", self.tokenizer(texts))
 
     def health(self) -> dict:
         info = {"backend": "triton", "url": self.url, "models": list(self.models.values())}
