@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     onnx_providers: str = Field("", description="comma-separated ORT providers; empty = CUDA if present, else CPU")
     batch_size: int = 32
     encoder_inflight: int = Field(1, description="image batches in flight to the encoder (raise for Triton)")
-    decode_workers: int = Field(0, description="decode/resize worker processes; 0 = cores - 1 (at least 1)")
+    decode_workers: int = Field(0, description="decode/resize worker threads; 0 = one per core")
     dependency_wait_s: float = Field(300.0, description="how long ingest waits for a down encoder/store")
     triton_url: str = "localhost:8001"
     triton_timeout_s: float = Field(30.0, description="deadline of one Triton request")

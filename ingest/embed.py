@@ -1,7 +1,7 @@
 """The embed worker: records without a vector for the active model -> decode/resize -> encoder -> store.
 
-Decoding and resizing run in worker processes while the encoder works on the previous batches in a
-thread (ONNX Runtime and gRPC release the GIL), so on a CPU box the two overlap, and with Triton
+Decoding and resizing run in worker threads while the encoder works on the previous batches in
+another thread (Pillow, ONNX Runtime and gRPC all release the GIL), so on a CPU box the two overlap, and with Triton
 several batches are in flight to keep the server-side batcher busy. Vectors are written batch by
 batch: a crash loses at most the batches in flight, and the next run picks them up again.
 """
@@ -9,12 +9,12 @@ batch: a crash loses at most the batches in flight, and the next run picks them 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import time
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -28,21 +28,13 @@ from imagesearch.stores import StoreUnavailable, VectorStore
 
 log = logging.getLogger("imagesearch.ingest")
 
-# --- decoding in worker processes ------------------------------------------------------------
-_worker: dict = {}
-
-
-def _init_worker(card_json: str, max_pixels: int, draft: bool) -> None:
-    _worker.update(card=ModelCard.model_validate_json(card_json), max_pixels=max_pixels, draft=draft)
-
-
-def _decode(job: tuple[str, str]) -> tuple[str, np.ndarray | None, str]:
+def _decode(job: tuple[str, str], card: ModelCard, max_pixels: int, draft: bool) -> tuple[str, np.ndarray | None, str]:
     """(id, path) -> (id, pixels, "") or (id, None, reason)."""
     image_id, path = job
     try:
         with open(path, "rb") as f:
             data = f.read()
-        return image_id, prepare(data, _worker["card"], max_pixels=_worker["max_pixels"], draft=_worker["draft"]), ""
+        return image_id, prepare(data, card, max_pixels=max_pixels, draft=draft), ""
     except FileNotFoundError:
         return image_id, None, "missing_file"
     except ImageDecodeError as exc:
@@ -68,7 +60,7 @@ class EmbedWorker:
         self.blobs = BlobStore(settings.images_dir)
         self.batch_size = settings.batch_size
         self.inflight = max(1, settings.encoder_inflight)
-        self.workers = settings.decode_workers or max(1, (os.cpu_count() or 2) - 1)
+        self.workers = settings.decode_workers or (os.cpu_count() or 2)
         self.progress = progress or (lambda event, n=1: None)
         retrying = retry(
             retry=retry_if_exception_type((EncoderUnavailable, StoreUnavailable)),
@@ -96,9 +88,10 @@ class EmbedWorker:
             summary.embedded += len(ids)
             self.progress("embedded", len(ids))
 
-        context = multiprocessing.get_context("spawn")  # no fork after ONNX Runtime started threads
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(self.card.model_dump_json(), self.settings.max_image_pixels, self.settings.jpeg_draft)) as decoders, \
+        decode = partial(_decode, card=self.card, max_pixels=self.settings.max_image_pixels, draft=self.settings.jpeg_draft)
+        # Threads, not processes: Pillow releases the GIL while it decodes and resizes, and threads
+        # start instantly and hand over arrays without pickling.
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as decoders, \
                 ThreadPoolExecutor(self.inflight, thread_name_prefix="encode") as encoders:
             while True:
                 records = self.store.pending(self.model, self.batch_size * 4 * self.inflight, exclude=sorted(unwritten))
@@ -115,7 +108,7 @@ class EmbedWorker:
                 unwritten.update(r.id for r in records)
                 jobs = [(r.id, str(self.blobs.path(r.id, r.format))) for r in records]
                 ids, pixels, errors = [], [], {}
-                for image_id, array, reason in decoders.map(_decode, jobs, chunksize=4):
+                for image_id, array, reason in decoders.map(decode, jobs):
                     if array is None:
                         errors[image_id] = reason
                         continue
