@@ -22,8 +22,9 @@ $(STAMP): $(BIN)/python pyproject.toml Makefile
 install: $(STAMP)
 
 # Debian packages the tests use: Chromium for the browser test (a system browser, no download),
-# Maven to fetch Elasticsearch's test distribution, openssl for the TLS test node.
-SYSTEM_PACKAGES := chromium:chromium mvn:maven openssl:openssl
+# Maven to fetch Elasticsearch's test distribution, openssl for the TLS test node, qemu-user to run
+# the int8 tests on an emulated AVX2-only CPU.
+SYSTEM_PACKAGES := chromium:chromium mvn:maven openssl:openssl qemu-x86_64:qemu-user
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \

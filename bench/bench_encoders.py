@@ -6,11 +6,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from bench.common import latencies_ms, p50, photo_jpegs, rate, vit_b32_repository
+from bench.common import cpu_description, latencies_ms, p50, photo_jpegs, rate, vit_b32_repository
 from imagesearch.config import Settings
 from imagesearch.encoders import make_encoder
 from imagesearch.preprocess import prepare
@@ -25,7 +23,7 @@ def main() -> None:
     from export.onnx_export import TextualTower, VisualTower
 
     repo = vit_b32_repository()
-    print(f"machine: {os.cpu_count()} cores; ViT-B-32 random weights; batch {BATCH}")
+    print(f"machine: {cpu_description()}; ViT-B-32 random weights; batch {BATCH}")
     fp32 = make_encoder(Settings(model_repository=repo, model="vit-b-32-random"))
     int8 = make_encoder(Settings(model_repository=repo, model="vit-b-32-random", model_variant="int8"))
     card = fp32.card

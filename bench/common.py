@@ -15,13 +15,26 @@ CACHE = Path(os.environ.get("IMAGESEARCH_BENCH_CACHE", Path.home() / ".cache" / 
 
 
 def vit_b32_repository() -> Path:
-    """ViT-B-32 with random weights exported once (fp32 + int8) into the bench cache."""
+    """ViT-B-32 with random weights exported once (fp32 + int8) into the bench cache (again when the
+    int8 format changes)."""
+    from imagesearch.model_card import INT8_FORMAT, load_card
+
     repo = CACHE / "vit-b-32-random"
-    if not (repo / "vit-b-32-random.json").is_file():
+    if not (repo / "vit-b-32-random.json").is_file() or load_card(repo, "vit-b-32-random").int8_format != INT8_FORMAT:
         from export.onnx_export import ExportOptions, export_model
 
         export_model(ExportOptions(model="ViT-B-32", pretrained="none", int8=True), repo)
     return repo
+
+
+def cpu_description() -> str:
+    """The CPU model and the instruction sets that change ONNX Runtime's kernels (figures differ by ISA)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    isa = "AVX-512 with VNNI" if {"avx512f", "avx512_vnni"} <= flags else "AVX-512 without VNNI" if "avx512f" in flags \
+        else "AVX2 only" if "avx2" in flags else "no AVX2"
+    return f"{model}, {os.cpu_count()} cores, {isa}"
 
 
 def photo_jpegs(n: int, size=(1024, 768), seed: int = 0) -> list[bytes]:

@@ -22,13 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from imagesearch.model_card import VARIANT_FILES, ModelCard, TokenizerSpec, make_slug
+from imagesearch.encoders import row_cosines
+from imagesearch.model_card import INT8_FORMAT, PARITY_MIN, VARIANT_FILES, ModelCard, TokenizerSpec, make_slug
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-PARITY_MIN = {"fp32": 0.9999, "fp16": 0.999}
-INT8_MIN_COSINE = 0.995
 PARITY_TEXTS = [
     "a photo of a dog running on a beach",
     "a red circle",
@@ -195,12 +194,6 @@ def parity_images(batch: int, size: int) -> np.ndarray:
     return images
 
 
-def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
-    return (a * b).sum(1)
-
-
 def _run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
     from imagesearch.encoders.onnx import make_session
 
@@ -232,9 +225,10 @@ def _write_fp16(src: Path, dst: Path) -> None:
 
 
 def _write_int8(src: Path, dst: Path) -> None:
+    """Dynamic quantization in the portable format (``INT8_FORMAT``): the same results on every CPU."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -330,21 +324,21 @@ def export_model(options: ExportOptions, repository: Path, *, triton_kind: str =
         _export_graph(visual, torch.from_numpy(images[:2]), "pixels", paths["visual"] / VARIANT_FILES["fp32"])
         _export_graph(textual, torch.from_numpy(tokens[:2]), "tokens", paths["textual"] / VARIANT_FILES["fp32"])
         parity = {
-            "visual_fp32": check_parity(paths["visual"] / "model.onnx", ref_image, images, PARITY_MIN["fp32"], f"{slug} visual fp32"),
-            "textual_fp32": check_parity(paths["textual"] / "model.onnx", ref_text, tokens, PARITY_MIN["fp32"], f"{slug} textual fp32"),
+            "visual_fp32": check_parity(paths["visual"] / VARIANT_FILES["fp32"], ref_image, images, PARITY_MIN["fp32"], f"{slug} visual fp32"),
+            "textual_fp32": check_parity(paths["textual"] / VARIANT_FILES["fp32"], ref_text, tokens, PARITY_MIN["fp32"], f"{slug} textual fp32"),
         }
         variants = ["fp32"]
         inputs = {"visual": images, "textual": tokens}
         refs = {"visual": ref_image, "textual": ref_text}
         for variant, enabled, writer, minimum in (
             ("fp16", options.fp16, _write_fp16, PARITY_MIN["fp16"]),
-            ("int8", options.int8, _write_int8, INT8_MIN_COSINE),
+            ("int8", options.int8, _write_int8, PARITY_MIN["int8"]),
         ):
             if not enabled:
                 continue
             for tower in ("visual", "textual"):
                 out = paths[tower] / VARIANT_FILES[variant]
-                writer(paths[tower] / "model.onnx", out)
+                writer(paths[tower] / VARIANT_FILES["fp32"], out)
                 parity[f"{tower}_{variant}"] = check_parity(out, refs[tower], inputs[tower], minimum, f"{slug} {tower} {variant}")
             variants.append(variant)
 
@@ -355,7 +349,10 @@ def export_model(options: ExportOptions, repository: Path, *, triton_kind: str =
             context_length=context_length,
             tokenizer=tokenizer_spec or TokenizerSpec(kind="clip_bpe", file="", context_length=context_length),
             variants=variants, open_clip_version=open_clip.__version__, parity=parity,
+            int8_format=INT8_FORMAT if options.int8 else "", reference=f"{slug}.reference.npz",
         )
+        # The parity batch and torch's outputs, so a service can check the file it loads (any CPU).
+        np.savez_compressed(staging / card.reference, pixels=images, tokens=tokens, visual=ref_image, textual=ref_text)
         write_configs(card, staging, triton_options or TritonOptions(kind=triton_kind))
 
         # Move into place only after every check passed: a failed export leaves the old model intact.
@@ -366,5 +363,6 @@ def export_model(options: ExportOptions, repository: Path, *, triton_kind: str =
             os.replace(staging / f"{slug}_{tower}", dest)
         if tokenizer_spec:
             os.replace(staging / tokenizer_spec.file, repository / tokenizer_spec.file)
+        os.replace(staging / card.reference, repository / card.reference)
         card.save(repository)
     return card

@@ -1,19 +1,21 @@
 """A tiny CLIP of open_clip's own architecture, trained on coloured shapes, exported like any model.
 
 No model hub is needed: ``ensure_test_model()`` trains it (about a minute on 2 CPU cores), exports it
-through ``export_model`` (fp32 + int8), and caches the resulting model repository keyed by the
-source of this file and of shapes.py, so later runs reuse it.
+through ``export_model``, and caches both: the checkpoint keyed by the training code and data, each
+exported repository keyed by the export code too, so later runs reuse them. The fp32 repository and
+the one with the int8 variant are separate, so a failing int8 gate fails only the tests about int8.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
+import inspect
 import json
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -37,12 +39,22 @@ TEMPLATES = ("a {} {}", "a photo of a {} {}", "{} {}", "an image of a {} {}")
 DEFAULT_CACHE = Path(os.environ.get("IMAGESEARCH_TEST_CACHE", Path.home() / ".cache" / "imagesearch-tests"))
 
 
-def _fingerprint() -> str:
-    here = Path(__file__).parent
-    digest = hashlib.sha256(json.dumps(CONFIG, sort_keys=True).encode())
-    for name in ("test_model.py", "shapes.py", "onnx_export.py", "triton_config.py"):
-        digest.update((here / name).read_bytes())
+def _fingerprint(*sources: Path | str) -> str:
+    digest = hashlib.sha256(json.dumps([CONFIG, TEMPLATES], sort_keys=True).encode())
+    for source in sources:
+        digest.update(Path(source).read_bytes() if isinstance(source, Path) else source.encode())
     return digest.hexdigest()[:12]
+
+
+def _training_fingerprint() -> str:
+    return _fingerprint(Path(shapes.__file__), inspect.getsource(train), inspect.getsource(pixels_for))
+
+
+def _export_fingerprint() -> str:
+    from export import onnx_export, triton_config
+    from imagesearch import model_card
+
+    return _fingerprint(*(Path(m.__file__) for m in (onnx_export, triton_config, model_card)))
 
 
 def pixels_for(images: list[shapes.ShapeImage]) -> np.ndarray:
@@ -116,37 +128,44 @@ def train(checkpoint: Path, steps: int = 700, seed: int = 0) -> dict:
     model.eval()
     torch.save(model.state_dict(), checkpoint)
     log.info("test model: %d steps in %.0fs, final loss %.3f", step, time.monotonic() - start, loss_value)
-    return {"steps": steps, "loss": loss_value, "seconds": round(time.monotonic() - start, 1), "config_dir": str(config_dir)}
+    return {"steps": steps, "loss": loss_value, "seconds": round(time.monotonic() - start, 1)}
 
 
-def ensure_test_model(cache_dir: Path = DEFAULT_CACHE) -> Path:
-    """Return a model repository holding the trained, exported test model (built once, then cached)."""
-    from export.onnx_export import ExportOptions, export_model
-    from export.triton_config import TritonOptions
-
-    target = Path(cache_dir) / f"test-model-{_fingerprint()}"
-    repository = target / "model_repository"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:  # one builder at a time across processes
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (repository / f"{SLUG}.json").is_file():
-            return repository
+def _build_once(target: Path, build) -> Path:
+    """``build(work)`` into a scratch folder, then move it to ``target``: a crash leaves no half."""
+    if not target.exists():
         work = target.with_name(target.name + ".tmp")
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        info = train(work / "checkpoint.pt")
-        export_model(
-            ExportOptions(model=ARCH, pretrained=str(work / "checkpoint.pt"), slug=SLUG,
-                          model_config=Path(info["config_dir"]), int8=True),
-            work / "model_repository",
-            triton_options=TritonOptions(kind="KIND_CPU", visual_max_batch=64, textual_max_batch=64),
-        )
-        (work / "training.json").write_text(json.dumps(info))
-        shutil.rmtree(target, ignore_errors=True)
+        build(work)
         os.replace(work, target)
-    return repository
+    return target
+
+
+def ensure_test_model(cache_dir: Path = DEFAULT_CACHE, int8: bool = False) -> Path:
+    """A model repository holding the trained, exported test model (fp32; ``int8`` adds that variant)."""
+    from export.onnx_export import ExportOptions, export_model
+    from export.triton_config import TritonOptions
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".lock", "w") as lock:  # one builder at a time across processes
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        trained = _build_once(cache_dir / f"test-model-{_training_fingerprint()}",
+                              lambda work: (work / "training.json").write_text(json.dumps(train(work / "checkpoint.pt"))))
+
+        def export(work: Path) -> None:
+            export_model(
+                ExportOptions(model=ARCH, pretrained=str(trained / "checkpoint.pt"), slug=SLUG,
+                              model_config=trained / "config", int8=int8),
+                work,
+                triton_options=TritonOptions(kind="KIND_CPU", visual_max_batch=64, textual_max_batch=64),
+            )
+
+        name = f"model_repository-{_export_fingerprint()}{'-int8' if int8 else ''}"
+        return _build_once(trained / name, export)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    print(ensure_test_model())
+    print(ensure_test_model(int8="--int8" in sys.argv))

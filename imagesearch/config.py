@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     # --- model and encoder -------------------------------------------------------------------
     model: str = Field("", description="active model slug; empty = the only/first model in the repository")
     model_variant: Literal["fp32", "fp16", "int8"] = "fp32"
+    reference_check: Literal["refuse", "warn"] = Field(
+        "refuse", description="at load, a model file that misses its parity gate on this machine: refuse it or only warn")
     encoder: Literal["onnx", "triton"] = "onnx"
     onnx_threads: int = Field(0, description="intra-op threads for ONNX Runtime; 0 = all cores")
     onnx_providers: str = Field("", description="comma-separated ORT providers; empty = CUDA if present, else CPU")

@@ -15,6 +15,16 @@ from pydantic import BaseModel, Field
 
 Variant = Literal["fp32", "fp16", "int8"]
 VARIANT_FILES: dict[str, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+# The parity gate: the worst per-row cosine each variant must reach against open_clip's torch output,
+# at export and again when a service loads the file (see ``reference_path``).
+PARITY_MIN: dict[str, float] = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.995}
+# How the int8 files are quantized (recorded in the card, so a repository says what it holds).
+# 7-bit signed weights (``reduce_range``), per channel, with dynamic uint8 activations: on x86 CPUs
+# without VNNI (AVX2, AVX-512F) ONNX Runtime adds pairs of uint8 x int8 products in saturating 16-bit
+# lanes, and full-range weights overflow them (cosine 0.98 to fp32); 7-bit weights cannot
+# (2 x 255 x 64 < 32767), so every CPU computes the same integers, and VNNI CPUs keep their fast
+# path. Unsigned weights are portable too but slower than fp32 on VNNI CPUs. README "int8" has figures.
+INT8_FORMAT = "dynamic; int8 weights, 7-bit range (reduce_range), per channel; uint8 activations"
 
 
 class TokenizerSpec(BaseModel):
@@ -44,6 +54,8 @@ class ModelCard(BaseModel):
     variants: list[Variant] = ["fp32"]
     open_clip_version: str = ""
     parity: dict[str, float] = Field(default_factory=dict, description="worst cosine vs torch, per check")
+    int8_format: str = Field("", description="how the int8 variant was quantized (INT8_FORMAT); empty when none")
+    reference: str = Field("", description="the parity batch and torch's outputs for it (.npz), relative to the repository")
 
     @property
     def visual_name(self) -> str:
@@ -61,6 +73,10 @@ class ModelCard(BaseModel):
             )
         name = self.visual_name if tower == "visual" else self.textual_name
         return repository / name / "1" / VARIANT_FILES[variant]
+
+    def reference_path(self, repository: Path) -> Path | None:
+        """The reference batch that services check a loaded variant against (absent in old exports)."""
+        return Path(repository) / self.reference if self.reference else None
 
     def save(self, repository: Path) -> Path:
         path = repository / f"{self.slug}.json"

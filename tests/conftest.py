@@ -18,10 +18,19 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 @pytest.fixture(scope="session")
 def test_model_repo() -> Path:
-    """A model repository with the tiny coloured-shapes model (slug ``shapes-tiny``, fp32 + int8)."""
+    """A model repository with the tiny coloured-shapes model (slug ``shapes-tiny``, fp32)."""
     from export.test_model import ensure_test_model
 
     return ensure_test_model()
+
+
+@pytest.fixture(scope="session")
+def test_model_repo_int8(test_model_repo) -> Path:
+    """The same model exported with its int8 variant too: only for the tests about int8, so that a
+    failing int8 gate on some CPU is their failure alone."""
+    from export.test_model import ensure_test_model
+
+    return ensure_test_model(int8=True)
 
 
 @pytest.fixture()

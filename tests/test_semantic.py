@@ -12,8 +12,9 @@ from imagesearch.preprocess import prepare
 
 
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
-def test_every_caption_finds_its_colour_and_shape(test_model_repo, variant):
-    encoder = make_encoder(Settings(model_repository=test_model_repo, model="shapes-tiny", model_variant=variant))
+def test_every_caption_finds_its_colour_and_shape(request, variant):
+    repository = request.getfixturevalue("test_model_repo_int8" if variant == "int8" else "test_model_repo")
+    encoder = make_encoder(Settings(model_repository=repository, model="shapes-tiny", model_variant=variant))
     held_out = shapes.dataset(n_per_class=8, seed=2024)  # never seen in training (seeds differ)
     pixels = np.stack([prepare(item.encode("JPEG"), encoder.card) for item in held_out])
     image_vectors = encoder.encode_images(pixels)
@@ -25,9 +26,9 @@ def test_every_caption_finds_its_colour_and_shape(test_model_repo, variant):
     assert min(precision.values()) >= 0.9, precision
 
 
-def test_int8_embeddings_stay_close_to_fp32(test_model_repo):
-    fp32 = make_encoder(Settings(model_repository=test_model_repo, model="shapes-tiny"))
-    int8 = make_encoder(Settings(model_repository=test_model_repo, model="shapes-tiny", model_variant="int8"))
+def test_int8_embeddings_stay_close_to_fp32(test_model_repo_int8):
+    fp32 = make_encoder(Settings(model_repository=test_model_repo_int8, model="shapes-tiny"))
+    int8 = make_encoder(Settings(model_repository=test_model_repo_int8, model="shapes-tiny", model_variant="int8"))
     items = shapes.dataset(n_per_class=2, seed=77)
     pixels = np.stack([prepare(item.encode("PNG"), fp32.card) for item in items])
     assert (fp32.encode_images(pixels) * int8.encode_images(pixels)).sum(1).min() >= 0.995

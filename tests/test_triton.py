@@ -71,7 +71,8 @@ def _assert_valid_for_onnxruntime(config_path: Path) -> mc.ModelConfig:
     return config
 
 
-def test_generated_configs_are_valid_for_onnxruntime_backend(test_model_repo, tmp_path):
+def test_generated_configs_are_valid_for_onnxruntime_backend(test_model_repo_int8, tmp_path):
+    test_model_repo = test_model_repo_int8  # the configs name the int8 file too
     card = load_card(test_model_repo, "shapes-tiny")
     # The repository the export wrote (KIND_CPU), and GPU variants written by the same code into copies.
     configs = {p.parent.name: _assert_valid_for_onnxruntime(p) for p in test_model_repo.glob("*/config.pbtxt")}

@@ -6,19 +6,34 @@ NVIDIA Triton over gRPC (``triton``). Nothing above this interface knows which o
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from imagesearch.config import Settings
-from imagesearch.model_card import ModelCard, load_card
+from imagesearch.model_card import PARITY_MIN, ModelCard, load_card
 
 if TYPE_CHECKING:
     from imagesearch.tokenizer import Tokenizer
 
 
+log = logging.getLogger(__name__)
+
+
 class EncoderUnavailable(RuntimeError):
     """The encoder backend cannot answer (server down, model missing). Safe to retry later."""
+
+
+class ReferenceCheckFailed(EncoderUnavailable):
+    """The loaded model file does not reproduce its export's reference outputs on this machine."""
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
+    return (a * b).sum(1)
 
 
 @runtime_checkable
@@ -59,6 +74,38 @@ class TowerEncoder:
         if len(texts) == 0:
             return np.zeros((0, self.card.dim), np.float32)
         return self._run("textual", self.tokenizer(texts))
+
+    def check_reference(self, repository: Path, variant: str, policy: str, gpu: bool = False) -> dict:
+        """Run the export's parity batch through the loaded model and compare with torch's outputs.
+
+        A file can pass its gate where it was exported and fail on another CPU (int8 kernels differ
+        by ISA), or be damaged; this says so at start-up instead of serving quietly worse results.
+        ``policy``: ``refuse`` raises ``ReferenceCheckFailed`` below the gate, ``warn`` logs it.
+        On a GPU an fp32 graph may run its matrix products in TF32 or fp16 (TensorRT), so there the
+        gate is at most fp16's.
+        """
+        path = self.card.reference_path(repository)
+        if path is None or not path.is_file():
+            return {"ok": True, "checked": False, "variant": variant,
+                    "detail": "this export has no reference batch (re-export to enable the load-time check)"}
+        with np.load(path) as data:
+            worst = {tower: float(row_cosines(self._run(tower, data[inputs]), data[tower]).min())
+                     for tower, inputs in (("visual", "pixels"), ("textual", "tokens"))}
+        minimum = min(PARITY_MIN[variant], PARITY_MIN["fp16"]) if gpu else PARITY_MIN[variant]
+        result = {"ok": min(worst.values()) >= minimum, "checked": True, "variant": variant,
+                  "worst_cosine": worst, "minimum": minimum}
+        if not result["ok"]:
+            figures = ", ".join(f"{tower} {value:.5f}" for tower, value in worst.items())
+            message = (
+                f"model {self.card.slug} ({variant}) does not reproduce its export's reference outputs on this "
+                f"machine: worst cosine {figures}, below the gate {minimum}. The file was exported on another "
+                f"kind of CPU or is damaged: re-export it here (`imagesearch export ... --{variant}`), use "
+                "IMAGESEARCH_MODEL_VARIANT=fp32, or set IMAGESEARCH_REFERENCE_CHECK=warn to serve it anyway."
+            )
+            if policy == "refuse":
+                raise ReferenceCheckFailed(message)
+            log.warning(message)
+        return result
 
 
 def make_encoder(settings: Settings, card: ModelCard | None = None) -> Encoder:

@@ -50,6 +50,8 @@ class OnnxEncoder(TowerEncoder):
         self.variant = variant
         # One run at a time per session: ORT already uses all intra-op threads for one batch.
         self._lock = threading.Lock()
+        self.reference_check = self.check_reference(repo, variant, settings.reference_check,
+                                                    gpu=self.providers[0] != "CPUExecutionProvider")
 
     def _run(self, tower: str, batch: np.ndarray) -> np.ndarray:
         session = self._visual if tower == "visual" else self._textual
@@ -61,7 +63,8 @@ class OnnxEncoder(TowerEncoder):
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def health(self) -> dict:
-        return {"ok": True, "backend": "onnx", "providers": self.providers, "variant": self.variant}
+        return {"ok": True, "backend": "onnx", "providers": self.providers, "variant": self.variant,
+                "reference_check": self.reference_check}
 
     def close(self) -> None:
         pass

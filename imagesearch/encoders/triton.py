@@ -27,7 +27,7 @@ from tritonclient.utils import InferenceServerException
 
 from imagesearch.config import Settings
 from imagesearch.encoders import EncoderUnavailable, TowerEncoder
-from imagesearch.model_card import ModelCard
+from imagesearch.model_card import VARIANT_FILES, ModelCard
 from imagesearch.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 INPUTS = {"visual": ("pixels", "UINT8"), "textual": ("tokens", "INT64")}
 OUTPUT = "embedding"
+VARIANT_OF_FILE = {file: variant for variant, file in VARIANT_FILES.items()}
 # Reconnect quickly after a restart instead of gRPC's default backoff (up to 120 s).
 CHANNEL_ARGS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
@@ -64,9 +65,13 @@ class TritonEncoder(TowerEncoder):
         self.tokenizer = Tokenizer.from_card(card, settings.model_repository)
         self.models = {"visual": card.visual_name, "textual": card.textual_name}
         self.max_batch = {tower: self.batch_size for tower in self.models}
+        self.variant = "fp32"  # what the server loaded, read from its model config
+        self.on_gpu = False
         self._client = grpcclient.InferenceServerClient(self.url, channel_args=CHANNEL_ARGS)
         try:
             self.wait_ready(settings.triton_startup_wait_s)
+            self.reference_check = self.check_reference(settings.model_repository, self.variant,
+                                                        settings.reference_check, gpu=self.on_gpu)
         except BaseException:
             self._client.close()
             raise
@@ -105,6 +110,8 @@ class TritonEncoder(TowerEncoder):
                 )
             if config.max_batch_size > 0:
                 self.max_batch[tower] = min(self.batch_size, config.max_batch_size)
+            self.variant = VARIANT_OF_FILE.get(config.default_model_filename or VARIANT_FILES["fp32"], "fp32")
+            self.on_gpu = any(group.kind == group.KIND_GPU for group in config.instance_group)
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -147,7 +154,8 @@ class TritonEncoder(TowerEncoder):
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def health(self) -> dict:
-        info = {"backend": "triton", "url": self.url, "models": list(self.models.values())}
+        info = {"backend": "triton", "url": self.url, "models": list(self.models.values()), "variant": self.variant,
+                "reference_check": self.reference_check}
         try:
             ready = all(self._client.is_model_ready(m, client_timeout=min(self.timeout_s, 5.0)) for m in self.models.values())
             return {"ok": bool(ready), **info} if ready else {"ok": False, **info, "error": "models not ready"}
