@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from bench.common import cpu_description, latencies_ms, p50, rate, vit_b32_repository
 from imagesearch.encoders import row_cosines
-from imagesearch.model_card import load_card
+from imagesearch.model_card import INPUTS, TOWERS, load_card
 
 BATCH = 32
 # name -> quantize_dynamic arguments; the first is the export's format (imagesearch.model_card.INT8_FORMAT)
@@ -48,8 +48,8 @@ def main() -> None:
     repo = vit_b32_repository()
     card = load_card(repo, "vit-b-32-random")
     with np.load(card.reference_path(repo)) as data:
-        inputs = {"visual": data["pixels"], "textual": data["tokens"]}
-    fp32 = {tower: repo / f"{card.slug}_{tower}" / "1" / "model.onnx" for tower in inputs}
+        inputs = {tower: data[INPUTS[tower][0]] for tower in TOWERS}
+    fp32 = {tower: card.onnx_path(repo, tower) for tower in TOWERS}
     pixels = np.random.default_rng(0).integers(0, 256, (BATCH, card.image_size, card.image_size, 3), dtype=np.uint8)
     print(f"machine: {cpu_description()}; ViT-B-32 random weights; img/s at batch {BATCH}, text p50 at batch 1")
 

@@ -23,7 +23,10 @@ import torch
 from torch import nn
 
 from imagesearch.encoders import row_cosines
-from imagesearch.model_card import INT8_FORMAT, PARITY_MIN, VARIANT_FILES, ModelCard, TokenizerSpec, make_slug
+from imagesearch.model_card import (
+    INPUTS, INT8_FORMAT, OUTPUT, PARITY_MIN, TOWERS, VARIANT_FILES, ModelCard, TokenizerSpec, make_slug, model_name,
+    version_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +163,8 @@ class TextualTower(nn.Module):
         return self.model.encode_text(tokens, normalize=True).float()
 
 
-def _export_graph(module: nn.Module, example: torch.Tensor, input_name: str, path: Path) -> None:
+def _export_graph(module: nn.Module, example: torch.Tensor, tower: str, path: Path) -> None:
+    input_name = INPUTS[tower][0]
     path.parent.mkdir(parents=True, exist_ok=True)
     # The fused attention fast path (aten::_native_multi_head_attention) has no ONNX symbolic.
     torch.backends.mha.set_fastpath_enabled(False)
@@ -170,8 +174,8 @@ def _export_graph(module: nn.Module, example: torch.Tensor, input_name: str, pat
             (example,),
             str(path),
             input_names=[input_name],
-            output_names=["embedding"],
-            dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
+            output_names=[OUTPUT],
+            dynamic_axes={input_name: {0: "batch"}, OUTPUT: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,  # the TorchScript exporter handles open_clip's towers without graph breaks
             do_constant_folding=True,
@@ -320,9 +324,9 @@ def export_model(options: ExportOptions, repository: Path, *, triton_kind: str =
             ref_text = textual(torch.from_numpy(tokens)).numpy()
         dim = int(ref_image.shape[1])
 
-        paths = {t: staging / f"{slug}_{t}" / "1" for t in ("visual", "textual")}
-        _export_graph(visual, torch.from_numpy(images[:2]), "pixels", paths["visual"] / VARIANT_FILES["fp32"])
-        _export_graph(textual, torch.from_numpy(tokens[:2]), "tokens", paths["textual"] / VARIANT_FILES["fp32"])
+        paths = {t: version_dir(staging, slug, t) for t in TOWERS}
+        _export_graph(visual, torch.from_numpy(images[:2]), "visual", paths["visual"] / VARIANT_FILES["fp32"])
+        _export_graph(textual, torch.from_numpy(tokens[:2]), "textual", paths["textual"] / VARIANT_FILES["fp32"])
         parity = {
             "visual_fp32": check_parity(paths["visual"] / VARIANT_FILES["fp32"], ref_image, images, PARITY_MIN["fp32"], f"{slug} visual fp32"),
             "textual_fp32": check_parity(paths["textual"] / VARIANT_FILES["fp32"], ref_text, tokens, PARITY_MIN["fp32"], f"{slug} textual fp32"),
@@ -336,7 +340,7 @@ def export_model(options: ExportOptions, repository: Path, *, triton_kind: str =
         ):
             if not enabled:
                 continue
-            for tower in ("visual", "textual"):
+            for tower in TOWERS:
                 out = paths[tower] / VARIANT_FILES[variant]
                 writer(paths[tower] / VARIANT_FILES["fp32"], out)
                 parity[f"{tower}_{variant}"] = check_parity(out, refs[tower], inputs[tower], minimum, f"{slug} {tower} {variant}")
@@ -352,15 +356,16 @@ def export_model(options: ExportOptions, repository: Path, *, triton_kind: str =
             int8_format=INT8_FORMAT if options.int8 else "", reference=f"{slug}.reference.npz",
         )
         # The parity batch and torch's outputs, so a service can check the file it loads (any CPU).
-        np.savez_compressed(staging / card.reference, pixels=images, tokens=tokens, visual=ref_image, textual=ref_text)
+        np.savez_compressed(staging / card.reference, **{INPUTS["visual"][0]: images, INPUTS["textual"][0]: tokens},
+                            visual=ref_image, textual=ref_text)
         write_configs(card, staging, triton_options or TritonOptions(kind=triton_kind))
 
         # Move into place only after every check passed: a failed export leaves the old model intact.
-        for tower in ("visual", "textual"):
-            dest = repository / f"{slug}_{tower}"
+        for tower in TOWERS:
+            dest = repository / model_name(slug, tower)
             if dest.exists():
                 shutil.rmtree(dest)
-            os.replace(staging / f"{slug}_{tower}", dest)
+            os.replace(staging / model_name(slug, tower), dest)
         if tokenizer_spec:
             os.replace(staging / tokenizer_spec.file, repository / tokenizer_spec.file)
         os.replace(staging / card.reference, repository / card.reference)

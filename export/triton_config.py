@@ -14,11 +14,9 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from imagesearch.model_card import VARIANT_FILES, ModelCard
+from imagesearch.model_card import INPUTS, OUTPUT, TOWERS, VARIANT_FILES, ModelCard
 
-# Tensor names shared by the exported ONNX graphs, the configs and the Triton client.
-INPUT_NAMES = {"visual": "pixels", "textual": "tokens"}
-OUTPUT_NAME = "embedding"
+TRITON_TYPES = {"uint8": mc.TYPE_UINT8, "int64": mc.TYPE_INT64, "float32": mc.TYPE_FP32}
 
 
 @dataclass
@@ -38,9 +36,9 @@ class TritonOptions:
 
 def tower_spec(card: ModelCard, tower: str) -> tuple[str, int, list[int]]:
     """(input name, Triton data type, per-item dims) of a tower's input."""
-    if tower == "visual":
-        return INPUT_NAMES["visual"], mc.TYPE_UINT8, [card.image_size, card.image_size, 3]
-    return INPUT_NAMES["textual"], mc.TYPE_INT64, [card.context_length]
+    name, dtype = INPUTS[tower]
+    dims = [card.image_size, card.image_size, 3] if tower == "visual" else [card.context_length]
+    return name, TRITON_TYPES[dtype], dims
 
 
 def build_config(card: ModelCard, tower: str, options: TritonOptions) -> mc.ModelConfig:
@@ -51,12 +49,12 @@ def build_config(card: ModelCard, tower: str, options: TritonOptions) -> mc.Mode
     if options.kind not in ("KIND_GPU", "KIND_CPU"):
         raise ValueError(f"instance kind must be KIND_GPU or KIND_CPU, got {options.kind!r}")
     config = mc.ModelConfig(
-        name=card.visual_name if tower == "visual" else card.textual_name,
+        name=card.model_name(tower),
         backend="onnxruntime",
         max_batch_size=max_batch,  # > 0: Triton adds the batch dimension in front of `dims`
         default_model_filename=VARIANT_FILES[options.variant],
         input=[mc.ModelInput(name=input_name, data_type=data_type, dims=dims)],
-        output=[mc.ModelOutput(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[card.dim])],
+        output=[mc.ModelOutput(name=OUTPUT, data_type=TRITON_TYPES["float32"], dims=[card.dim])],
         dynamic_batching=mc.ModelDynamicBatching(
             preferred_batch_size=sorted({b for b in options.preferred_batch_sizes if 1 <= b <= max_batch}),
             max_queue_delay_microseconds=options.queue_delay_us,
@@ -84,7 +82,7 @@ def render_config(card: ModelCard, tower: str, options: TritonOptions) -> str:
 def write_configs(card: ModelCard, repository: Path, options: TritonOptions) -> None:
     if options.variant not in card.variants:
         raise ValueError(f"Triton variant {options.variant} was not exported (have {card.variants})")
-    for tower in ("visual", "textual"):
-        folder = Path(repository) / f"{card.slug}_{tower}"
+    for tower in TOWERS:
+        folder = Path(repository) / card.model_name(tower)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.pbtxt").write_text(render_config(card, tower, options))

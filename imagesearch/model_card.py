@@ -1,7 +1,13 @@
-"""The model description written by ``imagesearch export``: the one source of truth the runtime reads.
+"""The model description written by ``imagesearch export``, and the export/runtime contract.
 
-It lives beside the Triton model folders as ``<repository>/<slug>.json`` (Triton only loads
-sub-folders, so the file does not disturb it), with the tokenizer as ``<slug>.tokenizer.json``.
+The description lives beside the Triton model folders as ``<repository>/<slug>.json`` (Triton only
+loads sub-folders, so the file does not disturb it), with the tokenizer as ``<slug>.tokenizer.json``.
+The contract (tower names, tensor names and dtypes, the folder layout, variant file names, parity
+gates) is defined here once; the export, the Triton config builder and both encoders import it.
+
+    <repository>/<slug>_visual/1/model.onnx     (+ model.fp16.onnx, model.int8.onnx, config.pbtxt)
+    <repository>/<slug>_textual/1/model.onnx
+    <repository>/<slug>.json, <slug>.tokenizer.json, <slug>.reference.npz
 """
 
 from __future__ import annotations
@@ -12,6 +18,14 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
+Tower = Literal["visual", "textual"]
+TOWERS: tuple[Tower, ...] = ("visual", "textual")
+# Each tower's one input: (tensor name, numpy dtype). Pixels are uint8 [B,H,W,3] RGB at the model's
+# size, tokens int64 [B,context]; the one output is float32 [B,dim], L2-normalized.
+INPUTS: dict[str, tuple[str, str]] = {"visual": ("pixels", "uint8"), "textual": ("tokens", "int64")}
+OUTPUT = "embedding"
+MODEL_VERSION = "1"  # Triton's version folder
 
 Variant = Literal["fp32", "fp16", "int8"]
 VARIANT_FILES: dict[str, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -57,22 +71,24 @@ class ModelCard(BaseModel):
     int8_format: str = Field("", description="how the int8 variant was quantized (INT8_FORMAT); empty when none")
     reference: str = Field("", description="the parity batch and torch's outputs for it (.npz), relative to the repository")
 
+    def model_name(self, tower: Tower) -> str:
+        return model_name(self.slug, tower)
+
     @property
     def visual_name(self) -> str:
-        return f"{self.slug}_visual"
+        return self.model_name("visual")
 
     @property
     def textual_name(self) -> str:
-        return f"{self.slug}_textual"
+        return self.model_name("textual")
 
-    def onnx_path(self, repository: Path, tower: Literal["visual", "textual"], variant: Variant = "fp32") -> Path:
+    def onnx_path(self, repository: Path, tower: Tower, variant: Variant = "fp32") -> Path:
         if variant not in self.variants:
             raise FileNotFoundError(
                 f"model {self.slug!r} has no {variant} variant (exported: {', '.join(self.variants)}); "
                 f"run `imagesearch export ... --{variant}`"
             )
-        name = self.visual_name if tower == "visual" else self.textual_name
-        return repository / name / "1" / VARIANT_FILES[variant]
+        return version_dir(repository, self.slug, tower) / VARIANT_FILES[variant]
 
     def reference_path(self, repository: Path) -> Path | None:
         """The reference batch that services check a loaded variant against (absent in old exports)."""
@@ -82,6 +98,16 @@ class ModelCard(BaseModel):
         path = repository / f"{self.slug}.json"
         path.write_text(self.model_dump_json(indent=2) + "\n")
         return path
+
+
+def model_name(slug: str, tower: Tower) -> str:
+    """The Triton model (folder) name of one tower."""
+    return f"{slug}_{tower}"
+
+
+def version_dir(repository: Path, slug: str, tower: Tower) -> Path:
+    """Where a tower's ONNX files live: ``<repository>/<slug>_<tower>/1``."""
+    return Path(repository) / model_name(slug, tower) / MODEL_VERSION
 
 
 def make_slug(architecture: str, pretrained: str) -> str:

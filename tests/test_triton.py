@@ -13,11 +13,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from export import shapes
 from export.test_model import pixels_for
-from export.triton_config import OUTPUT_NAME, TritonOptions, write_configs
+from export.triton_config import TritonOptions, write_configs
 from imagesearch.encoders import Encoder, EncoderUnavailable, make_encoder
 from imagesearch.encoders.onnx import OnnxEncoder
 from imagesearch.encoders.triton import TritonEncoder
-from imagesearch.model_card import load_card
+from imagesearch.model_card import OUTPUT, load_card
 from tests.support.triton_server import free_port
 
 TEXTS = ["a red circle", "a photo of a blue square", "green triangle", "", "naïve café ☕ — 東京", "a very long caption " * 20]
@@ -51,7 +51,7 @@ def _assert_valid_for_onnxruntime(config_path: Path) -> mc.ModelConfig:
             assert tensor.data_type == ORT_TYPES[graph.type]
             assert isinstance(graph.shape[0], str), "the graph's batch dimension must be dynamic"
             assert list(tensor.dims) == list(graph.shape[1:])
-    assert [t.name for t in config.output] == [OUTPUT_NAME]
+    assert [t.name for t in config.output] == [OUTPUT]
     batching = config.dynamic_batching
     assert batching.max_queue_delay_microseconds > 0
     assert all(1 <= b <= config.max_batch_size for b in batching.preferred_batch_size)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from imagesearch.config import Settings
-from imagesearch.model_card import PARITY_MIN, ModelCard, load_card
+from imagesearch.model_card import INPUTS, PARITY_MIN, TOWERS, ModelCard, load_card
 
 if TYPE_CHECKING:
     from imagesearch.tokenizer import Tokenizer
@@ -89,8 +89,8 @@ class TowerEncoder:
             return {"ok": True, "checked": False, "variant": variant,
                     "detail": "this export has no reference batch (re-export to enable the load-time check)"}
         with np.load(path) as data:
-            worst = {tower: float(row_cosines(self._run(tower, data[inputs]), data[tower]).min())
-                     for tower, inputs in (("visual", "pixels"), ("textual", "tokens"))}
+            worst = {tower: float(row_cosines(self._run(tower, data[INPUTS[tower][0]]), data[tower]).min())
+                     for tower in TOWERS}
         minimum = min(PARITY_MIN[variant], PARITY_MIN["fp16"]) if gpu else PARITY_MIN[variant]
         result = {"ok": min(worst.values()) >= minimum, "checked": True, "variant": variant,
                   "worst_cosine": worst, "minimum": minimum}

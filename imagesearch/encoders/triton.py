@@ -27,14 +27,12 @@ from tritonclient.utils import InferenceServerException
 
 from imagesearch.config import Settings
 from imagesearch.encoders import EncoderUnavailable, TowerEncoder
-from imagesearch.model_card import VARIANT_FILES, ModelCard
+from imagesearch.model_card import INPUTS, OUTPUT, TOWERS, VARIANT_FILES, ModelCard
 from imagesearch.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-INPUTS = {"visual": ("pixels", "UINT8"), "textual": ("tokens", "INT64")}
-OUTPUT = "embedding"
 VARIANT_OF_FILE = {file: variant for variant, file in VARIANT_FILES.items()}
 # Reconnect quickly after a restart instead of gRPC's default backoff (up to 120 s).
 CHANNEL_ARGS = [
@@ -63,7 +61,7 @@ class TritonEncoder(TowerEncoder):
         self.retry_s = settings.triton_retry_s
         self.batch_size = max(1, settings.batch_size)
         self.tokenizer = Tokenizer.from_card(card, settings.model_repository)
-        self.models = {"visual": card.visual_name, "textual": card.textual_name}
+        self.models = {tower: card.model_name(tower) for tower in TOWERS}
         self.max_batch = {tower: self.batch_size for tower in self.models}
         self.variant = "fp32"  # what the server loaded, read from its model config
         self.on_gpu = False
@@ -140,7 +138,8 @@ class TritonEncoder(TowerEncoder):
 
     def _run(self, tower: str, batch: np.ndarray) -> np.ndarray:
         model = self.models[tower]
-        name, datatype = INPUTS[tower]
+        name, dtype = INPUTS[tower]
+        datatype = dtype.upper()  # Triton's wire names: UINT8, INT64
         step = self.max_batch[tower]
         parts = []
         for start in range(0, len(batch), step):

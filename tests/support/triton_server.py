@@ -29,7 +29,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from imagesearch.model_card import VARIANT_FILES
+from imagesearch.model_card import MODEL_VERSION, VARIANT_FILES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON_MODEL = Path(__file__).with_name("triton_onnx_model.py")
@@ -62,7 +62,7 @@ def make_python_twin(real_repository: Path, twin: Path, onnx_threads: int = 1) -
     twin.mkdir(parents=True, exist_ok=True)
     for config_path in sorted(Path(real_repository).glob("*/config.pbtxt")):
         config = text_format.Parse(config_path.read_text(), mc.ModelConfig())
-        onnx_file = config_path.parent / "1" / (config.default_model_filename or VARIANT_FILES["fp32"])
+        onnx_file = config_path.parent / MODEL_VERSION / (config.default_model_filename or VARIANT_FILES["fp32"])
         # Only backend-specific lines change; names, dims, batching, warmup and cache stay.
         config.backend = "python"
         config.ClearField("platform")
@@ -74,9 +74,9 @@ def make_python_twin(real_repository: Path, twin: Path, onnx_threads: int = 1) -
         config.parameters["onnx_model"].string_value = str(onnx_file.resolve())
         config.parameters["onnx_threads"].string_value = str(onnx_threads)
         folder = twin / config_path.parent.name
-        (folder / "1").mkdir(parents=True, exist_ok=True)
+        (folder / MODEL_VERSION).mkdir(parents=True, exist_ok=True)
         (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
-        shutil.copy2(PYTHON_MODEL, folder / "1" / "model.py")
+        shutil.copy2(PYTHON_MODEL, folder / MODEL_VERSION / "model.py")
     return twin
 
 
