@@ -55,13 +55,13 @@ def timed_searches(store, model: str, queries: np.ndarray, k: int, index_of: dic
 
 
 def index_stats(store: ElasticsearchStore, model: str) -> dict:
-    stats = store.client.indices.stats(index=store._aliases(model)[0]).body["_all"]["primaries"]
+    stats = store.es.indices.stats(index=store.indices.aliases(model)[0]).body["_all"]["primaries"]
     return {"disk": stats["store"]["size_in_bytes"], "off_heap": stats.get("dense_vector", {}).get("off_heap", {}),
             "segments": stats["segments"]["count"]}
 
 
 def heap_used(store: ElasticsearchStore) -> int:
-    nodes = store.client.nodes.stats(metric="jvm").body["nodes"]
+    nodes = store.es.nodes.stats(metric="jvm").body["nodes"]
     return sum(n["jvm"]["mem"]["heap_used_in_bytes"] for n in nodes.values())
 
 

@@ -24,7 +24,7 @@ from imagesearch.config import Settings
 from imagesearch.encoders import Encoder, EncoderUnavailable
 from imagesearch.model_card import ModelCard
 from imagesearch.preprocess import ImageDecodeError, prepare
-from imagesearch.stores import StoreUnavailable, VectorStore
+from imagesearch.stores import StoreWriteError, VectorStore
 
 log = logging.getLogger("imagesearch.ingest")
 
@@ -62,14 +62,15 @@ class EmbedWorker:
         self.inflight = max(1, settings.encoder_inflight)
         self.workers = settings.decode_workers or (os.cpu_count() or 2)
         self.progress = progress or (lambda event, n=1: None)
-        retrying = retry(
-            retry=retry_if_exception_type((EncoderUnavailable, StoreUnavailable)),
+        # The encoder is waited for here. Store writes are not: the store waits for its backend
+        # itself (up to the same dependency_wait_s), so the two waits do not stack.
+        waiting = retry(
+            retry=retry_if_exception_type(EncoderUnavailable),
             wait=wait_exponential(multiplier=0.5, max=15), stop=stop_after_delay(settings.dependency_wait_s),
-            before_sleep=lambda state: log.warning("waiting for a dependency: %s", state.outcome.exception()),
+            before_sleep=lambda state: log.warning("waiting for the encoder: %s", state.outcome.exception()),
             reraise=True,
         )
-        self._encode = retrying(self.encoder.encode_images)
-        self._write = retrying(self.store.set_vectors)
+        self._encode = waiting(self.encoder.encode_images)
 
     def run(self, follow: bool = False, idle_exit_s: float | None = None, poll_s: float = 2.0) -> EmbedSummary:
         """Embed until nothing is pending; with ``follow``, keep polling for new records (until
@@ -83,10 +84,19 @@ class EmbedWorker:
         def finish_one() -> None:
             ids, future = futures.popleft()
             vectors = future.result()
-            self._write(self.model, ids, vectors)
+            try:
+                self.store.set_vectors(self.model, ids, vectors)
+                rejected: dict[str, str] = {}
+            except StoreWriteError as exc:  # the others were written; these are kept out of the queue
+                rejected = {i: "store_rejected" for i in exc.failures}
+                log.error("%s", exc)
+                self.store.set_embed_errors(self.model, rejected)
             unwritten.difference_update(ids)
-            summary.embedded += len(ids)
-            self.progress("embedded", len(ids))
+            summary.embedded += len(ids) - len(rejected)
+            self.progress("embedded", len(ids) - len(rejected))
+            for reason in rejected.values():
+                summary.failed[reason] = summary.failed.get(reason, 0) + 1
+                self.progress(f"failed:{reason}", 1)
 
         decode = partial(_decode, card=self.card, max_pixels=self.settings.max_image_pixels, draft=self.settings.jpeg_draft)
         # Threads, not processes: Pillow releases the GIL while it decodes and resizes, and threads

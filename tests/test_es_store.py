@@ -18,7 +18,8 @@ from api.app import create_app
 from imagesearch.config import Settings
 from imagesearch.records import ImageRecord, SearchFilters, UrlFailure
 from imagesearch.stores import StoreUnavailable, VectorStore, make_store
-from imagesearch.stores.elasticsearch import ElasticsearchStore, StoreWriteError
+from imagesearch.stores import StoreWriteError
+from imagesearch.stores.elasticsearch import ElasticsearchStore
 from tests.support.cli import cli_env, run_cli, start_cli
 from tests.support.es_node import SecuredNode, ensure_distribution, free_port
 from tests.support.search_api import ApiThread, make_shapes, write_folder
@@ -65,22 +66,22 @@ def test_mapping_and_index_settings_are_as_configured(es_node, tmp_path):
     store.ensure_model("ViT-B-32", 64)
     store.ensure_model("ViT-B-32", 64)  # idempotent
 
-    read, write = store._aliases("ViT-B-32")
-    aliases = store.client.indices.get_alias(name=f"{read},{write}").body
+    read, write = store.indices.aliases("ViT-B-32")
+    aliases = store.es.indices.get_alias(name=f"{read},{write}").body
     assert list(aliases) == [f"{read}-v1"] and set(aliases[f"{read}-v1"]["aliases"]) == {read, write}
     index = f"{read}-v1"
-    mapping = store.client.indices.get_mapping(index=index).body[index]["mappings"]
+    mapping = store.es.indices.get_mapping(index=index).body[index]["mappings"]
     vector = mapping["properties"]["vector"]
     assert (vector["type"], vector["dims"], vector["similarity"], vector["index"]) == ("dense_vector", 64, "dot_product", True)
     assert {k: vector["index_options"][k] for k in ("type", "m", "ef_construction")} == {"type": "bbq_hnsw", "m": 24, "ef_construction": 120}
     assert {f: mapping["properties"][f]["type"] for f in ("format", "sources", "width", "height")} == {
         "format": "keyword", "sources": "keyword", "width": "integer", "height": "integer"}
     assert mapping["dynamic"] == "strict"
-    index_settings = store.client.indices.get_settings(index=index).body[index]["settings"]["index"]
+    index_settings = store.es.indices.get_settings(index=index).body[index]["settings"]["index"]
     assert (index_settings["number_of_shards"], index_settings["number_of_replicas"], index_settings["refresh_interval"]) == ("2", "0", "5s")
     assert index_settings["mapping"]["exclude_source_vectors"] == "true"
 
-    images = store.client.indices.get_mapping(index=store.images_index).body[store.images_index]["mappings"]["properties"]
+    images = store.es.indices.get_mapping(index=store.indices.images).body[store.indices.images]["mappings"]["properties"]
     assert {f: images[f]["type"] for f in ("id", "urls", "sources", "format", "width", "height", "bytes", "first_seen", "last_seen")} == {
         "id": "keyword", "urls": "keyword", "sources": "keyword", "format": "keyword", "width": "integer",
         "height": "integer", "bytes": "long", "first_seen": "date", "last_seen": "date"}
@@ -89,7 +90,7 @@ def test_mapping_and_index_settings_are_as_configured(es_node, tmp_path):
     vector = unit_vectors(1, 64, seed=1)
     store.upsert_images([record(1)])
     store.set_vectors("ViT-B-32", [image_id(1)], vector)
-    assert "vector" not in store.client.get(index=read, id=image_id(1))["_source"]
+    assert "vector" not in store.es.get(index=read, id=image_id(1))["_source"]
     np.testing.assert_array_equal(store.get_vector("ViT-B-32", image_id(1)), vector[0])
 
     with pytest.raises(ValueError, match="holds 64-d vectors"):
@@ -97,8 +98,8 @@ def test_mapping_and_index_settings_are_as_configured(es_node, tmp_path):
 
     default = ElasticsearchStore(es_settings(es_node, tmp_path))
     default.ensure_model(MODEL, 64)
-    alias = default._aliases(MODEL)[0]
-    options = next(iter(default.client.indices.get_mapping(index=alias).body.values()))["mappings"]["properties"]["vector"]["index_options"]
+    alias = default.indices.aliases(MODEL)[0]
+    options = next(iter(default.es.indices.get_mapping(index=alias).body.values()))["mappings"]["properties"]["vector"]["index_options"]
     assert {k: options[k] for k in ("type", "m", "ef_construction")} == {"type": "int8_hnsw", "m": 16, "ef_construction": 100}
 
 
@@ -264,7 +265,7 @@ def test_two_writers_at_once_never_duplicate(store):
     counts = store.counts(MODEL)
     assert (counts.images, counts.embedded, counts.pending) == (200, 200, 0)
     store.refresh()
-    assert store.client.count(index=store._aliases(MODEL)[0])["count"] == 200
+    assert store.es.count(index=store.indices.aliases(MODEL)[0])["count"] == 200
 
 
 # --- recall ------------------------------------------------------------------------------------
@@ -300,14 +301,16 @@ def test_es_down_mid_ingest_then_back(es_node, tmp_path, settings):
     records = [record(i) for i in range(n)]
     vectors = unit_vectors(n, 64, seed=12)
     store.ensure_model(MODEL, 64)
-    first_batch, failures = threading.Event(), []
+    first_batch, node_stopped, failures = threading.Event(), threading.Event(), []
 
     def writer() -> None:
         try:
             for start in range(0, n, batch):
                 store.upsert_images(records[start : start + batch])
                 store.set_vectors(MODEL, [r.id for r in records[start : start + batch]], vectors[start : start + batch])
-                first_batch.set()
+                if start == 0:  # the rest is written while the node is down: the writer must wait for it
+                    first_batch.set()
+                    node_stopped.wait(120)
         except Exception as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
 
@@ -317,6 +320,7 @@ def test_es_down_mid_ingest_then_back(es_node, tmp_path, settings):
         thread.start()
         assert first_batch.wait(120)
         es_node.stop()
+        node_stopped.set()
         try:
             with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{es_node.http_port}.*unreachable"):
                 store.search(MODEL, vectors[0], 5)
@@ -327,7 +331,7 @@ def test_es_down_mid_ingest_then_back(es_node, tmp_path, settings):
             down = httpx.get(f"{api.url}/search", params={"q": "a red circle"}, timeout=30)
             assert down.status_code == 503 and "unreachable" in down.text
             assert httpx.get(f"{api.url}/healthz", timeout=30).status_code == 503
-            time.sleep(2)
+            thread.join(timeout=2)
             assert thread.is_alive()  # the writer waits for the node...
         finally:
             es_node.start()
@@ -340,7 +344,7 @@ def test_es_down_mid_ingest_then_back(es_node, tmp_path, settings):
 
     counts = store.counts(MODEL)  # the same store object, nothing lost
     assert (counts.images, counts.embedded, counts.pending) == (n, n, 0)
-    assert store.client.count(index=store._aliases(MODEL)[0])["count"] == n
+    assert store.es.count(index=store.indices.aliases(MODEL)[0])["count"] == n
     np.testing.assert_array_equal(store.get_vector(MODEL, image_id(n - 1)), vectors[n - 1])
     assert store.health()["ok"] is True
 
@@ -352,7 +356,7 @@ def test_alias_swap_re_embeds_into_a_new_index_while_searches_keep_answering(sto
     old_vectors, new_vectors = unit_vectors(n, 64, seed=13), unit_vectors(n, 64, seed=14)
     store.set_vectors(MODEL, ids, old_vectors)
     store.refresh()
-    old_index = store._alias_target(store._aliases(MODEL)[0])
+    old_index = store.indices.alias_target(store.indices.aliases(MODEL)[0])
 
     new_index = store.begin_rebuild(MODEL, 64, index_type="hnsw")
     assert len(store.pending(MODEL, 1000)) == n  # everything is to be embedded again
@@ -382,12 +386,12 @@ def test_alias_swap_re_embeds_into_a_new_index_while_searches_keep_answering(sto
         thread.join()
     assert errors == [] and answered and set(answered) == {5}
 
-    read, write = store._aliases(MODEL)
-    assert store._alias_target(read) == store._alias_target(write) == new_index
-    assert not store.client.indices.exists(index=old_index)
+    read, write = store.indices.aliases(MODEL)
+    assert store.indices.alias_target(read) == store.indices.alias_target(write) == new_index
+    assert not store.es.indices.exists(index=old_index)
     hit = store.search(MODEL, new_vectors[7], 1)[0]
     assert hit.id == ids[7] and hit.score == pytest.approx(1.0, abs=1e-5)
-    options = store.client.indices.get_mapping(index=read).body[new_index]["mappings"]["properties"]["vector"]["index_options"]
+    options = store.es.indices.get_mapping(index=read).body[new_index]["mappings"]["properties"]["vector"]["index_options"]
     assert options["type"] == "hnsw"
     counts = store.counts(MODEL)
     assert (counts.embedded, counts.pending) == (n, 0)
@@ -399,7 +403,7 @@ def test_missing_index_and_unreachable_node_give_clear_errors_without_credential
     with pytest.raises(StoreUnavailable, match=r"index .*vectors-never-embedded.* is missing at http://127\.0\.0\.1"):
         store.search("never-embedded", unit_vectors(1, 64, seed=15)[0], 3)
     assert store.counts("never-embedded").pending == 1
-    store.client.indices.delete(index=store.images_index)  # deleted under a running store
+    store.es.indices.delete(index=store.indices.images)  # deleted under a running store
     with pytest.raises(StoreUnavailable, match="-images is missing"):
         store.get(image_id(1))
 
@@ -456,3 +460,40 @@ def test_basic_auth_api_key_and_ca_certificate(tmp_path):
             unverified.search(MODEL, vector[0], 3)
     finally:
         node.close()
+
+
+def test_index_command_drives_the_rebuild_and_swap(es_node, test_model_repo, tmp_path, monkeypatch, capsys):
+    """`imagesearch index rebuild|status|swap`: the lifecycle a user runs, through the real CLI."""
+    from imagesearch.cli import main
+    from imagesearch.config import get_settings
+
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    for name, value in {"STORE": "elasticsearch", "ES_URL": es_node.url, "ES_INDEX_PREFIX": prefix,
+                        "MODEL_REPOSITORY": str(test_model_repo), "MODEL": "shapes-tiny",
+                        "DATA_DIR": str(tmp_path / "var")}.items():
+        monkeypatch.setenv(f"IMAGESEARCH_{name}", value)
+    get_settings.cache_clear()
+    try:
+        store = ElasticsearchStore(get_settings())
+        store.upsert_images([record(i) for i in range(3)])
+        store.set_vectors("shapes-tiny", [image_id(i) for i in range(3)], unit_vectors(3, 64, seed=5))
+        first = store.indices.alias_target(store.indices.aliases("shapes-tiny")[0])
+
+        assert main(["index", "swap"]) == 0  # nothing to swap: searches already read the write index
+        assert json.loads((out := capsys.readouterr().out)[out.index("{"):])["search_index"] == first
+        assert main(["index", "rebuild", "--index-type", "hnsw"]) == 0
+        out = capsys.readouterr().out
+        assert "run `imagesearch ingest embed`, then `imagesearch index swap`" in out
+        status = json.loads(out[out.index("{"):])
+        assert status == {"model": "shapes-tiny", "search_index": first, "write_index": status["write_index"],
+                          "rebuilding": True, "pending": 3}
+        assert main(["index", "swap"]) == 2 and "3 image(s) still pending" in capsys.readouterr().out
+        store.set_vectors("shapes-tiny", [image_id(i) for i in range(3)], unit_vectors(3, 64, seed=6))
+        assert main(["index", "swap"]) == 0
+        out = capsys.readouterr().out
+        assert f"searches for shapes-tiny now read {status['write_index']}" in out
+        assert json.loads(out[out.index("{"):])["rebuilding"] is False
+        assert not store.es.indices.exists(index=first)
+        store.close()
+    finally:
+        get_settings.cache_clear()

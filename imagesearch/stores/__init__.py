@@ -19,6 +19,16 @@ class StoreUnavailable(RuntimeError):
     """The store cannot answer (server down, index missing). Safe to retry later."""
 
 
+class StoreWriteError(RuntimeError):
+    """The store rejected some items of a write (not retryable); the others were written.
+    ``failures`` maps each rejected id to the reason."""
+
+    def __init__(self, failures: dict[str, str], backend: str = "the store"):
+        self.failures = failures
+        sample = "; ".join(f"{key}: {reason}" for key, reason in list(failures.items())[:5])
+        super().__init__(f"{len(failures)} item(s) rejected by {backend}: {sample}")
+
+
 @runtime_checkable
 class VectorStore(Protocol):
     # --- metadata (written by the downloader / folder scanner) ---------------------------------

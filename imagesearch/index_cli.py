@@ -1,0 +1,50 @@
+"""`imagesearch index status|rebuild|swap`: the Elasticsearch vector index lifecycle of a model.
+
+Rebuild when a model's vectors need a new index (new weights under the same slug, other index
+options): `rebuild` points the embed worker at a new index and queues every stored image again,
+searches keep reading the current index; run `imagesearch ingest embed`, then `swap` moves searches
+over atomically and deletes the old index. The local store needs none of this: its search is exact
+and has no index to build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from imagesearch.config import get_settings
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["status", "rebuild", "swap"])
+    parser.add_argument("--model", default="", help="model slug (default: IMAGESEARCH_MODEL, or the only exported one)")
+    parser.add_argument("--index-type", choices=["int8_hnsw", "hnsw", "bbq_hnsw"],
+                        help="rebuild: index type of the new index (default: IMAGESEARCH_ES_INDEX_TYPE)")
+    parser.add_argument("--m", type=int, help="rebuild: HNSW graph degree (default: IMAGESEARCH_ES_HNSW_M)")
+    parser.add_argument("--ef-construction", type=int, help="rebuild: HNSW build candidates (default: IMAGESEARCH_ES_HNSW_EF_CONSTRUCTION)")
+    parser.add_argument("--force", action="store_true", help="swap even though images are still pending for the new index")
+
+
+def run(args: argparse.Namespace) -> int:
+    from imagesearch.model_card import load_card
+    from imagesearch.stores import StoreUnavailable, make_store
+
+    settings = get_settings()
+    if settings.store != "elasticsearch":
+        print("the local store has no index to rebuild or swap: its search is exact (IMAGESEARCH_STORE=local)")
+        return 2
+    card = load_card(settings.model_repository, args.model or settings.model)
+    store = make_store(settings)
+    try:
+        if args.action == "rebuild":
+            index = store.begin_rebuild(card.slug, card.dim, args.index_type, args.m, args.ef_construction)
+            print(f"rebuilding {card.slug} into {index}: run `imagesearch ingest embed`, then `imagesearch index swap`")
+        elif args.action == "swap":
+            print(f"searches for {card.slug} now read {store.swap(card.slug, force=args.force)}")
+        print(json.dumps(store.index_status(card.slug), indent=2))
+        return 0
+    except (ValueError, StoreUnavailable) as exc:
+        print(f"index {args.action} failed: {exc}")
+        return 2
+    finally:
+        store.close()

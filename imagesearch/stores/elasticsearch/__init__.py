@@ -1,0 +1,13 @@
+"""The Elasticsearch vector store, in parts a reader finds by name:
+
+- ``client``: the connection, errors turned into ``StoreUnavailable``, write retries, bulk and
+  optimistic-concurrency writes;
+- ``mappings``: every index's settings and mappings as plain data;
+- ``indices``: index names and the alias lifecycle (a model's vector index, rebuild, swap);
+- ``queries``: filters, kNN, queue states and vector encoding in Elasticsearch's terms;
+- ``store``: ``ElasticsearchStore``, the ``VectorStore`` methods over those.
+"""
+
+from imagesearch.stores.elasticsearch.store import ElasticsearchStore
+
+__all__ = ["ElasticsearchStore"]

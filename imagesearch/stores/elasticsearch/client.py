@@ -1,0 +1,140 @@
+"""The Elasticsearch connection and its error handling: one place that decides what is retried.
+
+Writes wait with backoff (up to ``dependency_wait_s``) while a node is down or overloaded, then raise
+``StoreUnavailable``; reads raise it at once. Bulk requests report per-document failures; merges use
+optimistic concurrency (``if_seq_no``) instead of scripts, since not every node has painless
+(Elastic's test distribution has none).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elasticsearch, NotFoundError, helpers
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from imagesearch.config import Settings
+from imagesearch.stores import StoreUnavailable, StoreWriteError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CONFLICT_ROUNDS = 20  # re-reads of a document that others keep changing under us
+RETRYABLE_STATUS = (429, 502, 503, 504)
+
+
+def redact(url: str) -> str:
+    """The URL without credentials, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        parts = parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host)
+    return urlunsplit(parts)
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth waiting for: the node is unreachable, or answered that it is overloaded."""
+    return isinstance(exc, (ConnectionError, ConnectionTimeout)) or (
+        isinstance(exc, ApiError) and exc.meta.status in RETRYABLE_STATUS)
+
+
+def reason(error) -> str:
+    if isinstance(error, dict):
+        return f"{error.get('type', 'error')}: {error.get('reason', '')}"
+    return str(error)
+
+
+class EsClient:
+    """The official client plus the project's rules for errors and retries."""
+
+    def __init__(self, settings: Settings, on_index_missing: Callable[[], None] = lambda: None):
+        self.settings = settings
+        self.url = redact(settings.es_url)
+        self.on_index_missing = on_index_missing  # lets the index lifecycle re-create what was deleted
+        self.es = Elasticsearch(
+            settings.es_url,
+            basic_auth=(settings.es_username, settings.es_password.get_secret_value()) if settings.es_username else None,
+            api_key=settings.es_api_key.get_secret_value() or None,
+            ca_certs=settings.es_ca_certs or None,
+            request_timeout=settings.es_timeout_s,
+            max_retries=0,  # retries are ours: writes wait below, reads fail fast
+        )
+        self.bulk_es = self.es.options(request_timeout=6 * settings.es_timeout_s)
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Elasticsearch being down or an index missing -> StoreUnavailable, naming the URL."""
+        try:
+            yield
+        except (ConnectionError, ConnectionTimeout) as exc:
+            raise StoreUnavailable(f"Elasticsearch at {self.url} is unreachable ({type(exc).__name__})") from exc
+        except NotFoundError as exc:
+            if exc.error != "index_not_found_exception":
+                raise
+            self.on_index_missing()
+            index = exc.body.get("error", {}).get("index", "?") if isinstance(exc.body, dict) else "?"
+            raise StoreUnavailable(f"index {index} is missing at {self.url}") from exc
+        except ApiError as exc:
+            if exc.meta.status in (401, 403):
+                raise StoreUnavailable(f"Elasticsearch at {self.url} rejected the credentials ({exc.meta.status} {exc.error})") from exc
+            if exc.meta.status not in RETRYABLE_STATUS:
+                raise
+            raise StoreUnavailable(f"Elasticsearch at {self.url} answered {exc.meta.status} ({exc.error})") from exc
+
+    def write(self, fn: Callable[[], T]) -> T:
+        """Run a write, waiting with backoff while the node is down or overloaded."""
+        retrying = Retrying(
+            retry=retry_if_exception(transient), wait=wait_exponential(multiplier=0.5, max=15),
+            stop=stop_after_delay(self.settings.dependency_wait_s), reraise=True,
+            before_sleep=lambda state: log.warning("Elasticsearch at %s not answering (%s); retrying",
+                                                   self.url, type(state.outcome.exception()).__name__),
+        )
+        with self.errors():
+            return retrying(fn)
+
+    def bulk(self, actions: list[dict], ignore_status: tuple[int, ...] = ()) -> tuple[dict[str, str], dict[str, tuple[int, str]]]:
+        """Bulk in chunks (429s retried with backoff by the helper). -> ({id: result}, {id: (status, reason)})."""
+        done, failed = {}, {}
+        for ok, item in helpers.streaming_bulk(
+            self.bulk_es, actions, chunk_size=self.settings.es_bulk_chunk, max_retries=8, initial_backoff=0.5,
+            max_backoff=15, raise_on_error=False, raise_on_exception=True, ignore_status=ignore_status,
+        ):
+            info = next(iter(item.values()))
+            if ok:
+                done[info["_id"]] = info.get("result", "")
+            else:
+                failed[info["_id"]] = (info.get("status", 0), reason(info.get("error")))
+        return done, failed
+
+    def occ_write(self, index: str, items: dict[str, object], build: Callable[[dict | None, object], dict | None]) -> set[str]:
+        """Write one document per id, built from the stored one (None: new) by ``build``; a document
+        someone else changed meanwhile is read again. Returns the ids that were created."""
+        created, rejected, todo = set(), {}, dict(items)
+        for _ in range(CONFLICT_ROUNDS):
+            actions = []
+            for doc in self.es.mget(index=index, ids=list(todo))["docs"]:
+                found = doc.get("found", False)
+                source = build(doc["_source"] if found else None, todo[doc["_id"]])
+                if source is None:
+                    continue
+                if found:
+                    actions.append({"_op_type": "index", "_index": index, "_id": doc["_id"], "_source": source,
+                                    "if_seq_no": doc["_seq_no"], "if_primary_term": doc["_primary_term"]})
+                else:
+                    actions.append({"_op_type": "create", "_index": index, "_id": doc["_id"], "_source": source})
+            done, failed = self.bulk(actions)
+            created |= {i for i, result in done.items() if result == "created"}
+            rejected.update({i: why for i, (status, why) in failed.items() if status != 409})
+            todo = {i: todo[i] for i, (status, _) in failed.items() if status == 409}
+            if not todo:
+                break
+        rejected.update({i: "kept conflicting with concurrent writers" for i in todo})
+        if rejected:
+            raise StoreWriteError(rejected, "Elasticsearch")
+        return created
+
+    def close(self) -> None:
+        self.es.close()

@@ -1,0 +1,155 @@
+"""Index and alias lifecycle: the base indices, each model's vector index, rebuild and swap.
+
+Names (``p`` = ``IMAGESEARCH_ES_INDEX_PREFIX``): ``p-images``, ``p-failures``, and per model
+``p-vectors-<model>-v<N>`` reached through two aliases: ``p-vectors-<model>`` (searches) and
+``p-vectors-<model>-write`` (the embed worker). Both point at one index, except during a rebuild:
+the write alias then points at a new index that the embed worker fills from the stored images while
+searches still read the old one; ``swap`` moves the search alias over atomically and drops the old
+index. ``imagesearch index rebuild|swap|status`` drives it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from elasticsearch import ApiError
+
+from imagesearch.stores import StoreUnavailable
+from imagesearch.stores.elasticsearch import mappings, queries
+from imagesearch.stores.elasticsearch.client import EsClient, reason
+
+
+def name_key(name: str) -> str:
+    """A model slug (or prefix) as a part of an index name: lowercase, no dots; a hash keeps it unique."""
+    key = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_") or "x"
+    return key if key == name else f"{key}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+class Indices:
+    def __init__(self, client: EsClient):
+        self.client = client
+        self.settings = client.settings
+        prefix = name_key(self.settings.es_index_prefix)
+        self.images = f"{prefix}-images"
+        self.failures = f"{prefix}-failures"
+        self.vectors_prefix = f"{prefix}-vectors-"
+        self._base_ready = False  # the images and failures indices exist
+        client.on_index_missing = self.forget
+
+    def forget(self) -> None:
+        """An index was deleted under us: check (and create) the base indices again next time."""
+        self._base_ready = False
+
+    def _settings(self) -> dict:
+        return mappings.index_settings(self.settings.es_shards, self.settings.es_replicas)
+
+    def ensure_base(self) -> None:
+        if self._base_ready:
+            return
+        es = self.client.es
+        for index, body in ((self.images, mappings.IMAGES), (self.failures, mappings.FAILURES)):
+            if not es.indices.exists(index=index):
+                try:
+                    es.indices.create(index=index, settings=self._settings(), mappings=body)
+                except ApiError as exc:
+                    if exc.error != "resource_already_exists_exception":  # another worker was first: fine
+                        raise
+        self._base_ready = True
+
+    # --- a model's vector index --------------------------------------------------------------
+
+    def alias_target(self, alias: str) -> str | None:
+        found = self.client.es.options(ignore_status=404).indices.get_alias(name=alias)
+        return next(iter(found.body), None) if found.meta.status == 200 else None
+
+    def aliases(self, model: str) -> tuple[str, str]:
+        """(search alias, write alias) of ``model``."""
+        read = self.vectors_prefix + name_key(model)
+        return read, f"{read}-write"
+
+    def write_index(self, model: str) -> str:
+        """The index the embed worker fills for ``model`` (the name it will have, if none exists yet)."""
+        read, write = self.aliases(model)
+        return self.alias_target(write) or f"{read}-v1"
+
+    def queue_states(self, model: str) -> dict[str, dict]:
+        return queries.queue_states(self.write_index(model), name_key(model))
+
+    def _create_vector_index(self, name: str, dim: int, aliases: dict, index_type: str | None = None,
+                             m: int | None = None, ef_construction: int | None = None) -> None:
+        s = self.settings
+        body = mappings.vector_index(
+            dim, index_type=index_type or s.es_index_type, m=m or s.es_hnsw_m,
+            ef_construction=ef_construction or s.es_hnsw_ef_construction, shards=s.es_shards,
+            replicas=s.es_replicas, refresh_interval=s.es_refresh_interval)
+        try:
+            self.client.es.indices.create(index=name, aliases=aliases, **body)
+        except ApiError as exc:
+            if exc.error != "resource_already_exists_exception":  # another worker was first: fine
+                raise ValueError(f"cannot create vector index {name}: {reason(exc.body.get('error') if isinstance(exc.body, dict) else exc.body)}") from exc
+
+    def _dims(self, index: str) -> int:
+        mapping = self.client.es.indices.get_mapping(index=index)
+        return next(iter(mapping.body.values()))["mappings"]["properties"]["vector"]["dims"]
+
+    def ensure_model(self, model: str, dim: int) -> str:
+        """-> the model's write index, created (with both aliases) if there is none."""
+        self.ensure_base()
+        read, write = self.aliases(model)
+        index = self.alias_target(write)
+        if index is None:
+            index = f"{read}-v1"
+            self._create_vector_index(index, dim, {read: {}, write: {}})
+        if (stored := self._dims(index)) != dim:
+            raise ValueError(f"index {index} holds {stored}-d vectors but model {model} gives {dim}-d; "
+                             f"re-embed it into a new index: `imagesearch index rebuild --model {model}`")
+        return index
+
+    def begin_rebuild(self, model: str, dim: int, index_type: str | None = None,
+                      m: int | None = None, ef_construction: int | None = None) -> str:
+        """Start re-embedding ``model`` into a new index (new weights, dims or index options): from
+        now on the queue hands out every image again for it and new vectors fill the new index,
+        while searches keep reading the current one until ``swap``. Returns its name."""
+        read, write = self.aliases(model)
+        current = self.alias_target(write)
+        if current is None:  # nothing to rebuild yet: this is the first index
+            return self.ensure_model(model, dim)
+        new = f"{read}-v{int(current.rsplit('-v', 1)[1]) + 1}"
+        self._create_vector_index(new, dim, {}, index_type, m, ef_construction)
+        self.client.es.indices.update_aliases(actions=[
+            {"remove": {"index": current, "alias": write}}, {"add": {"index": new, "alias": write}},
+        ])
+        return new
+
+    def pending_count(self, model: str) -> int:
+        self.client.es.indices.refresh(index=self.images)
+        return self.client.es.count(index=self.images, query=self.queue_states(model)["pending"])["count"]
+
+    def swap(self, model: str, force: bool = False) -> str:
+        """Point searches at the index being filled (atomically) and delete the one it replaces.
+        Refuses while images are still pending for it, unless ``force``. Returns the new index."""
+        read, write = self.aliases(model)
+        old, new = self.alias_target(read), self.alias_target(write)
+        if new is None:
+            raise StoreUnavailable(f"no vector index for model {model} at {self.client.url}")
+        if old == new:
+            return new
+        if (left := self.pending_count(model)) and not force:
+            raise ValueError(f"{left} image(s) still pending for {new}: finish embedding first (or force)")
+        self.client.es.indices.update_aliases(actions=[
+            {"remove": {"index": old, "alias": read}}, {"add": {"index": new, "alias": read}},
+        ])
+        self.client.es.indices.delete(index=old)
+        return new
+
+    def status(self, model: str) -> dict:
+        """What the lifecycle looks like now for ``model``: the search and write indices, pending."""
+        read, write = self.aliases(model)
+        search_index, write_index = self.alias_target(read), self.alias_target(write)
+        return {"model": model, "search_index": search_index, "write_index": write_index,
+                "rebuilding": search_index != write_index, "pending": self.pending_count(model) if write_index else None}
+
+    def refresh(self) -> None:
+        self.client.es.indices.refresh(index=f"{self.images},{self.failures},{self.vectors_prefix}*",
+                                       ignore_unavailable=True, allow_no_indices=True)

@@ -1,0 +1,59 @@
+"""The indices' settings and mappings as plain data (testable without a node)."""
+
+from __future__ import annotations
+
+LONG_KEYWORD = 8191  # longer URLs/paths are stored but not indexed (Lucene's term limit is 32k bytes)
+KEYWORD = {"type": "keyword"}
+
+# p-images: one document per image, the ImageRecord plus its embedding state per model.
+IMAGES = {
+    "dynamic": False,  # fields added to ImageRecord later are kept in _source, just not indexed
+    "dynamic_templates": [
+        {"vec": {"path_match": "vec.*", "mapping": {"type": "boolean"}}},
+        {"embed_errors": {"path_match": "embed_errors.*", "mapping": {"type": "keyword", "ignore_above": 1024}}},
+    ],
+    "properties": {
+        "id": KEYWORD, "urls": {"type": "keyword", "ignore_above": LONG_KEYWORD}, "captions": {"type": "text"},
+        "sources": KEYWORD, "paths": {"type": "keyword", "ignore_above": LONG_KEYWORD},
+        "width": {"type": "integer"}, "height": {"type": "integer"}, "format": KEYWORD, "bytes": {"type": "long"},
+        "first_seen": {"type": "date"}, "last_seen": {"type": "date"},
+        "vec": {"type": "object", "dynamic": True}, "embed_errors": {"type": "object", "dynamic": True},
+    },
+}
+
+# p-failures: one document per URL that gave no image.
+FAILURES = {
+    "dynamic": False,
+    "properties": {
+        "url": {"type": "keyword", "ignore_above": LONG_KEYWORD}, "reason": KEYWORD,
+        "detail": {"type": "text"}, "caption": {"type": "text"}, "attempts": {"type": "integer"}, "at": {"type": "date"},
+    },
+}
+
+# The metadata copied into each vector document, so filters run inside the kNN as a pre-filter.
+FILTER_FIELDS = ("format", "sources", "width", "height")
+
+
+def index_settings(shards: int, replicas: int) -> dict:
+    return {"number_of_shards": shards, "number_of_replicas": replicas}
+
+
+def vector_index(dim: int, *, index_type: str, m: int, ef_construction: int, shards: int, replicas: int,
+                 refresh_interval: str) -> dict:
+    """Settings and mappings of a model's vector index (``indices.create(**vector_index(...))``)."""
+    return {
+        "settings": {
+            **index_settings(shards, replicas), "refresh_interval": refresh_interval,
+            "index.mapping.exclude_source_vectors": True,  # vectors live in the vector index files only
+        },
+        "mappings": {
+            "dynamic": "strict",
+            "properties": {
+                "vector": {
+                    "type": "dense_vector", "dims": dim, "index": True, "similarity": "dot_product",
+                    "index_options": {"type": index_type, "m": m, "ef_construction": ef_construction},
+                },
+                "format": KEYWORD, "sources": KEYWORD, "width": {"type": "integer"}, "height": {"type": "integer"},
+            },
+        },
+    }

@@ -1,0 +1,64 @@
+"""Translation of the store's queries into Elasticsearch's: filters, kNN, queue states, vectors."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from imagesearch.records import SearchFilters
+
+MAX_RESULT_WINDOW = 10_000  # Elasticsearch's limit for k, num_candidates and size
+
+
+def filter_clauses(filters: SearchFilters | None) -> list[dict]:
+    if filters is None:
+        return []
+    clauses: list[dict] = []
+    if filters.format is not None:
+        clauses.append({"terms": {"format": filters.format}})
+    if filters.source is not None:
+        clauses.append({"terms": {"sources": list(filters.source)}})
+    for field in ("width", "height"):
+        bounds = {op: value for op, value in (("gte", getattr(filters, f"min_{field}")), ("lte", getattr(filters, f"max_{field}")))
+                  if value is not None}
+        if bounds:
+            clauses.append({"range": {field: bounds}})
+    return clauses
+
+
+def knn(vector: np.ndarray, k: int, *, num_candidates: int, rescore_oversample: float,
+        filters: SearchFilters | None = None, min_score: float | None = None) -> dict:
+    """The ``knn`` section of a search for the top ``k`` (k <= MAX_RESULT_WINDOW)."""
+    body: dict = {"field": "vector", "query_vector": encode_vector(np.asarray(vector, np.float32).ravel()), "k": k,
+                  "num_candidates": min(MAX_RESULT_WINDOW, max(k, num_candidates))}
+    if clauses := filter_clauses(filters):
+        body["filter"] = clauses
+    if rescore_oversample:  # quantized indices: exact float scores and order for the top hits
+        body["rescore_vector"] = {"oversample": rescore_oversample}
+    if min_score is not None:
+        body["similarity"] = min_score  # on the raw dot product, like our scores
+    return body
+
+
+def dot_product(score: float) -> float:
+    """``dot_product`` similarity scores come back as (1 + dot) / 2; the store gives the dot product."""
+    return 2 * score - 1
+
+
+def queue_states(write_index: str, model_key: str) -> dict[str, dict]:
+    """Queries for the images embedded in ``write_index``, failed for the model, and pending."""
+    embedded = {"exists": {"field": f"vec.{write_index}"}}
+    failed = {"exists": {"field": f"embed_errors.{model_key}"}}
+    return {"embedded": embedded, "failed": failed, "pending": {"bool": {"must_not": [embedded, failed]}}}
+
+
+def encode_vector(vector: np.ndarray) -> str:
+    """Elasticsearch takes float vectors as base64 of big-endian float32: 4x less JSON than numbers."""
+    return base64.b64encode(np.asarray(vector, ">f4").tobytes()).decode()
+
+
+def decode_vector(value) -> np.ndarray:
+    if isinstance(value, str):
+        return np.frombuffer(base64.b64decode(value), ">f4").astype(np.float32)
+    return np.asarray(value, np.float32)
