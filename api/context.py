@@ -1,0 +1,32 @@
+"""What the route handlers share, kept on ``app.state.context`` and handed to them as a dependency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+
+from api.backends import Backends
+from api.metrics import Metrics
+from imagesearch.blobs import BlobStore
+from imagesearch.config import Settings
+from imagesearch.fetch import FetchOptions
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    backends: Backends
+    metrics: Metrics
+    blobs: BlobStore
+    fetch_options: FetchOptions  # search by image_url: the downloader's guarded fetch with the API's limits
+    http: httpx.AsyncClient | None = None  # opened by the app's lifespan
+
+
+def _context(request: Request) -> ApiContext:
+    return request.app.state.context
+
+
+Context = Annotated[ApiContext, Depends(_context)]

@@ -1,0 +1,73 @@
+"""Prometheus metrics: request latency per route, encoder and store call latency, text batch sizes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry, Histogram
+
+# What is timed: the encoder's and the store's query-path methods. Named from the interfaces, and
+# checked against each wrapped object, so a renamed method fails at start-up instead of going unseen.
+ENCODER_CALLS = ("encode_texts", "encode_images")
+STORE_CALLS = ("search", "get", "get_vector", "counts")
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Histogram("imagesearch_http_request_duration_seconds", "HTTP request latency",
+                                  ["route", "method", "status"], registry=self.registry)
+        self.encoder = Histogram("imagesearch_encoder_duration_seconds", "encoder call latency",
+                                 ["op"], registry=self.registry)
+        self.store = Histogram("imagesearch_store_duration_seconds", "vector store call latency",
+                               ["op"], registry=self.registry)
+        self.text_batch = Histogram("imagesearch_text_batch_size", "texts per text-encoder call (micro-batching)",
+                                    registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+
+    def timed_encoder(self, encoder: Any) -> "Timed":
+        def count_batch(method: str, args: tuple) -> None:
+            if method == "encode_texts":
+                self.text_batch.observe(len(args[0]))
+
+        return Timed(encoder, self.encoder, ENCODER_CALLS, count_batch)
+
+    def timed_store(self, store: Any) -> "Timed":
+        return Timed(store, self.store, STORE_CALLS)
+
+    def install(self, app: FastAPI) -> None:
+        """Time every request by its route template (not its path: ids would explode the labels)."""
+
+        @app.middleware("http")
+        async def _measure(request: Request, call_next):
+            started = time.perf_counter()
+            response = await call_next(request)
+            route = request.scope.get("route")
+            self.requests.labels(getattr(route, "path", "unmatched"), request.method,
+                                 str(response.status_code)).observe(time.perf_counter() - started)
+            return response
+
+
+class Timed:
+    """Wraps an encoder or store: the named methods are timed into ``histogram``; the rest pass through."""
+
+    def __init__(self, target: Any, histogram: Histogram, methods: tuple[str, ...],
+                 on_call: Callable[[str, tuple], None] | None = None):
+        missing = [m for m in methods if not callable(getattr(target, m, None))]
+        if missing:
+            raise TypeError(f"{type(target).__name__} has no method {', '.join(missing)} to time (renamed?)")
+        self._target, self._histogram, self._methods, self._on_call = target, histogram, methods, on_call
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if name not in self._methods:
+            return attr
+
+        def timed(*args, **kwargs):
+            if self._on_call:
+                self._on_call(name, args)
+            with self._histogram.labels(name).time():
+                return attr(*args, **kwargs)
+
+        return timed

@@ -1,0 +1,1 @@
+"""The API's routes by concern: ``search``, ``images``, ``operations``."""

@@ -1,0 +1,58 @@
+"""``/healthz``, ``/status`` and ``/metrics``: what operators and probes read."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.context import Context
+from api.errors import ErrorBody
+
+router = APIRouter(tags=["operations"])
+VERSIONED = ("imagesearch", "fastapi", "onnxruntime", "numpy", "pillow", "elasticsearch", "tritonclient")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in VERSIONED:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+@router.get("/healthz", responses={503: {"description": "a dependency cannot answer"}})
+def healthz(context: Context) -> JSONResponse:
+    """Each dependency's state; 503 when the store or the encoder cannot answer."""
+    health = context.backends.health()
+    return JSONResponse(health, status_code=200 if health["ok"] else 503)
+
+
+@router.get("/status", responses={503: {"model": ErrorBody}})
+def status(context: Context) -> dict:
+    """Counts, the model, the backends, limits and versions."""
+    settings = context.settings
+    service = context.backends.service()
+    card = service.card
+    return {
+        "model": {"slug": card.slug, "architecture": card.architecture, "pretrained": card.pretrained,
+                  "dim": card.dim, "image_size": card.image_size, "context_length": card.context_length,
+                  "variant": settings.model_variant},
+        "counts": service.store.counts(service.model).model_dump(),
+        "backends": {"encoder": settings.encoder, "store": settings.store},
+        "limits": {"max_k": settings.max_k, "max_query_chars": settings.max_query_chars,
+                   "max_upload_bytes": settings.max_upload_bytes},
+        "text_queries": service.stats(),
+        "versions": versions(),
+    }
+
+
+@router.get("/metrics", response_class=Response)
+def prometheus(context: Context) -> Response:
+    """Prometheus metrics: request latency per route, encoder and store latency, text batch sizes."""
+    return Response(generate_latest(context.metrics.registry), media_type=CONTENT_TYPE_LATEST)

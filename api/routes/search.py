@@ -1,0 +1,60 @@
+"""``/search`` (GET by text, POST by text, indexed image or image URL) and ``/search/image`` (upload)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from api.context import Context
+from api.errors import ERRORS, ApiError
+from api.schemas import SearchRequest
+from imagesearch.fetch import fetch_image
+from imagesearch.search import SearchResponse
+
+router = APIRouter(tags=["search"])
+
+
+@router.get("/search", response_model=SearchResponse, responses=ERRORS)
+def search_get(
+    context: Context,
+    q: Annotated[str, Query(description="what to look for, in words")],
+    k: Annotated[int, Query(description="how many results (1..max_k)")] = 10,
+    min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop results below this cosine")] = None,
+) -> SearchResponse:
+    """Search by text."""
+    return context.backends.service().search_text(q, k, min_score=min_score)
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERRORS)
+async def search_post(body: SearchRequest, context: Context) -> SearchResponse:
+    """Search by text, by an indexed image (``image_id``) or by an image on the web (``image_url``)."""
+    service = await run_in_threadpool(context.backends.service)
+    service.check_k(body.k)  # before any fetch
+    if body.text is not None:
+        return await run_in_threadpool(service.search_text, body.text, body.k, body.filters, body.min_score)
+    if body.image_id is not None:
+        return await run_in_threadpool(service.search_id, body.image_id, body.k, body.filters, body.min_score)
+    assert body.image_url is not None and context.http is not None  # the request model allows no other case
+    fetched = await fetch_image(context.http, body.image_url, context.fetch_options)
+    return await run_in_threadpool(service.search_image, fetched.data, body.k, body.filters, body.min_score,
+                                   {"image_url": body.image_url})
+
+
+@router.post("/search/image", response_model=SearchResponse, responses=ERRORS)
+async def search_image(
+    context: Context,
+    file: Annotated[UploadFile, File(description="the example image (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
+    k: Annotated[int, Form(description="how many results (1..max_k)")] = 10,
+    min_score: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
+) -> SearchResponse:
+    """Search by an uploaded image (multipart form field ``file``)."""
+    service = await run_in_threadpool(context.backends.service)
+    service.check_k(k)
+    cap = context.settings.max_upload_bytes
+    data = await file.read(cap + 1)
+    if len(data) > cap:
+        raise ApiError(413, "too_large", f"the upload is over the cap of {cap} bytes")
+    query = {"image": file.filename or "upload", "bytes": len(data)}
+    return await run_in_threadpool(service.search_image, data, k, None, min_score, query)

@@ -1,0 +1,52 @@
+"""The request bodies the API accepts (responses are ``imagesearch.search.SearchResponse``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from imagesearch.blobs import EXTENSIONS
+from imagesearch.records import SearchFilters
+
+MAX_DIMENSION = 1_000_000  # pixel-size filters beyond this can match nothing anyway
+
+
+def _utf8(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode (lone surrogate)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+
+
+class Filters(SearchFilters):
+    """The store's filters with bounds a client cannot overflow (JSON integers are unbounded)."""
+
+    format: list[Literal[tuple(EXTENSIONS)]] | None = Field(None, description="keep only these formats")  # type: ignore[valid-type]
+    min_width: int | None = Field(None, ge=0, le=MAX_DIMENSION)
+    min_height: int | None = Field(None, ge=0, le=MAX_DIMENSION)
+    max_width: int | None = Field(None, ge=0, le=MAX_DIMENSION)
+    max_height: int | None = Field(None, ge=0, le=MAX_DIMENSION)
+
+
+class SearchRequest(BaseModel):
+    """Exactly one of ``text``, ``image_id`` (an indexed image: "more like this") or ``image_url``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "a red circle", "k": 10}]})
+    text: Text | None = Field(None, description="what to look for, in words")
+    image_id: Text | None = Field(None, description="id (sha256) of an indexed image: find similar ones")
+    image_url: Text | None = Field(None, max_length=4096, description="an image on the web: find similar ones")
+    k: int = Field(10, description="how many results (1..max_k, default max 100)")
+    filters: Filters | None = None
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop results below this cosine")
+
+    @model_validator(mode="after")
+    def _one_query(self) -> "SearchRequest":
+        given = [name for name in ("text", "image_id", "image_url") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of text, image_id, image_url (got {', '.join(given) or 'none'})")
+        return self
