@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,7 +39,7 @@ class ErrorBody(BaseModel):
 
 
 # The error answers each route documents in the OpenAPI schema.
-ERRORS = {status: {"model": ErrorBody} for status in (400, 404, 409, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 404, 409, 413, 422, 503)}
 
 
 def error(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from imagesearch.blobs import EXTENSIONS
+from imagesearch.formats import FORMATS
 from imagesearch.records import SearchFilters
 
 MAX_DIMENSION = 1_000_000  # pixel-size filters beyond this can match nothing anyway
@@ -26,7 +26,7 @@ Text = Annotated[str, AfterValidator(_utf8)]
 class Filters(SearchFilters):
     """The store's filters with bounds a client cannot overflow (JSON integers are unbounded)."""
 
-    format: list[Literal[tuple(EXTENSIONS)]] | None = Field(None, description="keep only these formats")  # type: ignore[valid-type]
+    format: list[Literal[tuple(FORMATS)]] | None = Field(None, description="keep only these formats")  # type: ignore[valid-type]
     min_width: int | None = Field(None, ge=0, le=MAX_DIMENSION)
     min_height: int | None = Field(None, ge=0, le=MAX_DIMENSION)
     max_width: int | None = Field(None, ge=0, le=MAX_DIMENSION)

@@ -46,7 +46,7 @@ def timed_searches(store, model: str, queries: np.ndarray, k: int, index_of: dic
     for q in queries[:10]:  # warm-up
         store.search(model, q, k)
     latencies, recalls = [], []
-    for q, expected in zip(queries, truth):
+    for q, expected in zip(queries, truth, strict=True):
         started = time.perf_counter()
         hits = store.search(model, q, k)
         latencies.append((time.perf_counter() - started) * 1000)

@@ -20,6 +20,8 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from export.triton_config import TritonOptions as Defaults  # the flags' defaults are the options'
+
     parser.add_argument("--model", default=DEFAULT_MODEL, help="open_clip architecture, e.g. ViT-B-32, ViT-L-14, ViT-B-16-SigLIP")
     parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED, help="open_clip pretrained tag, a local checkpoint path, or 'none' for random weights")
     parser.add_argument("--slug", default="", help="model slug (default: derived from model and pretrained)")
@@ -29,18 +31,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8", action="store_true", help="also write a dynamically quantized int8 variant (CPUs)")
     parser.add_argument("--if-missing", action="store_true", help="do nothing when the model is already exported")
     triton = parser.add_argument_group("Triton config.pbtxt")
-    triton.add_argument("--triton-kind", choices=["gpu", "cpu"], default="gpu", help="instance_group kind")
-    triton.add_argument("--triton-instances", type=int, default=1)
-    triton.add_argument("--triton-variant", choices=["fp32", "fp16", "int8"], default="fp32", help="which exported file Triton loads")
-    triton.add_argument("--triton-visual-max-batch", type=int, default=256)
-    triton.add_argument("--triton-textual-max-batch", type=int, default=128)
-    triton.add_argument("--triton-queue-delay-us", type=int, default=2000, help="dynamic batcher: longest wait to fill a batch")
-    triton.add_argument("--triton-preferred-batch", type=_sizes, default=(8, 16, 32, 64), metavar="N,N,...",
-                        help="dynamic batcher's preferred batch sizes (default 8,16,32,64)")
-    triton.add_argument("--triton-warmup-batch", type=_sizes, default=(1,), metavar="N,N,...",
-                        help="batch sizes Triton runs once at load time (default 1)")
+    triton.add_argument("--triton-kind", choices=["gpu", "cpu"], default=Defaults.kind.removeprefix("KIND_").lower(),
+                        help="instance_group kind")
+    triton.add_argument("--triton-instances", type=int, default=Defaults.instances)
+    triton.add_argument("--triton-variant", choices=["fp32", "fp16", "int8"], default=Defaults.variant,
+                        help="which exported file Triton loads")
+    triton.add_argument("--triton-visual-max-batch", type=int, default=Defaults.visual_max_batch)
+    triton.add_argument("--triton-textual-max-batch", type=int, default=Defaults.textual_max_batch)
+    triton.add_argument("--triton-queue-delay-us", type=int, default=Defaults.queue_delay_us,
+                        help="dynamic batcher: longest wait to fill a batch")
+    triton.add_argument("--triton-preferred-batch", type=_sizes, default=Defaults.preferred_batch_sizes, metavar="N,N,...",
+                        help="dynamic batcher's preferred batch sizes (default %(default)s)")
+    triton.add_argument("--triton-warmup-batch", type=_sizes, default=Defaults.warmup_batch_sizes, metavar="N,N,...",
+                        help="batch sizes Triton runs once at load time (default %(default)s)")
     triton.add_argument("--triton-tensorrt-fp16", action="store_true", help="enable the TensorRT FP16 accelerator (GPU)")
-    triton.add_argument("--triton-tensorrt-workspace-bytes", type=int, default=1 << 30)
+    triton.add_argument("--triton-tensorrt-workspace-bytes", type=int, default=Defaults.tensorrt_workspace_bytes)
     triton.add_argument("--no-triton-response-cache", action="store_true", help="disable the text model's response cache")
 
 

@@ -24,7 +24,16 @@ from torch import nn
 
 from imagesearch.encoders import row_cosines
 from imagesearch.model_card import (
-    INPUTS, INT8_FORMAT, OUTPUT, PARITY_MIN, TOWERS, VARIANT_FILES, ModelCard, TokenizerSpec, make_slug, model_name,
+    INPUTS,
+    INT8_FORMAT,
+    OUTPUT,
+    PARITY_MIN,
+    TOWERS,
+    VARIANT_FILES,
+    ModelCard,
+    TokenizerSpec,
+    make_slug,
+    model_name,
     version_dir,
 )
 
@@ -105,10 +114,9 @@ def load_model(options: ExportOptions):
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ExportError(f"unknown open_clip model {options.model!r}.{hint} (`open_clip.list_models()` lists all)")
 
-    pretrained = options.pretrained
-    if pretrained.lower() in ("", "none", "random"):
-        pretrained = None
-    elif not Path(pretrained).exists():
+    given = options.pretrained
+    pretrained: str | None = None if given.lower() in ("", "none", "random") else given
+    if pretrained is not None and not Path(pretrained).exists():
         tags = open_clip.list_pretrained_tags_by_model(options.model)
         if pretrained not in tags:
             if "/" in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth")):
@@ -140,6 +148,9 @@ def load_model(options: ExportOptions):
 
 class VisualTower(nn.Module):
     """uint8 [B,H,W,3] -> normalize -> encode_image -> L2-normalized float32 [B,D]."""
+
+    offset: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(self, model, mean, std):
         super().__init__()
@@ -245,7 +256,7 @@ def _clip_bpe_tokenizer(path: Path) -> tuple[int, int]:
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
-    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]  # as open_clip's SimpleTokenizer
+    merges = [(a, b) for a, b in (m.split() for m in lines[1 : 49152 - 256 - 2 + 1])]  # as open_clip's SimpleTokenizer
     byte_chars = list(bytes_to_unicode().values())
     vocab_list = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
     vocab_list += ["<start_of_text>", "<end_of_text>"]
@@ -356,8 +367,8 @@ def export_model(options: ExportOptions, repository: Path, *, triton_kind: str =
             int8_format=INT8_FORMAT if options.int8 else "", reference=f"{slug}.reference.npz",
         )
         # The parity batch and torch's outputs, so a service can check the file it loads (any CPU).
-        np.savez_compressed(staging / card.reference, **{INPUTS["visual"][0]: images, INPUTS["textual"][0]: tokens},
-                            visual=ref_image, textual=ref_text)
+        arrays = {INPUTS["visual"][0]: images, INPUTS["textual"][0]: tokens, "visual": ref_image, "textual": ref_text}
+        np.savez_compressed(staging / card.reference, **arrays)
         write_configs(card, staging, triton_options or TritonOptions(kind=triton_kind))
 
         # Move into place only after every check passed: a failed export leaves the old model intact.

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 SLUG = "shapes-tiny"
 ARCH = "shapes-tiny"
 IMAGE_SIZE = 32
+EMBED_DIM = 64
 CONFIG = {
-    "embed_dim": 64,
+    "embed_dim": EMBED_DIM,
     "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 2, "width": 64, "patch_size": 4, "head_width": 32},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
@@ -54,12 +55,14 @@ def _export_fingerprint() -> str:
     from export import onnx_export, triton_config
     from imagesearch import model_card
 
-    return _fingerprint(*(Path(m.__file__) for m in (onnx_export, triton_config, model_card)))
+    return _fingerprint(*(Path(str(m.__file__)) for m in (onnx_export, triton_config, model_card)))
 
 
 def pixels_for(images: list[shapes.ShapeImage]) -> np.ndarray:
     """The same bytes -> pixels path as ingest: JPEG round trip, then our preprocessing."""
-    card = ModelCard.model_construct(image_size=IMAGE_SIZE, resize_mode="shortest", interpolation="bicubic", fill_color=0)
+    # Only the fields preprocessing reads.
+    card = ModelCard.model_construct(image_size=IMAGE_SIZE, resize_mode="shortest", interpolation="bicubic",  # type: ignore[call-arg]
+                                     fill_color=0)
     return np.stack([prepare(img.encode("JPEG"), card) for img in images])
 
 
@@ -92,8 +95,8 @@ def train(checkpoint: Path, steps: int = 700, seed: int = 0) -> dict:
     # training can settle where one colour's three captions share one embedding and shape is lost.
     n_colours, n_shapes = len(shapes.COLOURS), len(shapes.SHAPES)
     heads = torch.nn.ModuleDict({
-        "image": torch.nn.Linear(CONFIG["embed_dim"], n_colours + n_shapes),
-        "text": torch.nn.Linear(CONFIG["embed_dim"], n_colours + n_shapes),
+        "image": torch.nn.Linear(EMBED_DIM, n_colours + n_shapes),
+        "text": torch.nn.Linear(EMBED_DIM, n_colours + n_shapes),
     })
     class_colour = torch.tensor([list(shapes.COLOURS).index(c) for c, _ in shapes.CLASSES])
     class_shape = torch.tensor([shapes.SHAPES.index(s) for _, s in shapes.CLASSES])
@@ -110,7 +113,7 @@ def train(checkpoint: Path, steps: int = 700, seed: int = 0) -> dict:
     model.train()
     start, loss_value = time.monotonic(), float("nan")
     # A fixed number of steps (not a time budget) so the model is the same on a busy or idle machine.
-    for step in range(1, steps + 1):
+    for _ in range(steps):
         idx = torch.randint(0, len(pixels), (128,), generator=generator)
         template = torch.randint(0, len(TEMPLATES), (len(shapes.CLASSES),), generator=generator)
         text = tokens[torch.arange(len(shapes.CLASSES)), template]
@@ -127,7 +130,7 @@ def train(checkpoint: Path, steps: int = 700, seed: int = 0) -> dict:
         loss_value = float(loss.detach())
     model.eval()
     torch.save(model.state_dict(), checkpoint)
-    log.info("test model: %d steps in %.0fs, final loss %.3f", step, time.monotonic() - start, loss_value)
+    log.info("test model: %d steps in %.0fs, final loss %.3f", steps, time.monotonic() - start, loss_value)
     return {"steps": steps, "loss": loss_value, "seconds": round(time.monotonic() - start, 1)}
 
 

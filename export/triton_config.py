@@ -14,7 +14,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from imagesearch.model_card import INPUTS, OUTPUT, TOWERS, VARIANT_FILES, ModelCard
+from imagesearch.model_card import INPUTS, OUTPUT, TOWERS, VARIANT_FILES, ModelCard, Tower
 
 TRITON_TYPES = {"uint8": mc.TYPE_UINT8, "int64": mc.TYPE_INT64, "float32": mc.TYPE_FP32}
 
@@ -34,14 +34,14 @@ class TritonOptions:
     text_response_cache: bool = True  # needs `tritonserver --cache-config local,size=...`
 
 
-def tower_spec(card: ModelCard, tower: str) -> tuple[str, int, list[int]]:
+def tower_spec(card: ModelCard, tower: Tower) -> tuple[str, int, list[int]]:
     """(input name, Triton data type, per-item dims) of a tower's input."""
     name, dtype = INPUTS[tower]
     dims = [card.image_size, card.image_size, 3] if tower == "visual" else [card.context_length]
     return name, TRITON_TYPES[dtype], dims
 
 
-def build_config(card: ModelCard, tower: str, options: TritonOptions) -> mc.ModelConfig:
+def build_config(card: ModelCard, tower: Tower, options: TritonOptions) -> mc.ModelConfig:
     input_name, data_type, dims = tower_spec(card, tower)
     max_batch = options.visual_max_batch if tower == "visual" else options.textual_max_batch
     if max_batch < 1:
@@ -75,7 +75,7 @@ def build_config(card: ModelCard, tower: str, options: TritonOptions) -> mc.Mode
     return config
 
 
-def render_config(card: ModelCard, tower: str, options: TritonOptions) -> str:
+def render_config(card: ModelCard, tower: Tower, options: TritonOptions) -> str:
     return text_format.MessageToString(build_config(card, tower, options))
 
 

@@ -11,10 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from imagesearch.formats import FORMATS
 from imagesearch.records import is_image_id
-
-EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tiff"}
-CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif", "bmp": "image/bmp", "tiff": "image/tiff"}
 
 
 def sha256_hex(data: bytes) -> str:
@@ -28,7 +26,7 @@ class BlobStore:
     def path(self, image_id: str, fmt: str) -> Path:
         if not is_image_id(image_id):
             raise ValueError(f"not an image id (64 hex characters): {image_id[:80]!r}")
-        return self.root / image_id[:2] / f"{image_id}.{EXTENSIONS.get(fmt, 'bin')}"
+        return self.root / image_id[:2] / f"{image_id}.{FORMATS[fmt].extension if fmt in FORMATS else 'bin'}"
 
     def put(self, data: bytes, fmt: str, image_id: str | None = None) -> tuple[str, Path]:
         """Store ``data``; returns (id, path). Idempotent: the same bytes land on the same path once."""

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     triton_startup_wait_s: float = Field(30.0, description="wait this long for Triton and the models to be ready at start-up")
 
     # --- image decoding ----------------------------------------------------------------------
-    max_image_pixels: int = Field(100_000_000, description="decompression-bomb guard")
+    max_image_pixels: int = Field(100_000_000, description="decompression-bomb guard (Pillow refuses over 178,956,970 pixels whatever this says)")
     jpeg_draft: bool = Field(True, description="DCT-domain JPEG downscaling while decoding")
 
     # --- vector store ------------------------------------------------------------------------

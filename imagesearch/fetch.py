@@ -44,22 +44,27 @@ class FetchError(Exception):
         self.attempts = attempts
 
 
+def _default(setting: str):
+    return Settings.model_fields[setting].default
+
+
 @dataclass(frozen=True)
 class FetchOptions:
-    user_agent: str = "imagesearch/0.1 (+https://github.com/imagesearch/imagesearch)"
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 20.0
-    total_timeout_s: float = 60.0
-    retries: int = 3
-    backoff_s: float = 1.0
-    backoff_max_s: float = 30.0
-    max_retry_after_s: float = 120.0
-    max_bytes: int = 25 * 1024 * 1024
-    max_redirects: int = 5
-    honour_noai: bool = True
-    allow_private_networks: bool = False
+    # Each default is the setting's (one place for each): ``from_settings`` is how services build these.
+    user_agent: str = _default("download_user_agent")
+    connect_timeout_s: float = _default("download_connect_timeout_s")
+    read_timeout_s: float = _default("download_read_timeout_s")
+    total_timeout_s: float = _default("download_total_timeout_s")
+    retries: int = _default("download_retries")
+    backoff_s: float = _default("download_backoff_s")
+    backoff_max_s: float = _default("download_backoff_max_s")
+    max_retry_after_s: float = _default("download_max_retry_after_s")
+    max_bytes: int = _default("download_max_bytes")
+    max_redirects: int = _default("download_max_redirects")
+    honour_noai: bool = _default("download_honour_noai")
+    allow_private_networks: bool = _default("allow_private_networks")
     allowed_networks: tuple[str, ...] = ()
-    max_pixels: int = 100_000_000
+    max_pixels: int = _default("max_image_pixels")
     _allowed: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -128,7 +133,7 @@ async def check_url(url: httpx.URL, options: FetchOptions) -> None:
                 url.host, url.port or (443 if url.scheme == "https" else 80), type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
             raise FetchError("connection", f"cannot resolve {url.host}: {exc}") from None
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     for ip in addresses:
         if _blocked_address(ip, options):
             raise FetchError("blocked", f"{url.host} resolves to non-public address {ip}")

@@ -27,14 +27,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from imagesearch.model_card import load_card
-    from imagesearch.stores import StoreUnavailable, make_store
+    from imagesearch.stores import StoreUnavailable
 
     settings = get_settings()
     if settings.store != "elasticsearch":
         print("the local store has no index to rebuild or swap: its search is exact (IMAGESEARCH_STORE=local)")
         return 2
+    from imagesearch.stores.elasticsearch import ElasticsearchStore
+
     card = load_card(settings.model_repository, args.model or settings.model)
-    store = make_store(settings)
+    store = ElasticsearchStore(settings)
     try:
         if args.action == "rebuild":
             index = store.begin_rebuild(card.slug, card.dim, args.index_type, args.m, args.ef_construction)

@@ -14,13 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from imagesearch.formats import PILLOW_FORMATS
 from imagesearch.model_card import ModelCard
 
-# Pillow's own bomb check only warns below 2x its limit; we enforce our configured cap ourselves.
-Image.MAX_IMAGE_PIXELS = None
-
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
-IMAGE_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
 
 
 class ImageDecodeError(ValueError):
@@ -42,12 +39,18 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageDecodeError("empty", "the file is empty (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
+        # Our cap (max_pixels) is checked below; Pillow's own bomb guard only warns up to twice its
+        # limit (Image.MAX_IMAGE_PIXELS, left as it is for the rest of the process) and refuses above.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("too_many_pixels", f"refused by Pillow's decompression-bomb guard: {exc}") from None
     except UnidentifiedImageError:
         raise ImageDecodeError("not_an_image", "not an image (no known image signature)") from None
     except Exception as exc:  # Pillow raises many types for garbage headers
         raise ImageDecodeError("not_an_image", f"not a readable image: {exc}") from None
-    if img.format not in IMAGE_FORMATS:
+    if img.format not in PILLOW_FORMATS:
         raise ImageDecodeError("unsupported_format", f"unsupported image format {img.format}")
     width, height = img.size
     if width * height > max_pixels:
@@ -62,7 +65,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 def probe(data: bytes, max_pixels: int = 100_000_000) -> ImageInfo:
     """Check that ``data`` is an image that fully decodes; return its size and format."""
     img = _open(data, max_pixels)
-    info = ImageInfo(img.width, img.height, img.format.lower())
+    info = ImageInfo(img.width, img.height, str(img.format).lower())  # _open accepted only known formats
     _load(img)
     return info
 
@@ -77,10 +80,8 @@ def _load(img: Image.Image) -> None:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    # open_clip converts with a plain convert('RGB') (alpha dropped); do the same for identical pixels.
-    return img.convert("RGB")
+    # open_clip converts with a plain convert('RGB') (alpha dropped) after resizing and cropping.
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def _target_size(width: int, height: int, size: int, mode: str) -> tuple[int, int]:
@@ -97,6 +98,7 @@ def _target_size(width: int, height: int, size: int, mode: str) -> tuple[int, in
 def _center_crop_or_pad(img: Image.Image, size: int, fill: int) -> Image.Image:
     width, height = img.size
     if width < size or height < size:  # only in "longest" mode: pad to a square like open_clip
+        img = _to_rgb(img)
         canvas = Image.new("RGB", (max(width, size), max(height, size)), (fill, fill, fill))
         canvas.paste(img, ((canvas.width - width) // 2, (canvas.height - height) // 2))
         img, width, height = canvas, canvas.width, canvas.height
@@ -117,10 +119,12 @@ def prepare(data: bytes, card: ModelCard, *, max_pixels: int = 100_000_000, draf
         img.seek(0)  # animated GIF/WebP/TIFF: the first frame
     _load(img)
     img = ImageOps.exif_transpose(img)  # phone photos store rotation in EXIF
-    img = _to_rgb(img)
+    # Resize and crop in the image's own mode, then convert, in open_clip's order: Pillow resizes
+    # RGBA/LA with premultiplied alpha and P with NEAREST, and CMYK -> RGB is not linear, so
+    # converting first would give other pixels for those modes.
     new_w, new_h = _target_size(img.width, img.height, size, card.resize_mode)
     if (new_w, new_h) != img.size:
         img = img.resize((new_w, new_h), _RESAMPLE[card.interpolation])
     if img.size != (size, size):
         img = _center_crop_or_pad(img, size, card.fill_color)
-    return np.asarray(img, dtype=np.uint8)
+    return np.asarray(_to_rgb(img), dtype=np.uint8)

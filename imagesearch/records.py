@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 Source = Literal["url", "folder", "upload"]
 
 # Why a URL produced no image. Stable codes: the CLI summary, /status and the store use them.
@@ -30,7 +30,7 @@ def utcnow() -> datetime:
 
 
 def is_image_id(value: str) -> bool:
-    return bool(SHA256_HEX.match(value))
+    return bool(SHA256_HEX.fullmatch(value))  # not match(): "$" would also match before a final newline
 
 
 class ImageRecord(BaseModel):

@@ -153,7 +153,7 @@ class TextBatcher:
     def _run(self, batch: list[tuple[str, Future]]) -> None:
         texts = list(dict.fromkeys(text for text, _ in batch))  # identical concurrent queries: encode once
         try:
-            vectors = dict(zip(texts, self._encode(texts)))
+            vectors = dict(zip(texts, self._encode(texts), strict=True))
         except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
             if len(batch) > 1:  # one bad text must not fail the others: retry each on its own
                 for item in batch:

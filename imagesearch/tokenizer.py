@@ -68,13 +68,23 @@ class Tokenizer:
     def from_card(cls, card: ModelCard, repository: Path) -> "Tokenizer":
         return cls(card.tokenizer, Path(repository) / card.tokenizer.file)
 
+    @property
+    def _sot(self) -> int:
+        assert self.spec.sot_id is not None, "a CLIP BPE tokenizer spec names its start token"
+        return self.spec.sot_id
+
+    @property
+    def _eot(self) -> int:
+        assert self.spec.eot_id is not None, "a CLIP BPE tokenizer spec names its end token"
+        return self.spec.eot_id
+
     def _clip_ids(self, text: str) -> list[int]:
         words = CLIP_WORD_PATTERN.findall(clean_text(text, self.spec.clean))
         ids: list[int] = []
-        for is_special, group in itertools.groupby(words, key=lambda w: w in CLIP_SPECIAL_TOKENS):
-            group = list(group)
+        for is_special, run in itertools.groupby(words, key=lambda w: w in CLIP_SPECIAL_TOKENS):
+            group = list(run)
             if is_special:  # open_clip maps a literal special token in the text to its id
-                ids.extend(self.spec.sot_id if w == CLIP_SPECIAL_TOKENS[0] else self.spec.eot_id for w in group)
+                ids.extend(self._sot if w == CLIP_SPECIAL_TOKENS[0] else self._eot for w in group)
             else:
                 ids.extend(self._hf.encode(group, is_pretokenized=True, add_special_tokens=False).ids)
         return ids
@@ -86,10 +96,10 @@ class Tokenizer:
         out = np.zeros((len(texts), self.context_length), dtype=np.int64)
         if self.spec.kind == "clip_bpe":
             for row, text in enumerate(texts):
-                ids = [self.spec.sot_id, *self._clip_ids(text), self.spec.eot_id]
+                ids = [self._sot, *self._clip_ids(text), self._eot]
                 if len(ids) > self.context_length:
                     ids = ids[: self.context_length]
-                    ids[-1] = self.spec.eot_id
+                    ids[-1] = self._eot
                 out[row, : len(ids)] = ids
             return out
         encodings = self._hf.encode_batch([clean_text(t, self.spec.clean) for t in texts])

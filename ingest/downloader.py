@@ -82,7 +82,10 @@ class _BatchWriter:
         self.last_flush = time.monotonic()
 
     def add(self, item: ImageRecord | UrlFailure) -> None:
-        (self.records if isinstance(item, ImageRecord) else self.failures).append(item)
+        if isinstance(item, ImageRecord):
+            self.records.append(item)
+        else:
+            self.failures.append(item)
         if len(self.records) + len(self.failures) >= self.batch or time.monotonic() - self.last_flush > _FLUSH_EVERY_S:
             self.flush()
 
@@ -108,11 +111,11 @@ class _BatchWriter:
             self.progress(event, n)
 
 
-async def download(entries: Iterable[UrlEntry | str], store: VectorStore, settings: Settings,
+async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings: Settings,
                    progress: Progress | None = None, *, blobs: BlobStore | None = None,
                    skip_failed: bool = True) -> DownloadSummary:
     """Fetch every entry not already in the store; returns what happened, by outcome."""
-    entries = [e if isinstance(e, UrlEntry) else UrlEntry(e) for e in entries]
+    entries = [e if isinstance(e, UrlEntry) else UrlEntry(e) for e in urls]
     options = FetchOptions.from_settings(settings)
     blobs = blobs or BlobStore(settings.images_dir)
     started = time.monotonic()

@@ -67,7 +67,7 @@ class EmbedWorker:
         waiting = retry(
             retry=retry_if_exception_type(EncoderUnavailable),
             wait=wait_exponential(multiplier=0.5, max=15), stop=stop_after_delay(settings.dependency_wait_s),
-            before_sleep=lambda state: log.warning("waiting for the encoder: %s", state.outcome.exception()),
+            before_sleep=lambda state: log.warning("waiting for the encoder: %s", state.outcome and state.outcome.exception()),
             reraise=True,
         )
         self._encode = waiting(self.encoder.encode_images)

@@ -8,25 +8,25 @@ from typing import Callable, Iterator
 
 from imagesearch.blobs import BlobStore, sha256_hex
 from imagesearch.config import Settings
+from imagesearch.formats import FILE_SUFFIXES
 from imagesearch.preprocess import ImageDecodeError, probe
 from imagesearch.records import ImageRecord
 from imagesearch.stores import VectorStore
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
 def image_files(root: Path) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+            if Path(name).suffix.lower() in FILE_SUFFIXES and not name.startswith("."):
                 yield Path(dirpath) / name
 
 
 def scan_folder(root: Path, store: VectorStore, settings: Settings,
-                progress: Callable[[str, int], None] = lambda event, n=1: None, batch: int = 64) -> None:
+                progress: Callable[[str, int], None] | None = None, batch: int = 64) -> None:
     """Store every new image under ``root``. A file whose bytes are already stored under the same path
     costs one read and a hash: re-running on the same folder does no other work."""
+    progress = progress or (lambda event, n: None)
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"folder {root} does not exist")

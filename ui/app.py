@@ -11,11 +11,12 @@ import httpx
 import streamlit as st
 
 from imagesearch.config import Settings
+from imagesearch.formats import FILE_SUFFIXES
 
 API_URL = Settings().api_url.rstrip("/")
 COLUMNS = 4
 K_CHOICES = [4, 8, 12, 16, 24, 32, 48, 64, 100]
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in FILE_SUFFIXES)
 
 
 class ApiDown(Exception):
@@ -95,7 +96,7 @@ def sidebar() -> None:
 
 def results_grid(results: list[dict]) -> None:
     for start in range(0, len(results), COLUMNS):
-        for column, result in zip(st.columns(COLUMNS), results[start : start + COLUMNS]):
+        for column, result in zip(st.columns(COLUMNS), results[start : start + COLUMNS], strict=False):  # the last row may be short:
             with column:
                 data = image_bytes(result["image_url"])
                 if data:

@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse, Response
 
 from api.context import Context
 from api.errors import ERRORS, ApiError
-from imagesearch.blobs import CONTENT_TYPES
+from imagesearch.formats import FORMATS, content_type
 from imagesearch.records import is_image_id
 
 IMMUTABLE = "public, max-age=31536000, immutable"  # content-addressed: the bytes behind an id never change
@@ -15,7 +15,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"  # content-addressed: the byte
 router = APIRouter(tags=["images"])
 
 
-@router.get("/images/{image_id}", responses={**ERRORS, 200: {"content": {t: {} for t in CONTENT_TYPES.values()}}},
+@router.get("/images/{image_id}", responses={**ERRORS, 200: {"content": {f.content_type: {} for f in FORMATS.values()}}},
             response_class=Response)
 def image(image_id: str, request: Request, context: Context) -> Response:
     """The stored bytes of an indexed image."""
@@ -29,4 +29,4 @@ def image(image_id: str, request: Request, context: Context) -> Response:
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    return FileResponse(path, media_type=CONTENT_TYPES.get(record.format, "application/octet-stream"), headers=headers)
+    return FileResponse(path, media_type=content_type(record.format), headers=headers)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from imagesearch.config import Settings
-from imagesearch.model_card import INPUTS, PARITY_MIN, TOWERS, ModelCard, load_card
+from imagesearch.model_card import INPUTS, PARITY_MIN, TOWERS, ModelCard, Tower, load_card
 
 if TYPE_CHECKING:
     from imagesearch.tokenizer import Tokenizer
@@ -58,7 +58,7 @@ class TowerEncoder:
     card: ModelCard
     tokenizer: "Tokenizer"
 
-    def _run(self, tower: str, batch: np.ndarray) -> np.ndarray:
+    def _run(self, tower: Tower, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+
 import numpy as np
 import onnxruntime as ort
 
 from imagesearch.config import Settings
 from imagesearch.encoders import TowerEncoder
-from imagesearch.model_card import ModelCard
+from imagesearch.model_card import ModelCard, Tower
 from imagesearch.tokenizer import Tokenizer
 
 
@@ -53,7 +54,7 @@ class OnnxEncoder(TowerEncoder):
         self.reference_check = self.check_reference(repo, variant, settings.reference_check,
                                                     gpu=self.providers[0] != "CPUExecutionProvider")
 
-    def _run(self, tower: str, batch: np.ndarray) -> np.ndarray:
+    def _run(self, tower: Tower, batch: np.ndarray) -> np.ndarray:
         session = self._visual if tower == "visual" else self._textual
         name = session.get_inputs()[0].name
         parts = []

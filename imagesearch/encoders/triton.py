@@ -27,7 +27,7 @@ from tritonclient.utils import InferenceServerException
 
 from imagesearch.config import Settings
 from imagesearch.encoders import EncoderUnavailable, TowerEncoder
-from imagesearch.model_card import INPUTS, OUTPUT, TOWERS, VARIANT_FILES, ModelCard
+from imagesearch.model_card import INPUTS, OUTPUT, TOWERS, VARIANT_FILES, ModelCard, Tower
 from imagesearch.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class TritonEncoder(TowerEncoder):
                 config = self._client.get_model_config(model, client_timeout=self.timeout_s).config if ready else None
             except InferenceServerException as exc:
                 raise self._error(model, exc) from exc
-            if not ready:
+            if not ready or config is None:
                 raise EncoderUnavailable(
                     f"model {model!r} is not loaded in Triton at {self.url}: is it in the server's model "
                     "repository (`imagesearch export --repository ...`) and did it load? (see the server log)"
@@ -136,7 +136,7 @@ class TritonEncoder(TowerEncoder):
         except InferenceServerException as exc:
             raise self._error(model, exc) from exc
 
-    def _run(self, tower: str, batch: np.ndarray) -> np.ndarray:
+    def _run(self, tower: Tower, batch: np.ndarray) -> np.ndarray:
         model = self.models[tower]
         name, dtype = INPUTS[tower]
         datatype = dtype.upper()  # Triton's wire names: UINT8, INT64
@@ -146,9 +146,11 @@ class TritonEncoder(TowerEncoder):
             chunk = np.ascontiguousarray(batch[start : start + step])
             tensor = grpcclient.InferInput(name, list(chunk.shape), datatype)
             tensor.set_data_from_numpy(chunk)  # binary (raw) tensor contents
-            result = self._with_retry(model, lambda: self._client.infer(
-                model, [tensor], outputs=[grpcclient.InferRequestedOutput(OUTPUT)], client_timeout=self.timeout_s,
-            ))
+            def infer(tensor: grpcclient.InferInput = tensor) -> grpcclient.InferResult:
+                return self._client.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput(OUTPUT)],
+                                          client_timeout=self.timeout_s)
+
+            result = self._with_retry(model, infer)
             parts.append(result.as_numpy(OUTPUT))
         return np.concatenate(parts).astype(np.float32, copy=False)
 

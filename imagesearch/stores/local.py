@@ -136,7 +136,7 @@ class LocalStore:
         return [UrlFailure.model_validate_json(r[0]) for r in rows]
 
     def known_urls(self, urls: Iterable[str]) -> set[str]:
-        urls, known = list(urls), set()
+        urls, known = list(urls), set[str]()
         db = self._db()
         for start in range(0, len(urls), 500):
             chunk = urls[start : start + 500]
@@ -182,7 +182,7 @@ class LocalStore:
         with self._tx() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO vectors (model, id, vector) VALUES (?, ?, ?)",
-                [(model, i, v.tobytes()) for i, v in zip(ids, vectors)],
+                [(model, i, v.tobytes()) for i, v in zip(ids, vectors, strict=True)],
             )
 
     def set_embed_errors(self, model: str, errors: dict[str, str]) -> None:
@@ -249,8 +249,8 @@ class LocalStore:
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top])]
-        top = [int(i) for i in top if np.isfinite(scores[i]) and (min_score is None or scores[i] >= min_score)]
-        records = self._get_many([matrix.ids[i] for i in top]) if top else {}
+        kept = [int(i) for i in top if np.isfinite(scores[i]) and (min_score is None or scores[i] >= min_score)]
+        records = self._get_many([matrix.ids[i] for i in kept]) if kept else {}
         return [Hit(id=matrix.ids[i], score=float(scores[i]), record=records[matrix.ids[i]])
                 for i in top if matrix.ids[i] in records]
 

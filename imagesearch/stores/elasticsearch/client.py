@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Mapping, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elasticsearch, NotFoundError, helpers
@@ -21,6 +21,7 @@ from imagesearch.stores import StoreUnavailable, StoreWriteError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 CONFLICT_ROUNDS = 20  # re-reads of a document that others keep changing under us
 RETRYABLE_STATUS = (429, 502, 503, 504)
@@ -58,7 +59,7 @@ class EsClient:
             settings.es_url,
             basic_auth=(settings.es_username, settings.es_password.get_secret_value()) if settings.es_username else None,
             api_key=settings.es_api_key.get_secret_value() or None,
-            ca_certs=settings.es_ca_certs or None,
+            ca_certs=settings.es_ca_certs or None,  # type: ignore[arg-type]  # None: the system's CAs
             request_timeout=settings.es_timeout_s,
             max_retries=0,  # retries are ours: writes wait below, reads fail fast
         )
@@ -90,7 +91,7 @@ class EsClient:
             retry=retry_if_exception(transient), wait=wait_exponential(multiplier=0.5, max=15),
             stop=stop_after_delay(self.settings.dependency_wait_s), reraise=True,
             before_sleep=lambda state: log.warning("Elasticsearch at %s not answering (%s); retrying",
-                                                   self.url, type(state.outcome.exception()).__name__),
+                                                   self.url, type(state.outcome and state.outcome.exception()).__name__),
         )
         with self.errors():
             return retrying(fn)
@@ -109,7 +110,7 @@ class EsClient:
                 failed[info["_id"]] = (info.get("status", 0), reason(info.get("error")))
         return done, failed
 
-    def occ_write(self, index: str, items: dict[str, object], build: Callable[[dict | None, object], dict | None]) -> set[str]:
+    def occ_write(self, index: str, items: Mapping[str, Item], build: Callable[[dict | None, Item], dict | None]) -> set[str]:
         """Write one document per id, built from the stored one (None: new) by ``build``; a document
         someone else changed meanwhile is read again. Returns the ids that were created."""
         created, rejected, todo = set(), {}, dict(items)

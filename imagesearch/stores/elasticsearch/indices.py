@@ -133,7 +133,7 @@ class Indices:
         old, new = self.alias_target(read), self.alias_target(write)
         if new is None:
             raise StoreUnavailable(f"no vector index for model {model} at {self.client.url}")
-        if old == new:
+        if old is None or old == new:  # no search index yet, or nothing to swap
             return new
         if (left := self.pending_count(model)) and not force:
             raise ValueError(f"{left} image(s) still pending for {new}: finish embedding first (or force)")

@@ -66,7 +66,7 @@ class ElasticsearchStore:
         batch: dict[str, ImageRecord] = {}
         for record in records:  # the same image twice in one batch: merge first
             batch[record.id] = batch[record.id].merge(record) if record.id in batch else record
-        grown: dict[str, list[str]] = {}  # ids whose sources changed: the vector indices copy them
+        grown: dict[str, list] = {}  # ids whose sources changed: the vector indices copy them
 
         def build(stored: dict | None, record: ImageRecord) -> dict | None:
             if stored is None:
@@ -186,7 +186,7 @@ class ElasticsearchStore:
             raise ValueError(f"{len(ids)} ids but vectors of shape {vectors.shape}")
         if not len(ids):
             return
-        by_id = dict(zip(ids, vectors))  # the last vector wins for an id given twice
+        by_id = dict(zip(ids, vectors, strict=True))  # the last vector wins for an id given twice
         images = self.indices.images
 
         def filter_fields(ids: Iterable[str]) -> dict[str, dict]:
