@@ -10,8 +10,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: this one without any IMAGESEARCH_ setting of the
+    developer's (a child sees only what its test sets), plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("IMAGESEARCH_")}, **extra}
+
+
 def cli_env(data_dir: Path, model_repository: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGESEARCH_")}
+    env = clean_env()
     env.update(IMAGESEARCH_DATA_DIR=str(data_dir), IMAGESEARCH_MODEL_REPOSITORY=str(model_repository),
                IMAGESEARCH_MODEL="shapes-tiny", IMAGESEARCH_ALLOW_PRIVATE_NETWORKS="true",
                PYTHONPATH=str(REPO), **extra)

@@ -20,16 +20,17 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
+
+from tests.support.cli import clean_env
+from tests.support.net import free_port, wait_until
 
 # The compose file runs the official image of this same version.
 ES_VERSION = "9.5.4"
@@ -102,12 +103,6 @@ def _install_maven() -> None:
         raise RuntimeError("the Elasticsearch test node is fetched with Maven: install it (apt-get install maven)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _die_with_parent() -> None:
     # The launcher (and through it the server) gets SIGTERM if the test process dies without cleanup.
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -160,18 +155,11 @@ class ElasticsearchNode:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Elasticsearch exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                r = httpx.get(f"{self.url}/_cluster/health", params={"wait_for_status": "yellow", "timeout": "1s"}, timeout=5)
-                if r.status_code == 200 and r.json()["status"] in ("green", "yellow"):
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"Elasticsearch not healthy after {timeout:.0f}s:\n{self.log_tail()}")
+        def healthy() -> bool:
+            r = httpx.get(f"{self.url}/_cluster/health", params={"wait_for_status": "yellow", "timeout": "1s"}, timeout=5)
+            return r.status_code == 200 and r.json()["status"] in ("green", "yellow")
+
+        wait_until(healthy, timeout, "Elasticsearch", process=self.process, log_tail=self.log_tail, interval=0.5)
 
     def log_tail(self, lines: int = 30) -> str:
         path = self.workdir / "console.log"
@@ -210,7 +198,7 @@ class SecuredNode(ElasticsearchNode):
         (config / "certs").mkdir()
         self.ca_cert = config / "certs" / "ca.crt"
         self._make_certificates(config / "certs")
-        env = {**os.environ, "ES_JAVA_HOME": java_home(), "ES_PATH_CONF": str(config)}
+        env = clean_env(ES_JAVA_HOME=java_home(), ES_PATH_CONF=str(config))
         subprocess.run([str(home / "bin" / "elasticsearch-users"), "useradd", user, "-p", password, "-r", "superuser"],
                        env=env, check=True, capture_output=True, timeout=120)
         if self.user:
@@ -230,16 +218,9 @@ class SecuredNode(ElasticsearchNode):
                 "-out", "node.crt", "-days", "2", "-extfile", "san.ext")
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Elasticsearch exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:  # any HTTP answer (401 without credentials) means it is up
-                httpx.get(f"{self.url}/_cluster/health", verify=str(self.ca_cert), timeout=5)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        raise RuntimeError(f"Elasticsearch not up after {timeout:.0f}s:\n{self.log_tail()}")
+        # Any HTTP answer (401 without credentials) means it is up.
+        wait_until(lambda: httpx.get(f"{self.url}/_cluster/health", verify=str(self.ca_cert), timeout=5) is not None,
+                   timeout, "Elasticsearch (TLS)", process=self.process, log_tail=self.log_tail, interval=0.5)
 
 
 def start_node(settings: dict[str, str] | None = None, heap: str = HEAP) -> ElasticsearchNode:

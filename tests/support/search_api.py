@@ -3,9 +3,7 @@ ingest through the real `imagesearch ingest` command, and the API served by uvic
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -18,14 +16,10 @@ import uvicorn
 
 from export import shapes
 from imagesearch.config import Settings
+from tests.support.cli import clean_env
+from tests.support.net import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -54,14 +48,13 @@ def write_folder(folder: Path, images: list[Shape]) -> Path:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process see ``settings``."""
-    return {
-        **os.environ,
+    return clean_env(**{
         "IMAGESEARCH_DATA_DIR": str(settings.data_dir),
         "IMAGESEARCH_MODEL_REPOSITORY": str(settings.model_repository),
         "IMAGESEARCH_MODEL": settings.model,
         "IMAGESEARCH_ALLOW_PRIVATE_NETWORKS": str(settings.allow_private_networks).lower(),
         "IMAGESEARCH_DECODE_WORKERS": "1",
-    }
+    })
 
 
 def ingest(settings: Settings, *args: str) -> str:
@@ -96,17 +89,8 @@ class ApiThread:
 
 
 def wait_for(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> httpx.Response:
-    """GET ``url`` until it answers 200 (or the process died / time ran out)."""
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
-        try:
-            response = httpx.get(url, timeout=5)
-            if response.status_code == 200:
-                return response
-            last = f"HTTP {response.status_code}"
-        except httpx.TransportError as exc:
-            last = repr(exc)
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout}s (last: {last})")
+    """GET ``url`` until it answers 200 (or the process died / time ran out); returns that answer."""
+    answers: list[httpx.Response] = []
+    wait_until(lambda: answers.append(httpx.get(url, timeout=5)) or answers[-1].status_code == 200, timeout, url,
+               process=process, log_tail=lambda: f"last: HTTP {answers[-1].status_code}" if answers else "")
+    return answers[-1]

@@ -17,11 +17,9 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import httpx
@@ -30,6 +28,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from imagesearch.model_card import MODEL_VERSION, VARIANT_FILES
+from tests.support.cli import clean_env
+from tests.support.net import free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON_MODEL = Path(__file__).with_name("triton_onnx_model.py")
@@ -80,12 +80,6 @@ def make_python_twin(real_repository: Path, twin: Path, onnx_threads: int = 1) -
     return twin
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class TritonServer:
     """One tritonserver process on free 127.0.0.1 ports; ``kill()`` and ``start()`` keep the ports."""
 
@@ -110,7 +104,7 @@ class TritonServer:
 
     def _env(self) -> dict:
         _, libs = _pytriton_dirs()
-        env = dict(os.environ)
+        env = clean_env()
         # The backend stub embeds this interpreter (its libpython first on the library path); it
         # finds its prefix, hence the venv's packages, through the `python3` first on PATH, as
         # pytriton does. The repository (imagesearch) goes on PYTHONPATH.
@@ -129,9 +123,9 @@ class TritonServer:
             f"--backend-directory={self.server_dir / 'backends'}",
             f"--cache-directory={self.server_dir / 'caches'}",
             f"--cache-config=local,size={CACHE_BYTES}",
-            f"--http-address=127.0.0.1", f"--http-port={self.http_port}",
-            f"--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
-            f"--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
+            "--http-address=127.0.0.1", f"--http-port={self.http_port}",
+            "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
+            "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
             # Room for a batch of 224px images in the Python backend's shared memory from the start.
             f"--backend-config=python,shm-default-byte-size={64 << 20}",
             "--exit-timeout-secs=5",
@@ -149,17 +143,8 @@ class TritonServer:
         return self.process is not None and self.process.poll() is None
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise RuntimeError(f"tritonserver exited during start-up:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.http_url}/v2/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"tritonserver not ready after {self.startup_timeout_s:.0f}s:\n{self.log_tail()}")
+        wait_until(lambda: httpx.get(f"{self.http_url}/v2/health/ready", timeout=2).status_code == 200,
+                   self.startup_timeout_s, "tritonserver", process=self.process, log_tail=self.log_tail)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
