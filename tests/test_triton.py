@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def _assert_valid_for_onnxruntime(config_path: Path) -> mc.ModelConfig:
     assert config.max_batch_size > 0
     for declared, actual in ((config.input, session.get_inputs()), (config.output, session.get_outputs())):
         assert [t.name for t in declared] == [t.name for t in actual]
-        for tensor, graph in zip(declared, actual):
+        for tensor, graph in zip(declared, actual, strict=True):
             assert tensor.data_type == ORT_TYPES[graph.type]
             assert isinstance(graph.shape[0], str), "the graph's batch dimension must be dynamic"
             assert list(tensor.dims) == list(graph.shape[1:])
@@ -207,3 +208,20 @@ def test_missing_model_and_absent_server_fail_clearly_at_startup(triton_server, 
     with pytest.raises(EncoderUnavailable) as absent:
         make_encoder(settings.model_copy(update={"encoder": "triton", "triton_url": nowhere, "triton_startup_wait_s": 1.0}))
     assert nowhere in str(absent.value) and "shapes-tiny_visual" in str(absent.value)
+
+
+def test_repeated_text_query_is_answered_from_the_response_cache(triton_encoder, triton_server):
+    """The textual model's response cache (config.pbtxt + --cache-config) answers a repeated query
+    without running the model: the server's own statistics count the hit and no new execution."""
+    model = triton_encoder.card.textual_name
+    text = f"a cached query {time.monotonic_ns()}"  # new to this server
+
+    def stats() -> tuple[int, int]:
+        inference = triton_server.inference_stats(model)["inference_stats"]
+        return int(inference["cache_hit"]["count"]), int(inference["compute_infer"]["count"])
+
+    first = triton_encoder.encode_texts([text])
+    hits, computed = stats()
+    again = triton_encoder.encode_texts([text])
+    assert stats() == (hits + 1, computed)
+    np.testing.assert_array_equal(again, first)

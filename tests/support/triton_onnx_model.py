@@ -13,9 +13,8 @@ import json
 import sys
 
 import numpy as np
+import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-
-from imagesearch.encoders.onnx import make_session
 
 
 def _quiet_consumed_capsules(unraisable, default=sys.unraisablehook):
@@ -31,9 +30,11 @@ class TritonPythonModel:
         sys.unraisablehook = _quiet_consumed_capsules
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        path = params["onnx_model"]
-        self.session = make_session(path, threads=int(params.get("onnx_threads", "1")),
-                                    variant="fp16" if path.endswith(".fp16.onnx") else "fp32")
+        # A plain session, as Triton's ONNX Runtime backend makes one (not the product's session code,
+        # so that "Triton equals in-process" compares two independent paths).
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("onnx_threads", "1"))
+        self.session = ort.InferenceSession(params["onnx_model"], options, providers=["CPUExecutionProvider"])
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
 
