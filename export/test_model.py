@@ -36,6 +36,7 @@ CONFIG = {
     "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 2, "width": 64, "patch_size": 4, "head_width": 32},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
+TRAIN_THREADS = 2
 TEMPLATES = ("a {} {}", "a photo of a {} {}", "{} {}", "an image of a {} {}")
 DEFAULT_CACHE = Path(os.environ.get("IMAGESEARCH_TEST_CACHE", Path.home() / ".cache" / "imagesearch-tests"))
 
@@ -75,7 +76,10 @@ def train(checkpoint: Path, steps: int = 700, seed: int = 0) -> dict:
     from export.onnx_export import VisualTower
 
     torch.manual_seed(seed)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    # The same thread count on every machine (how sums are split changes the float results) and
+    # deterministic kernels: the weights then differ between machines only by their instruction sets.
+    torch.set_num_threads(TRAIN_THREADS)
+    torch.use_deterministic_algorithms(True)
     config_dir = checkpoint.parent / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / f"{ARCH}.json").write_text(json.dumps(CONFIG))

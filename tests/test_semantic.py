@@ -34,3 +34,13 @@ def test_int8_embeddings_stay_close_to_fp32(test_model_repo_int8):
     assert (fp32.encode_images(pixels) * int8.encode_images(pixels)).sum(1).min() >= 0.995
     texts = [item.caption for item in items]
     assert (fp32.encode_texts(texts) * int8.encode_texts(texts)).sum(1).min() >= 0.995
+
+
+def test_the_test_model_trained_as_designed(test_model_repo):
+    """Fixed steps, seeds and thread count: the training converges to the same low loss on every run
+    (the semantic thresholds above rely on it); a loss far from it means training went wrong."""
+    import json
+
+    info = json.loads((test_model_repo.parent / "training.json").read_text())
+    assert info["steps"] == 700
+    assert info["loss"] < 0.35, info
