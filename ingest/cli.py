@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -67,7 +68,11 @@ def _embed(args, store, settings, lines: list[str]) -> None:
     encoder = make_encoder(settings)
     try:
         progress = Progress(f"embed ({encoder.card.slug})", total=store.counts(encoder.card.slug).pending)
-        summary = EmbedWorker(store, encoder, settings, progress).run(follow=args.follow, idle_exit_s=args.idle_exit)
+        worker = EmbedWorker(store, encoder, settings, progress)
+        if args.follow:  # `docker compose stop` (SIGTERM) or Ctrl-C: finish the batches in flight, then exit 0
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: worker.stop())
+        summary = worker.run(follow=args.follow, idle_exit_s=args.idle_exit)
         progress.close()
     finally:
         encoder.close()

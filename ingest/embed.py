@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,6 +72,11 @@ class EmbedWorker:
             reraise=True,
         )
         self._encode = waiting(self.encoder.encode_images)
+        self.stopping = threading.Event()  # set by stop(): finish what is in flight, then return
+
+    def stop(self) -> None:
+        """Ask a running ``run`` to write what it has in flight and return (SIGTERM with --follow)."""
+        self.stopping.set()
 
     def run(self, follow: bool = False, idle_exit_s: float | None = None, poll_s: float = 2.0) -> EmbedSummary:
         """Embed until nothing is pending; with ``follow``, keep polling for new records (until
@@ -103,7 +109,7 @@ class EmbedWorker:
         # start instantly and hand over arrays without pickling.
         with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as decoders, \
                 ThreadPoolExecutor(self.inflight, thread_name_prefix="encode") as encoders:
-            while True:
+            while not self.stopping.is_set():
                 records = self.store.pending(self.model, self.batch_size * 4 * self.inflight, exclude=sorted(unwritten))
                 if not records:
                     while futures:
@@ -112,7 +118,7 @@ class EmbedWorker:
                         continue
                     if not follow or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
                         break
-                    time.sleep(poll_s)
+                    self.stopping.wait(poll_s)
                     continue
                 idle_since = time.monotonic()
                 unwritten.update(r.id for r in records)
@@ -137,5 +143,7 @@ class EmbedWorker:
                     for reason in errors.values():
                         summary.failed[reason] = summary.failed.get(reason, 0) + 1
                         self.progress(f"failed:{reason}", 1)
+            while futures:  # stopping: what was encoded is still written
+                finish_one()
         summary.seconds = time.monotonic() - started
         return summary

@@ -102,15 +102,28 @@ def test_url_ingest_with_captions_duplicates_and_failures(tmp_path, test_model_r
 
 
 def test_download_and_embed_run_at_the_same_time_in_two_processes(tmp_path, test_model_repo):
-    folder = tmp_path / "photos"
-    write_folder(folder, n_per_class=10, seed=31)
+    """`ingest embed --follow` started on an empty store embeds what two later downloads store, while
+    it runs; SIGTERM then stops it cleanly (exit 0, with its summary), as `docker compose stop` does."""
     env = cli_env(tmp_path / "var", test_model_repo)
-    embedder = start_cli("ingest", "embed", "--follow", "--idle-exit", "4", env=env)
-    downloader = run_cli("ingest", "download", "--folder", str(folder), env=env)
-    assert downloader.returncode == 0, downloader.stderr
-    output, _ = embedder.communicate(timeout=180)
+    store = LocalStore(tmp_path / "var" / "store.sqlite3")
+    embedder = start_cli("ingest", "embed", "--follow", env=env)
+    try:
+        for part, seed in enumerate((31, 32), start=1):
+            folder = tmp_path / f"photos-{part}"
+            write_folder(folder, n_per_class=5, seed=seed)
+            downloader = run_cli("ingest", "download", "--folder", str(folder), env=env)
+            assert downloader.returncode == 0, downloader.stderr
+            deadline = time.monotonic() + 120
+            while store.counts("shapes-tiny").embedded < 60 * part and time.monotonic() < deadline:
+                assert embedder.poll() is None, embedder.stdout.read()  # the same process embeds both parts
+                time.sleep(0.2)
+            assert store.counts("shapes-tiny").embedded == 60 * part
+    finally:
+        embedder.send_signal(signal.SIGTERM)
+        output, _ = embedder.communicate(timeout=60)
     assert embedder.returncode == 0, output
-    counts = LocalStore(tmp_path / "var" / "store.sqlite3").counts("shapes-tiny")
+    assert "embed: 120 embedded" in output
+    counts = store.counts("shapes-tiny")
     assert (counts.images, counts.embedded, counts.pending) == (120, 120, 0)
 
 
