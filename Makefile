@@ -6,7 +6,7 @@ PYTRITON_VERSION := 0.7.0
 # Re-install only when the dependency list changes.
 STAMP := $(VENV)/.deps-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: run test install bench clean-cache system-deps
+.PHONY: run test lint install bench clean-cache system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,12 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing system packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; fi
 
-test: install system-deps
+# ruff (pyflakes, bugbear, imports) on everything, mypy on the product code: pyproject.toml configures both.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: install system-deps lint
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 run: install

@@ -219,7 +219,7 @@ def test_compose_services_as_local_processes(test_model_repo, image_server, tmp_
         (standin.bind_root / "data").mkdir(parents=True, exist_ok=True)
         (standin.bind_root / "data" / "image_urls.txt").write_text("\n".join(lines + [lines[0]]) + "\n")
         standin.run("downloader")
-        assert len(list(standin.volume("images").rglob("*.*"))) >= len(images)
+        assert len(list(standin.volume("images").rglob("*.*"))) == len(images)  # the repeated URL: no second file
 
         # embedder (long-running, --follow) and api; then ui once the api is healthy.
         embedder = standin.start("embedder")
@@ -253,7 +253,7 @@ def test_compose_services_as_local_processes(test_model_repo, image_server, tmp_
         assert shown == [r["id"][:12] for r in results]
 
         codes = standin.stop_all()
-        assert all(code in (0, -15) for code in codes.values()), codes  # a clean stop on SIGTERM
+        assert set(codes.values()) == {0}, codes  # a clean stop on SIGTERM, as `docker compose stop` sends
         assert standin.healthcheck("api").returncode != 0
     finally:
         if standin is not None:

@@ -29,9 +29,25 @@ def dl_settings(tmp_path) -> Settings:
                     download_total_timeout_s=5, download_max_bytes=100_000, download_write_batch=4)
 
 
+class RecordingStore(LocalStore):
+    """The real local store, remembering how many records and failures each write carried."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.writes: list[tuple[str, int]] = []
+
+    def upsert_images(self, records):
+        self.writes.append(("records", len(records)))
+        return super().upsert_images(records)
+
+    def record_failures(self, failures):
+        self.writes.append(("failures", len(failures)))
+        super().record_failures(failures)
+
+
 @pytest.fixture()
 def store(dl_settings):
-    s = LocalStore(dl_settings.data_dir / "store.sqlite3")
+    s = RecordingStore(dl_settings.data_dir / "store.sqlite3")
     yield s
     s.close()
 
@@ -95,7 +111,10 @@ def test_mixed_list_good_and_bad(image_server, store, dl_settings):
                               "too_many_redirects": 1, "robots": 1}
     assert "4 downloaded, 2 duplicates" in summary.describe()
     assert (events.total("downloaded"), events.total("duplicate"), events.total("failed:not_an_image")) == (4, 2, 2)
-    assert all(n <= dl_settings.download_write_batch for _, n in events.calls)  # written in small batches
+    # written in small batches: 6 records and 7 failures, never more than 4 (the batch) in one write
+    assert {kind: sum(n for k, n in store.writes if k == kind) for kind in ("records", "failures")} == {
+        "records": 6, "failures": 7}
+    assert max(n for _, n in store.writes) <= dl_settings.download_write_batch
 
     blobs = BlobStore(dl_settings.images_dir)
     blue_record = store.get(sha256_hex(blue))

@@ -17,8 +17,7 @@ import pytest
 from api.app import create_app
 from imagesearch.config import Settings
 from imagesearch.records import ImageRecord, SearchFilters, UrlFailure
-from imagesearch.stores import StoreUnavailable, VectorStore, make_store
-from imagesearch.stores import StoreWriteError
+from imagesearch.stores import StoreUnavailable, StoreWriteError, VectorStore, make_store
 from imagesearch.stores.elasticsearch import ElasticsearchStore
 from tests.support.cli import cli_env, run_cli, start_cli
 from tests.support.es_node import SecuredNode, ensure_distribution, free_port

@@ -13,7 +13,7 @@ import pytest
 
 from export.shapes import draw_shape
 from imagesearch.config import Settings
-from imagesearch.fetch import FetchError, FetchOptions, _check_peer, check_url, fetch_image, fetch_image_sync, make_client
+from imagesearch.fetch import FetchError, FetchOptions, check_url, fetch_image, fetch_image_sync, make_client
 from tests.support.image_server import Reply
 
 RNG = random.Random(3)
@@ -215,9 +215,10 @@ def test_malformed_urls(url):
     assert fetch_error(url, GUARDED).reason == "invalid_url"
 
 
-def test_guard_passes_public_addresses():
-    for url in ["http://93.184.215.14/x.jpg", "https://[2606:4700::6810:85e5]/x.jpg", "http://8.8.8.8:8080/"]:
-        asyncio.run(check_url(httpx.URL(url), GUARDED))  # no error
+@pytest.mark.parametrize("url", ["http://93.184.215.14/x.jpg", "https://[2606:4700::6810:85e5]/x.jpg",
+                                 "http://8.8.8.8:8080/"])
+def test_guard_passes_public_addresses(url):
+    assert asyncio.run(check_url(httpx.URL(url), GUARDED)) is None  # no FetchError: let through
 
 
 def test_guard_refuses_the_test_server_itself(image_server):
@@ -238,21 +239,27 @@ def test_guard_checks_every_redirect(image_server):
         assert error.reason == "blocked", (target, error)
 
 
-def test_the_address_actually_connected_to_is_checked(image_server):
-    # Guards against a DNS answer that changes between check_url and the connect (DNS rebinding):
-    # the peer of a real connection to 127.0.0.1 is refused before the body is read.
-    url = image_server.add("/red.jpg", JPEG)
+def test_the_address_actually_connected_to_is_checked(image_server, monkeypatch):
+    """DNS rebinding: the name resolves to a public address when the guard checks the URL, and to
+    127.0.0.1 (the test server) when the connection is made. The real fetch path refuses it on the
+    address it actually connected to; with 127.0.0.0/8 allowed, the same rebinding fetch succeeds."""
+    url = image_server.add("/red.jpg", JPEG).replace("127.0.0.1", "rebind.test")
+    real_getaddrinfo, answers = socket.getaddrinfo, []
 
-    async def run():
-        async with make_client(FAST) as client, client.stream("GET", url) as response:
-            _check_peer(response, FAST)  # guard off: allowed
-            _check_peer(response, dataclasses.replace(GUARDED, allowed_networks=("127.0.0.0/8",)))
-            with pytest.raises(FetchError) as info:
-                _check_peer(response, GUARDED)
-            return info.value
+    def rebinding_dns(host, port, *args, **kwargs):  # only the name lookup is faked, not the guard
+        if (host.decode() if isinstance(host, bytes) else host) != "rebind.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        answers.append("93.184.215.14" if not answers else "127.0.0.1")  # TTL 0: the next answer differs
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (answers[-1], port))]
 
-    error = asyncio.run(run())
-    assert error.reason == "blocked" and "127.0.0.1" in error.detail
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_dns)
+    error = fetch_error(url, GUARDED)
+    assert error.reason == "blocked" and "connected to non-public address 127.0.0.1" in error.detail, error
+    assert answers == ["93.184.215.14", "127.0.0.1"]  # the guard's lookup, then the connection's
+    assert image_server.hits["/red.jpg"] == 1  # it really connected: only the post-connect check refused it
+
+    answers.clear()
+    assert fetch(url, dataclasses.replace(GUARDED, allowed_networks=("127.0.0.0/8",))).data == JPEG
 
 
 def test_sync_wrapper(image_server):

@@ -3,6 +3,7 @@ served on 127.0.0.1 brings up the API and the UI; SIGINT (Ctrl-C) stops everythi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -20,9 +21,13 @@ def _listening(port: int) -> bool:
 
 
 def test_make_run_serves_api_and_ui_until_ctrl_c(tmp_path, test_model_repo, image_server):
-    folder = write_folder(tmp_path / "images", make_shapes(1, seed=4))
-    url_images = make_shapes(1, seed=5, classes=[("green", "square")])
-    (tmp_path / "urls.txt").write_text(f"{image_server.add('/g.jpg', url_images[0].data)}\ta green square\n")
+    folder_images = make_shapes(1, seed=4)
+    folder = write_folder(tmp_path / "images", folder_images)
+    url_image = make_shapes(1, seed=5, classes=[("green", "square")])[0]
+    url = image_server.add("/g.jpg", url_image.data)
+    (tmp_path / "urls.txt").write_text(f"{url}\ta green square\n")
+    ids = {hashlib.sha256(i.data).hexdigest(): (i.colour, i.shape) for i in [*folder_images, url_image]}
+    url_id = hashlib.sha256(url_image.data).hexdigest()
     api_port, ui_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -42,8 +47,11 @@ def test_make_run_serves_api_and_ui_until_ctrl_c(tmp_path, test_model_repo, imag
     try:
         wait_for(f"http://127.0.0.1:{api_port}/healthz", timeout=240, process=process)
         body = httpx.get(f"http://127.0.0.1:{api_port}/search", params={"q": "a green square", "k": 13}).json()
-        assert len(body["results"]) == 13  # 12 folder images + 1 from the URL list
-        assert body["results"][0]["captions"] == ["a green square"] or "green" in body["results"][0]["url"]
+        results = body["results"]
+        assert {r["id"] for r in results} == set(ids) and len(results) == 13  # 12 folder images + 1 from the URL list
+        assert [ids[r["id"]] for r in results[:2]] == [("green", "square")] * 2  # the folder's and the URL's
+        from_url = next(r for r in results if r["id"] == url_id)
+        assert (from_url["url"], from_url["captions"], from_url["sources"]) == (url, ["a green square"], ["url"])
         wait_for(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=120, process=process)
         assert "<html" in httpx.get(f"http://127.0.0.1:{ui_port}/").text.lower()
 

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from export.shapes import draw_shape
-from imagesearch.model_card import load_card
 from imagesearch.preprocess import ImageDecodeError, prepare, probe
 
 
@@ -107,12 +106,63 @@ def test_animated_gif_uses_first_frame(vit_card):
     assert pixels[..., 0].mean() > 200 and pixels[..., 2].mean() < 50
 
 
+def with_alpha(img: Image.Image, low: int = 0) -> Image.Image:
+    """``img`` with an alpha channel going from ``low`` to 255 across it."""
+    out = img.convert("RGBA" if img.mode == "RGB" else "LA")
+    out.putalpha(Image.linear_gradient("L").resize(img.size).point(lambda v: low + v * (255 - low) // 255))
+    return out
+
+
+def with_black(img: Image.Image) -> Image.Image:
+    """``img`` as CMYK with the grey part in K (Pillow's own RGB->CMYK leaves K at 0)."""
+    cmy = 255 - np.asarray(img, np.int16)
+    k = cmy.min(axis=2, keepdims=True)
+    return Image.fromarray(np.concatenate([cmy - k, k], axis=2).astype(np.uint8), "CMYK")
+
+
+def mode_image(mode: str) -> bytes:
+    """A photo-like picture in ``mode``, as file bytes."""
+    rgb = photo(300, 200)
+    img = {"RGBA": lambda: with_alpha(rgb), "LA": lambda: with_alpha(rgb.convert("L")), "CMYK": lambda: with_black(rgb),
+           "I;16": lambda: rgb.convert("L").convert("I;16")}.get(mode, lambda: rgb.convert(mode))()
+    assert img.mode == mode
+    return encode(img, "JPEG" if mode == "CMYK" else "PNG")
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "P", "L", "CMYK", "LA", "I;16"])
-def test_modes_convert_to_rgb(vit_card, mode):
+def test_modes_convert_to_rgb_exactly_like_open_clip(vit_card, mode):
+    """Each mode gives exactly the pixels of open_clip's own PIL stages (Resize, CenterCrop, then a
+    plain convert('RGB')) on the decoded image: the order matters for RGBA/LA (resized premultiplied),
+    P (resized NEAREST) and CMYK (not linear), and no rounding is allowed before the float stages."""
+    card, _, transform = vit_card
+    pil_stages = transform.transforms[:3]
+    assert [type(t).__name__ for t in pil_stages] == ["Resize", "CenterCrop", "MaybeConvertMode"]
+    data = mode_image(mode)
+    reference = Image.open(io.BytesIO(data))
+    for stage in pil_stages:
+        reference = stage(reference)
+    assert reference.mode == "RGB"
+    np.testing.assert_array_equal(prepare(data, card, draft=False), np.asarray(reference))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_dropped_not_composited(vit_card, mode):
+    """One colour under alpha from 50% to 100%: every pixel keeps that colour whatever its alpha (a
+    composite on white, black or the fill colour would shade the more transparent side)."""
+    colour = (200, 30, 60) if mode == "RGBA" else 90
+    data = encode(with_alpha(Image.new("RGB" if mode == "RGBA" else "L", (300, 200), colour), low=128), "PNG")
+    pixels = prepare(data, vit_card[0]).reshape(-1, 3).astype(int)
+    assert np.abs(pixels - colour).max() <= 3  # Pillow resizes in 8-bit premultiplied alpha: rounding only
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16"])
+def test_grey_modes_give_the_grey_value_in_every_channel(vit_card, mode):
+    """A grey picture (L, or I;16 holding 0..255) is its grey value in R, G and B alike."""
     card = vit_card[0]
-    img = photo(300, 200).convert(mode) if mode != "I;16" else photo(300, 200).convert("L").convert("I;16")
-    fmt = "JPEG" if mode == "CMYK" else "PNG" if mode != "LA" else "PNG"
-    assert prepare(encode(img, fmt), card).shape == (224, 224, 3)
+    grey = photo(300, 200).convert("L")
+    ours = prepare(mode_image(mode), card)
+    np.testing.assert_array_equal(ours, prepare(encode(grey.convert("RGB"), "PNG"), card))
+    assert (ours[..., 0] == ours[..., 1]).all() and (ours[..., 1] == ours[..., 2]).all()
 
 
 def test_exif_orientation_is_applied(vit_card):

@@ -35,9 +35,9 @@ def start_ui(api_url: str) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/_stcore/health", timeout=120, process=process)
-    except Exception:
+    except Exception as exc:
         process.kill()
-        raise RuntimeError(f"streamlit did not start: {process.communicate()[1].decode()[-2000:]}")
+        raise RuntimeError(f"streamlit did not start: {process.communicate()[1].decode()[-2000:]}") from exc
     return process, url
 
 
