@@ -13,6 +13,7 @@ import asyncio
 import time
 import zlib
 from collections import Counter, defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
@@ -73,13 +74,20 @@ class _Clients:
 
 
 class _BatchWriter:
-    """Collects results and writes them to the store in small batches."""
+    """Collects results and writes them to the store in batches, in one background thread, in order.
+
+    The store is synchronous and waits while its backend is down (up to ``dependency_wait_s``); on
+    its own thread that wait holds up no fetch: batches queue in memory meanwhile and are written
+    when the store is back. A write that finally fails is raised by the next ``add`` or by ``close``.
+    """
 
     def __init__(self, store: VectorStore, batch: int, summary: DownloadSummary, progress: Progress | None):
         self.store, self.batch, self.summary, self.progress = store, batch, summary, progress
         self.records: list[ImageRecord] = []
         self.failures: list[UrlFailure] = []
         self.last_flush = time.monotonic()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._pending: list[Future] = []
 
     def add(self, item: ImageRecord | UrlFailure) -> None:
         if isinstance(item, ImageRecord):
@@ -90,8 +98,25 @@ class _BatchWriter:
             self.flush()
 
     def flush(self) -> None:
+        """Hand the collected batch to the writer thread (returns at once)."""
         records, failures, self.records, self.failures = self.records, self.failures, [], []
         self.last_flush = time.monotonic()
+        for done in [f for f in self._pending if f.done()]:
+            self._pending.remove(done)
+            done.result()  # a write that failed for good stops the download here
+        if records or failures:
+            self._pending.append(self._thread.submit(self._write, records, failures))
+
+    async def close(self) -> None:
+        """Write what is left and wait for every write (also after Ctrl-C or an error)."""
+        self.flush()
+        try:
+            for future in self._pending:
+                await asyncio.wrap_future(future)
+        finally:
+            self._thread.shutdown(wait=True)
+
+    def _write(self, records: list[ImageRecord], failures: list[UrlFailure]) -> None:
         if records:
             created = self.store.upsert_images(records)
             new = sum(created)
@@ -121,14 +146,15 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
     started = time.monotonic()
     summary = DownloadSummary(total=len(entries))
     writer = _BatchWriter(store, settings.download_write_batch, summary, progress)
-    failed_before = {f.url for f in store.failures()} if skip_failed else set()
+    # Every store call runs off the event loop: a slow or down store must not stall the fetches.
+    failed_before = {f.url for f in await asyncio.to_thread(store.failures)} if skip_failed else set()
     queue: asyncio.Queue[UrlEntry | None] = asyncio.Queue(maxsize=2 * settings.download_concurrency)
     per_host: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(settings.download_per_host))
 
     async def produce(workers: int) -> None:
         for start in range(0, len(entries), _CHUNK):
             chunk = entries[start : start + _CHUNK]
-            known = store.known_urls(e.url for e in chunk)
+            known = await asyncio.to_thread(store.known_urls, [e.url for e in chunk])
             skipped = [e for e in chunk if e.url in failed_before and e.url not in known]
             summary.already_known += len(known)
             summary.skipped_failed += len(skipped)
@@ -169,7 +195,7 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await clients.aclose()
-        writer.flush()  # also on Ctrl-C or an error: keep what was done
+        await writer.close()  # also on Ctrl-C or an error: keep what was done
         summary.seconds = time.monotonic() - started
     return summary
 
@@ -177,5 +203,5 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
 async def retry_failed(store: VectorStore, settings: Settings, progress: Progress | None = None, *,
                        blobs: BlobStore | None = None) -> DownloadSummary:
     """Fetch again only the URLs that failed before (their attempts add up in the store)."""
-    entries = [UrlEntry(f.url, f.caption) for f in store.failures()]
+    entries = [UrlEntry(f.url, f.caption) for f in await asyncio.to_thread(store.failures)]
     return await download(entries, store, settings, progress, blobs=blobs, skip_failed=False)

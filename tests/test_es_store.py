@@ -496,3 +496,47 @@ def test_index_command_drives_the_rebuild_and_swap(es_node, test_model_repo, tmp
         store.close()
     finally:
         get_settings.cache_clear()
+
+
+def test_es_down_during_a_download_holds_up_no_fetch_and_loses_nothing(es_node, tmp_path, settings):
+    """The downloader writes to the store off its event loop: with Elasticsearch stopped mid-download,
+    the fetches go on; the records are written once it is back; every URL is fetched and stored once."""
+    import asyncio
+
+    from export import shapes
+    from ingest.downloader import download
+    from tests.support.image_server import ImageServer, Reply
+
+    settings = settings.model_copy(update={
+        "store": "elasticsearch", "es_url": es_node.url, "es_index_prefix": f"t{uuid.uuid4().hex[:10]}",
+        "dependency_wait_s": 300, "download_write_batch": 5, "download_concurrency": 2, "download_per_host": 2})
+    store = ElasticsearchStore(settings)
+    items = shapes.dataset(n_per_class=10, seed=51)  # 120 distinct images
+    with ImageServer() as server:
+        urls = [server.add_sequence(f"/img/{i}.jpg", [Reply(200, item.encode(), body_delay_s=0.1)])
+                for i, item in enumerate(items)]
+        result: dict = {}
+        thread = threading.Thread(target=lambda: result.update(summary=asyncio.run(download(urls, store, settings))))
+        thread.start()
+        deadline = time.monotonic() + 120
+        while store.counts(MODEL).images < 5:  # the first batch is in: the store is in use
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.1)
+        es_node.stop()
+        try:
+            fetched_at_stop = sum(server.hits.values())
+            thread.join(timeout=8)
+            fetched_while_down = sum(server.hits.values()) - fetched_at_stop
+            assert fetched_while_down >= 20, f"only {fetched_while_down} fetches while the store was down"
+        finally:
+            es_node.start()
+        thread.join(300)
+    assert not thread.is_alive()
+    summary = result["summary"]
+    assert (summary.downloaded, summary.duplicates, dict(summary.failed)) == (len(items), 0, {})
+    assert sorted(server.hits.values()) == [1] * len(items)  # no URL fetched twice
+    store.refresh()
+    counts = store.counts(MODEL)
+    assert (counts.images, counts.failed_urls) == (len(items), 0)
+    assert store.known_urls(urls) == set(urls)
+    store.close()
