@@ -82,4 +82,4 @@ def make_store(settings: Settings) -> VectorStore:
         return ElasticsearchStore(settings)
     from imagesearch.stores.local import LocalStore
 
-    return LocalStore(settings.data_dir / "store.sqlite3")
+    return LocalStore(settings.data_dir / "store.sqlite3", write_wait_s=settings.dependency_wait_s)

@@ -9,16 +9,19 @@ cores — see bench/bench_store.py for measured figures).
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
 from imagesearch.stores import StoreUnavailable
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -66,9 +69,27 @@ class _Matrix:
         return self.data[: len(self.ids)]
 
 
+READ_WAIT_S = 5.0  # a read waits this long for a lock (only an exclusive one blocks readers in WAL mode)
+
+
+def _answers(method: Callable[..., T]) -> Callable[..., T]:
+    """SQLite's operational errors (database locked or busy, I/O) as ``StoreUnavailable``: the API
+    answers 503 with Retry-After instead of a 500, and the caller may try again later."""
+
+    @functools.wraps(method)
+    def wrapper(self: "LocalStore", *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"the local store at {self.path} cannot answer now: {exc}") from exc
+
+    return wrapper
+
+
 class LocalStore:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, write_wait_s: float = 300.0):
         self.path = Path(path)
+        self.write_wait_ms = int(write_wait_s * 1000)  # a write waits this long for another writer
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._matrices: dict[str, _Matrix] = {}
@@ -81,7 +102,7 @@ class LocalStore:
         db = getattr(self._local, "db", None)
         if db is None:
             try:
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                db = sqlite3.connect(self.path, timeout=READ_WAIT_S, isolation_level=None, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
                 db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
             except sqlite3.Error as exc:
@@ -90,21 +111,29 @@ class LocalStore:
         return db
 
     class _Transaction:
-        def __init__(self, db: sqlite3.Connection):
-            self.db = db
+        """A write transaction that waits up to ``wait_ms`` for another writer (ingest in another
+        process, a backup) instead of failing at once."""
+
+        def __init__(self, db: sqlite3.Connection, wait_ms: int):
+            self.db, self.wait_ms = db, wait_ms
 
         def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(f"PRAGMA busy_timeout = {self.wait_ms}")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            finally:
+                self.db.execute(f"PRAGMA busy_timeout = {int(READ_WAIT_S * 1000)}")
             return self.db
 
         def __exit__(self, exc_type, *_):
             self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
     def _tx(self) -> "_Transaction":
-        return self._Transaction(self._db())
+        return self._Transaction(self._db(), self.write_wait_ms)
 
     # --- metadata ----------------------------------------------------------------------------
 
+    @_answers
     def upsert_images(self, records: Sequence[ImageRecord]) -> list[bool]:
         created = []
         with self._tx() as db:
@@ -122,6 +151,7 @@ class LocalStore:
                 db.executemany("DELETE FROM failures WHERE url = ?", [(u,) for u in record.urls])
         return created
 
+    @_answers
     def record_failures(self, failures: Sequence[UrlFailure]) -> None:
         with self._tx() as db:
             for failure in failures:
@@ -131,10 +161,12 @@ class LocalStore:
                 db.execute("INSERT OR REPLACE INTO failures (url, record, reason) VALUES (?,?,?)",
                            (failure.url, failure.model_dump_json(), failure.reason))
 
+    @_answers
     def failures(self) -> list[UrlFailure]:
         rows = self._db().execute("SELECT record FROM failures ORDER BY url").fetchall()
         return [UrlFailure.model_validate_json(r[0]) for r in rows]
 
+    @_answers
     def known_urls(self, urls: Iterable[str]) -> set[str]:
         urls, known = list(urls), set[str]()
         db = self._db()
@@ -144,6 +176,7 @@ class LocalStore:
             known.update(r[0] for r in db.execute(f"SELECT url FROM urls WHERE url IN ({marks})", chunk))
         return known
 
+    @_answers
     def get(self, image_id: str) -> ImageRecord | None:
         row = self._db().execute("SELECT record FROM images WHERE id = ?", (image_id,)).fetchone()
         return ImageRecord.model_validate_json(row[0]) if row else None
@@ -155,6 +188,7 @@ class LocalStore:
 
     # --- vectors -----------------------------------------------------------------------------
 
+    @_answers
     def ensure_model(self, model: str, dim: int) -> None:
         with self._tx() as db:
             row = db.execute("SELECT dim FROM models WHERE model = ?", (model,)).fetchone()
@@ -162,6 +196,7 @@ class LocalStore:
                 raise ValueError(f"model {model} is stored with dim {row[0]}, not {dim}")
             db.execute("INSERT OR IGNORE INTO models (model, dim) VALUES (?, ?)", (model, dim))
 
+    @_answers
     def pending(self, model: str, limit: int, exclude: Sequence[str] = ()) -> list[ImageRecord]:
         exclude = list(exclude)
         marks = ",".join("?" * len(exclude))
@@ -175,6 +210,7 @@ class LocalStore:
         ).fetchall()
         return [ImageRecord.model_validate_json(r[0]) for r in rows]
 
+    @_answers
     def set_vectors(self, model: str, ids: Sequence[str], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(ids) != len(vectors):
@@ -185,11 +221,13 @@ class LocalStore:
                 [(model, i, v.tobytes()) for i, v in zip(ids, vectors, strict=True)],
             )
 
+    @_answers
     def set_embed_errors(self, model: str, errors: dict[str, str]) -> None:
         with self._tx() as db:
             db.executemany("INSERT OR REPLACE INTO embed_errors (model, id, reason) VALUES (?,?,?)",
                            [(model, i, r) for i, r in errors.items()])
 
+    @_answers
     def get_vector(self, model: str, image_id: str) -> np.ndarray | None:
         row = self._db().execute("SELECT vector FROM vectors WHERE model = ? AND id = ?", (model, image_id)).fetchone()
         return np.frombuffer(row[0], np.float32).copy() if row else None
@@ -235,6 +273,7 @@ class LocalStore:
                 mask[row] = True
         return mask
 
+    @_answers
     def search(self, model: str, vector: np.ndarray, k: int,
                filters: SearchFilters | None = None, min_score: float | None = None) -> list[Hit]:
         matrix = self._matrix(model)
@@ -254,6 +293,7 @@ class LocalStore:
         return [Hit(id=matrix.ids[i], score=float(scores[i]), record=records[matrix.ids[i]])
                 for i in top if matrix.ids[i] in records]
 
+    @_answers
     def counts(self, model: str) -> Counts:
         db = self._db()
         images = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
