@@ -81,7 +81,8 @@ def _embed(args, store, settings, lines: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imagesearch.stores import make_store
+    from imagesearch.encoders import EncoderUnavailable
+    from imagesearch.stores import StoreUnavailable, make_store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = get_settings()
@@ -99,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         counts = store.counts(settings.model or _active_slug(settings))
         lines.append(f"store: {counts.images} images, {counts.embedded} embedded, {counts.pending} pending, "
                      f"{counts.failed_urls} failed URLs {counts.failed_by_reason or ''}".rstrip())
+    except (EncoderUnavailable, StoreUnavailable) as exc:  # a message to act on, not a traceback
+        print("\n".join(lines + [f"error: {exc}"]), file=sys.stderr)
+        return 1
     finally:
         store.close()
     print("\n".join(lines))

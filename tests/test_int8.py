@@ -10,6 +10,7 @@ reason for being portable (no 16-bit saturation) holds for it as for AVX2.
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from export import shapes
 from imagesearch.config import Settings
 from imagesearch.encoders import ReferenceCheckFailed, make_encoder
 from imagesearch.model_card import INT8_FORMAT, PARITY_MIN, load_card
@@ -130,6 +132,13 @@ def test_a_refused_model_shows_in_healthz_and_status(broken_int8_repo, tmp_path)
     good = subprocess.run([sys.executable, "-m", "imagesearch.cli", "status"], cwd=ROOT, capture_output=True, text=True,
                           env={**env, "IMAGESEARCH_MODEL_VARIANT": "fp32"}, timeout=120)
     assert "encoder: ok (fp32; reference check passes: worst cosine visual 1.00000" in good.stdout, good.stdout
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "one.png").write_bytes(shapes.draw_shape("red", "circle", random.Random(0)).encode("PNG"))
+    ingest = subprocess.run([sys.executable, "-m", "imagesearch.cli", "ingest", "--folder", str(tmp_path / "photos")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert ingest.returncode == 1 and "does not reproduce its export's reference outputs" in ingest.stderr
+    assert "Traceback" not in ingest.stderr, ingest.stderr
 
 
 def test_an_export_without_reference_batch_still_loads(test_model_repo, tmp_path):
