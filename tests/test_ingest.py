@@ -56,6 +56,19 @@ def test_folder_ingest_then_search_finds_the_right_shapes(tmp_path, test_model_r
         # the model's own precision bar is in test_semantic.py; here: ingest serves the right images
         assert found[0] == (colour, shape) and found.count((colour, shape)) >= 4, found
 
+    # `imagesearch search --image FILE|URL` and `--id`: the example image itself comes first.
+    example = next(folder.rglob("circle-*"))
+    example_id = hashlib.sha256(example.read_bytes()).hexdigest()
+    by_file = run_cli("search", "--image", str(example), "-k", "3", "--json", env=env)
+    assert by_file.returncode == 0, by_file.stderr
+    assert json.loads(by_file.stdout)["results"][0]["id"] == example_id
+    with ImageServer() as server:
+        by_url = run_cli("search", "--image", server.add("/example.jpg", example.read_bytes()), "-k", "3", "--json", env=env)
+    assert by_url.returncode == 0, by_url.stderr
+    assert json.loads(by_url.stdout)["results"][0]["id"] == example_id
+    by_id = run_cli("search", "--id", example_id, "-k", "3", "--json", env=env)
+    assert json.loads(by_id.stdout)["results"][0]["id"] == example_id
+
     again = run_cli("ingest", "--folder", str(folder), env=env)  # re-run: no new work
     assert "known 72" in again.stdout and "stored" not in again.stdout.split("folder")[1].split("\n")[0]
     assert "0 embedded" in again.stdout
