@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import sys
 
-from numpy._core._multiarray_umath import __cpu_features__
+try:  # numpy 2; numpy 1.x keeps the same table under numpy.core
+    from numpy._core._multiarray_umath import __cpu_features__
+except ImportError:
+    from numpy.core._multiarray_umath import __cpu_features__
 
 from imagesearch.config import Settings
 from imagesearch.encoders.onnx import OnnxEncoder
