@@ -359,10 +359,11 @@ def test_concurrent_queries_share_encoder_calls_and_repeats_hit_the_cache(settin
         alone = np.stack([service.encoder.encode_texts([t])[0] for t in texts])  # batched == one by one
         np.testing.assert_allclose(np.stack(vectors), alone, atol=1e-5)
 
+        service.store.ensure_model(service.model, service.card.dim)  # an empty index: searches answer nothing
         again = service.search_text(texts[0], k=3)
         stats2 = service.stats()
         assert stats2["encoder_calls"] == stats["encoder_calls"] and stats2["cache_hits"] == stats["cache_hits"] + 1
-        assert again.query == {"text": texts[0]} and again.results == []  # (this store is empty)
+        assert again.query == {"text": texts[0]} and again.results == []
     finally:
         service.close()
 

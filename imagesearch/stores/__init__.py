@@ -3,6 +3,10 @@
 The store is also the work queue: the downloader writes records, the embed worker asks for the
 records that have no vector for the active model and fills them in. Two implementations, chosen by
 ``IMAGESEARCH_STORE``: ``local`` (SQLite on disk, exact search) and ``elasticsearch`` (HNSW kNN).
+
+Both keep the one contract written in the docstrings below; ``tests/test_store_contract.py`` runs
+the same tests on each. The errors a caller can meet are the two classes here (plus ``ValueError``
+for a caller's mistake, such as ids and vectors of different lengths).
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import numpy as np
 from imagesearch.config import Settings
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
 
+MAX_K = 10_000  # the most results one search returns (Elasticsearch's result window)
+
 
 class StoreUnavailable(RuntimeError):
-    """The store cannot answer (server down, index missing). Safe to retry later."""
+    """The store cannot answer (server down, database locked, index missing). Safe to retry later."""
 
 
 class StoreWriteError(RuntimeError):
@@ -48,15 +54,20 @@ class VectorStore(Protocol):
 
     # --- vectors (the embed worker's queue) ----------------------------------------------------
     def ensure_model(self, model: str, dim: int) -> None:
-        """Create what the model's vectors need (table, index); idempotent."""
+        """Create what the model's vectors need (table, index); idempotent. ``ValueError`` if the
+        model is stored with another dimension."""
 
     def pending(self, model: str, limit: int, exclude: Sequence[str] = ()) -> list[ImageRecord]:
-        """Records with neither a vector nor an embed error for ``model``."""
+        """Records with neither a vector nor an embed error for ``model``, oldest first."""
 
-    def set_vectors(self, model: str, ids: Sequence[str], vectors: np.ndarray) -> None: ...
+    def set_vectors(self, model: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Write (or replace) vectors; the first write sets the model up like ``ensure_model``. A
+        vector clears the image's embed error for the model. Ids without a record, and vectors of
+        another dimension than the model's, raise ``StoreWriteError`` after the rest is written."""
 
     def set_embed_errors(self, model: str, errors: dict[str, str]) -> None:
-        """id -> reason for images that could not be embedded (kept out of ``pending``)."""
+        """id -> reason for images that could not be embedded (kept out of ``pending``). Ids
+        without a record raise ``StoreWriteError`` after the rest is written."""
 
     def get_vector(self, model: str, image_id: str) -> np.ndarray | None: ...
 
@@ -65,7 +76,13 @@ class VectorStore(Protocol):
         self, model: str, vector: np.ndarray, k: int,
         filters: SearchFilters | None = None, min_score: float | None = None,
     ) -> list[Hit]:
-        """Top-k by dot product (vectors are L2-normalized, so this is cosine), best first."""
+        """Top-k by dot product (vectors are L2-normalized, so this is cosine), best first.
+        ``filters`` apply before the top k is taken; ``min_score`` drops hits below it; k <= 0 gives
+        nothing and k is capped at ``MAX_K``. A model that was never set up (no ``ensure_model``, no
+        vector) raises ``StoreUnavailable``: there is nothing to search with it yet."""
+
+    def refresh(self) -> None:
+        """Make every write so far visible to ``search`` (the local store: always at once)."""
 
     def counts(self, model: str) -> Counts: ...
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import numpy as np
 
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
-from imagesearch.stores import StoreUnavailable
+from imagesearch.stores import MAX_K, StoreUnavailable, StoreWriteError
 
 T = TypeVar("T")
 
@@ -90,7 +90,10 @@ class LocalStore:
     def __init__(self, path: Path, write_wait_s: float = 300.0):
         self.path = Path(path)
         self.write_wait_ms = int(write_wait_s * 1000)  # a write waits this long for another writer
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create the folder of the local store at {self.path}: {exc}") from exc
         self._local = threading.local()
         self._matrices: dict[str, _Matrix] = {}
         self._matrix_lock = threading.Lock()
@@ -210,22 +213,43 @@ class LocalStore:
         ).fetchall()
         return [ImageRecord.model_validate_json(r[0]) for r in rows]
 
+    def _missing(self, db: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+        """Those of ``ids`` that have no image record."""
+        found: set[str] = set()
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            found.update(r[0] for r in db.execute(f"SELECT id FROM images WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        return set(unique) - found
+
     @_answers
     def set_vectors(self, model: str, ids: Sequence[str], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if len(ids) != len(vectors):
-            raise ValueError(f"{len(ids)} ids but {len(vectors)} vectors")
+        if vectors.ndim != 2 or len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} ids but vectors of shape {vectors.shape}")
+        if not len(ids):
+            return
         with self._tx() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO vectors (model, id, vector) VALUES (?, ?, ?)",
-                [(model, i, v.tobytes()) for i, v in zip(ids, vectors, strict=True)],
-            )
+            db.execute("INSERT OR IGNORE INTO models (model, dim) VALUES (?, ?)", (model, vectors.shape[1]))
+            dim = db.execute("SELECT dim FROM models WHERE model = ?", (model,)).fetchone()[0]
+            rejected = {i: "no image record with this id" for i in self._missing(db, ids)}
+            if vectors.shape[1] != dim:
+                rejected.update({i: f"a {vectors.shape[1]}-d vector, but model {model} is stored with {dim}-d" for i in ids})
+            written = [(i, v) for i, v in zip(ids, vectors, strict=True) if i not in rejected]
+            db.executemany("INSERT OR REPLACE INTO vectors (model, id, vector) VALUES (?, ?, ?)",
+                           [(model, i, v.tobytes()) for i, v in written])
+            db.executemany("DELETE FROM embed_errors WHERE model = ? AND id = ?", [(model, i) for i, _ in written])
+        if rejected:
+            raise StoreWriteError(rejected, "the local store")
 
     @_answers
     def set_embed_errors(self, model: str, errors: dict[str, str]) -> None:
         with self._tx() as db:
+            missing = self._missing(db, list(errors))
             db.executemany("INSERT OR REPLACE INTO embed_errors (model, id, reason) VALUES (?,?,?)",
-                           [(model, i, r) for i, r in errors.items()])
+                           [(model, i, r) for i, r in errors.items() if i not in missing])
+        if missing:
+            raise StoreWriteError({i: "no image record with this id" for i in missing}, "the local store")
 
     @_answers
     def get_vector(self, model: str, image_id: str) -> np.ndarray | None:
@@ -277,7 +301,10 @@ class LocalStore:
     def search(self, model: str, vector: np.ndarray, k: int,
                filters: SearchFilters | None = None, min_score: float | None = None) -> list[Hit]:
         matrix = self._matrix(model)
-        if matrix is None or not matrix.ids:
+        if matrix is None:
+            raise StoreUnavailable(f"the local store at {self.path} has no vectors for model {model}: "
+                                   "nothing has been embedded with it yet (run `imagesearch ingest`)")
+        if k <= 0 or not matrix.ids:
             return []
         with self._matrix_lock:
             # One product at a time: it already uses every core (BLAS), and concurrent ones only
@@ -285,7 +312,7 @@ class LocalStore:
             scores = matrix.vectors @ np.asarray(vector, np.float32)
         if filters is not None:
             scores = np.where(self._filter_mask(matrix, filters), scores, -np.inf)
-        k = min(k, len(scores))
+        k = min(k, len(scores), MAX_K)
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top])]
         kept = [int(i) for i in top if np.isfinite(scores[i]) and (min_score is None or scores[i] >= min_score)]
@@ -302,6 +329,9 @@ class LocalStore:
         by_reason = dict(db.execute("SELECT reason, COUNT(*) FROM failures GROUP BY reason").fetchall())
         return Counts(images=images, embedded=embedded, pending=max(0, images - embedded - errors),
                       embed_failed=errors, failed_urls=sum(by_reason.values()), failed_by_reason=by_reason)
+
+    def refresh(self) -> None:
+        """Nothing to do: every committed write is visible to the next search."""
 
     def health(self) -> dict:
         try:

@@ -7,8 +7,9 @@ import base64
 import numpy as np
 
 from imagesearch.records import SearchFilters
+from imagesearch.stores import MAX_K
 
-MAX_RESULT_WINDOW = 10_000  # Elasticsearch's limit for k, num_candidates and size
+MAX_RESULT_WINDOW = MAX_K  # Elasticsearch's limit for k, num_candidates and size; the store contract's cap on k
 
 
 def filter_clauses(filters: SearchFilters | None) -> list[dict]:

@@ -1,0 +1,291 @@
+"""One contract, both stores: every test here runs on ``LocalStore`` and on ``ElasticsearchStore``
+(a real node, tests/support/es_node.py). The behaviour is the one the ``VectorStore`` docstrings in
+``imagesearch/stores/__init__.py`` describe; where the stores differed, they were made to agree."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import numpy as np
+import pytest
+
+from imagesearch.config import Settings
+from imagesearch.records import ImageRecord, SearchFilters, UrlFailure
+from imagesearch.stores import MAX_K, StoreUnavailable, StoreWriteError, VectorStore, make_store
+from tests.support.net import free_port
+from tests.support.store_data import image_id, record, toward, unit_vectors
+
+MODEL, DIM = "contract-model", 16
+
+
+def settings_for(kind: str, request, tmp_path, **overrides) -> Settings:
+    if kind == "local":
+        return Settings(data_dir=tmp_path / "var", store="local", **overrides)
+    node = request.getfixturevalue("es_node")
+    # float HNSW: on these few vectors its ranking is the exact one, which the tests compare against
+    return Settings(data_dir=tmp_path / "var", store="elasticsearch", es_url=node.url, es_index_type="hnsw",
+                    es_index_prefix=f"t{uuid.uuid4().hex[:10]}", **overrides)
+
+
+@pytest.fixture(params=["local", "elasticsearch"])
+def store(request, tmp_path):
+    store = make_store(settings_for(request.param, request, tmp_path))
+    assert isinstance(store, VectorStore)
+    yield store
+    store.close()
+
+
+def filled(store: VectorStore, records: list[ImageRecord], vectors: np.ndarray) -> VectorStore:
+    store.upsert_images(records)
+    store.set_vectors(MODEL, [r.id for r in records], vectors)
+    store.refresh()
+    return store
+
+
+# --- records and URL failures --------------------------------------------------------------------
+
+
+def test_upserts_merge_urls_and_clear_failures(store):
+    store.record_failures([UrlFailure(url="https://a.example/1.jpg", reason="timeout"),
+                           UrlFailure(url="https://a.example/9.jpg", reason="http_status", detail="404")])
+    store.record_failures([UrlFailure(url="https://a.example/9.jpg", reason="http_status", detail="410", attempts=2)])
+    by_url = {f.url: f for f in store.failures()}
+    assert (by_url["https://a.example/9.jpg"].attempts, by_url["https://a.example/9.jpg"].detail) == (3, "410")
+    assert [f.url for f in store.failures()] == ["https://a.example/1.jpg", "https://a.example/9.jpg"]  # by URL
+
+    first = record(1, urls=["https://a.example/1.jpg"])
+    assert store.upsert_images([first, record(2), first]) == [True, True, False]
+    assert store.upsert_images([record(1, urls=["https://b.example/1.jpg"], source="folder")]) == [False]
+    assert store.upsert_images([]) == []
+    merged = store.get(image_id(1))
+    assert merged.urls == ["https://a.example/1.jpg", "https://b.example/1.jpg"] and merged.sources == ["url", "folder"]
+    assert store.get("0" * 64) is None
+    assert [f.url for f in store.failures()] == ["https://a.example/9.jpg"]  # 1.jpg now has an image
+    assert store.known_urls(["https://b.example/1.jpg", "https://example.com/2.jpg", "https://a.example/9.jpg"]) == {
+        "https://b.example/1.jpg", "https://example.com/2.jpg"}
+    counts = store.counts(MODEL)
+    assert (counts.images, counts.embedded, counts.pending, counts.failed_urls, counts.failed_by_reason) == (
+        2, 0, 2, 1, {"http_status": 1})
+
+
+# --- the embed queue -----------------------------------------------------------------------------
+
+
+def test_the_queue_pending_vectors_and_embed_errors(store):
+    for i in range(6):  # one batch each: pending gives the oldest first
+        store.upsert_images([record(i)])
+    store.ensure_model(MODEL, DIM)
+    store.ensure_model(MODEL, DIM)  # idempotent
+    assert [r.id for r in store.pending(MODEL, 100)] == [image_id(i) for i in range(6)]
+    assert [r.id for r in store.pending(MODEL, 4)] == [image_id(i) for i in range(4)]
+    assert store.pending(MODEL, 0) == []
+    assert image_id(0) not in {r.id for r in store.pending(MODEL, 100, exclude=[image_id(0)])}
+
+    vectors = unit_vectors(3, DIM, seed=2)
+    store.set_vectors(MODEL, [image_id(i) for i in range(3)], vectors)
+    store.set_embed_errors(MODEL, {image_id(3): "not_an_image"})
+    assert [r.id for r in store.pending(MODEL, 100)] == [image_id(4), image_id(5)]
+    counts = store.counts(MODEL)
+    assert (counts.images, counts.embedded, counts.pending, counts.embed_failed) == (6, 3, 2, 1)
+    for i in range(3):
+        np.testing.assert_array_equal(store.get_vector(MODEL, image_id(i)), vectors[i])
+    assert store.get_vector(MODEL, image_id(4)) is None
+    assert store.get_vector("another-model", image_id(0)) is None
+    assert len(store.pending("another-model", 100)) == 6  # a new model re-embeds every stored image
+    assert store.counts("another-model").pending == 6
+
+    # a vector written later replaces the embed error: counted once, as embedded
+    store.set_vectors(MODEL, [image_id(3)], unit_vectors(1, DIM, seed=3))
+    counts = store.counts(MODEL)
+    assert (counts.embedded, counts.pending, counts.embed_failed) == (4, 2, 0)
+    # the same id twice in one write: the last vector wins
+    twice = unit_vectors(2, DIM, seed=4)
+    store.set_vectors(MODEL, [image_id(4), image_id(4)], twice)
+    np.testing.assert_array_equal(store.get_vector(MODEL, image_id(4)), twice[1])
+    assert store.counts(MODEL).embedded == 5
+
+
+def test_writes_for_unknown_ids_are_reported_and_the_rest_is_written(store):
+    store.upsert_images([record(1), record(2)])
+    with pytest.raises(StoreWriteError) as error:
+        store.set_vectors(MODEL, [image_id(1), "f" * 64], unit_vectors(2, DIM, seed=5))
+    assert list(error.value.failures) == ["f" * 64] and "no image record" in str(error.value)
+    with pytest.raises(StoreWriteError) as error:
+        store.set_embed_errors(MODEL, {image_id(2): "not_an_image", "e" * 64: "not_an_image"})
+    assert list(error.value.failures) == ["e" * 64]
+    counts = store.counts(MODEL)
+    assert (counts.images, counts.embedded, counts.embed_failed, counts.pending) == (2, 1, 1, 0)
+    assert store.get_vector(MODEL, "f" * 64) is None
+
+
+def test_the_first_vectors_set_the_model_up_and_fix_its_dimension(store):
+    """No ``ensure_model`` first: the first write creates the model's index with its dimension."""
+    store.upsert_images([record(1), record(2)])
+    vector = unit_vectors(1, DIM, seed=6)
+    store.set_vectors(MODEL, [image_id(1)], vector)
+    store.refresh()
+    assert [h.id for h in store.search(MODEL, vector[0], 5)] == [image_id(1)]
+
+    with pytest.raises(StoreWriteError) as error:  # another dimension: rejected, nothing written
+        store.set_vectors(MODEL, [image_id(2)], unit_vectors(1, DIM * 2, seed=7))
+    assert list(error.value.failures) == [image_id(2)]
+    assert store.get_vector(MODEL, image_id(2)) is None and store.counts(MODEL).embedded == 1
+    with pytest.raises(ValueError):
+        store.ensure_model(MODEL, DIM * 2)
+    with pytest.raises(ValueError):  # a caller's mistake, not the store's
+        store.set_vectors(MODEL, [image_id(1), image_id(2)], unit_vectors(1, DIM, seed=8))
+
+
+# --- search --------------------------------------------------------------------------------------
+
+
+def test_search_ranks_by_dot_product_with_filters_and_min_score(store):
+    n = 60
+    records = [record(i, fmt=("jpeg", "png", "webp")[i % 3], width=50 + 10 * i, height=400 - 5 * i,
+                      source="folder" if i % 4 == 0 else "url") for i in range(n)]
+    vectors = unit_vectors(n, DIM, seed=9)
+    filled(store, records, vectors)
+    query = unit_vectors(1, DIM, seed=10)[0]
+    scores = vectors @ query
+
+    def expected(keep, k: int) -> list[str]:
+        return [records[i].id for i in np.argsort(-scores) if keep(records[i])][:k]
+
+    hits = store.search(MODEL, query, 5)
+    assert [h.id for h in hits] == expected(lambda r: True, 5)
+    np.testing.assert_allclose([h.score for h in hits], np.sort(scores)[::-1][:5], atol=1e-5)
+    assert hits[0].record == records[int(np.argmax(scores))]
+    assert [h.id for h in store.search(MODEL, query, 1000)] == expected(lambda r: True, n)  # k over the size: all
+    assert store.search(MODEL, query, 0) == [] and store.search(MODEL, query, -3) == []
+    assert len(store.search(MODEL, query, MAX_K + 1)) == n  # k is capped, not an error
+
+    for filters in [SearchFilters(format=["png"]), SearchFilters(source=["folder"]),
+                    SearchFilters(min_width=300, max_height=300), SearchFilters(format=["jpeg", "webp"], min_height=200)]:
+        hits = store.search(MODEL, query, 5, filters)
+        assert [h.id for h in hits] == expected(filters.matches, 5), filters
+    assert store.search(MODEL, query, 5, SearchFilters(format=["gif"])) == []
+
+    third = float(np.sort(scores)[::-1][2])
+    assert [h.id for h in store.search(MODEL, query, 5, min_score=third - 1e-6)] == expected(lambda r: True, 3)
+    assert store.search(MODEL, query, 5, min_score=1.01) == []
+
+
+def test_a_model_never_set_up_is_unavailable_and_an_empty_one_answers_nothing(store):
+    store.upsert_images([record(1)])
+    query = unit_vectors(1, DIM, seed=11)[0]
+    with pytest.raises(StoreUnavailable, match="never-embedded"):
+        store.search("never-embedded", query, 3)
+    assert store.counts("never-embedded").pending == 1  # the queue still knows what it needs
+    store.ensure_model("empty-model", DIM)
+    assert store.search("empty-model", query, 3) == []
+
+
+@pytest.fixture()
+def crowded(store):
+    """20 JPEG folder images of 1000x1000 very close to the query (cosine 0.99..0.95) and 3 PNG URL
+    images of 200x200 far from it (cosine 0.5, 0.4, 0.3): the 3 are never in the unfiltered top 20."""
+    query = np.zeros(DIM, np.float32)
+    query[0] = 1.0
+    rows = [(i, "jpeg", 1000, "folder", 0.99 - 0.002 * i) for i in range(20)]
+    rows += [(100 + i, "png", 200, "url", cosine) for i, cosine in enumerate((0.5, 0.4, 0.3))]
+    filled(store, [ImageRecord(id=image_id(i), width=side, height=side, format=fmt, bytes=1000, sources=[source])
+                   for i, fmt, side, source, _ in rows],
+           np.stack([toward(query, cosine, seed=i) for i, *_, cosine in rows]))
+    return store, query, [image_id(100 + i) for i in range(3)]
+
+
+@pytest.mark.parametrize("filters", [SearchFilters(format=["png"]), SearchFilters(source=["url"]),
+                                     SearchFilters(max_width=500), SearchFilters(format=["png"], max_height=200)],
+                         ids=["format", "source", "max_width", "format+max_height"])
+def test_filters_apply_before_the_top_k(crowded, filters):
+    """k=2 with a filter that only the 3 far images pass: filtering after the top k would return none
+    of them; filtering before returns exactly the best 2 of the 3, best first, with their scores."""
+    store, query, far = crowded
+    assert [h.id for h in store.search(MODEL, query, 2)] == [image_id(0), image_id(1)]  # unfiltered: close ones
+    hits = store.search(MODEL, query, 2, filters)
+    assert [h.id for h in hits] == far[:2]
+    np.testing.assert_allclose([h.score for h in hits], [0.5, 0.4], atol=1e-5)
+    assert all(filters.matches(h.record) for h in hits)
+
+
+def test_filter_with_k_over_the_matches_returns_every_match_and_nothing_else(crowded):
+    store, query, far = crowded
+    assert [h.id for h in store.search(MODEL, query, 10, SearchFilters(format=["png"]))] == far
+
+
+def test_filters_and_min_score_together(crowded):
+    """min_score cuts inside the filtered results, not inside the unfiltered top k."""
+    store, query, far = crowded
+    assert [h.id for h in store.search(MODEL, query, 3, SearchFilters(format=["png"]), min_score=0.35)] == far[:2]
+
+
+def test_a_merged_source_reaches_the_source_filter(store):
+    filled(store, [record(1), record(2)], unit_vectors(2, DIM, seed=12))
+    store.upsert_images([record(1, source="folder", urls=[])])  # the same picture found in a folder
+    store.refresh()
+    query = store.get_vector(MODEL, image_id(2))
+    assert [h.id for h in store.search(MODEL, query, 5, SearchFilters(source=["folder"]))] == [image_id(1)]
+
+
+# --- concurrency and errors ----------------------------------------------------------------------
+
+
+def test_two_writers_at_once_never_duplicate(store):
+    records = [record(i) for i in range(200)]
+    vectors = unit_vectors(200, DIM, seed=13)
+    store.ensure_model(MODEL, DIM)
+    created: list[list[bool]] = []
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            order = np.random.default_rng(seed).permutation(200)
+            for start in range(0, 200, 25):
+                batch = [records[i] for i in order[start : start + 25]]
+                created.append(store.upsert_images(batch))
+                store.set_vectors(MODEL, [r.id for r in batch], vectors[order[start : start + 25]])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sum(sum(flags) for flags in created) == 200  # each image was new exactly once
+    counts = store.counts(MODEL)
+    assert (counts.images, counts.embedded, counts.pending) == (200, 200, 0)
+    store.refresh()
+    assert len(store.search(MODEL, vectors[0], 500)) == 200
+
+
+@pytest.mark.parametrize("kind", ["local", "elasticsearch"])
+def test_a_store_that_cannot_be_reached_says_where_for_reads_and_writes(kind, request, tmp_path):
+    """Local: the database's folder cannot be created; Elasticsearch: nothing listens at the URL.
+    Either way the caller gets ``StoreUnavailable`` naming the place, and ``health`` does not raise."""
+    if kind == "local":
+        (tmp_path / "a-file").write_text("")
+        settings = Settings(data_dir=tmp_path / "a-file" / "var", store="local", dependency_wait_s=1)
+        where = str(tmp_path / "a-file")
+    else:
+        port = free_port()
+        settings = Settings(store="elasticsearch", es_url=f"http://127.0.0.1:{port}", dependency_wait_s=1)
+        where = f"127.0.0.1:{port}"
+
+    def call(action) -> str:
+        with pytest.raises(StoreUnavailable) as error:
+            store = make_store(settings)  # the local store opens at once, Elasticsearch at the first call
+            try:
+                action(store)
+            finally:
+                store.close()
+        return str(error.value)
+
+    assert where in call(lambda s: s.search(MODEL, unit_vectors(1, DIM, seed=14)[0], 3))
+    assert where in call(lambda s: s.upsert_images([record(1)]))
+    assert where in call(lambda s: s.counts(MODEL))
+    if kind == "elasticsearch":
+        health = make_store(settings).health()
+        assert health["ok"] is False and where in health["url"]
