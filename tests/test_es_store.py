@@ -1,11 +1,12 @@
-"""The Elasticsearch store against a real node (tests/support/es_node.py): mapping, the store
-contract, ingest -> search with the test model, idempotency, recall, outages and alias swaps."""
+"""The Elasticsearch store against a real node (tests/support/es_node.py): mapping, the int8 index,
+ingest -> search with the test model, recall, outages and alias swaps (the contract: test_store_contract.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import signal
 import threading
 import time
 import uuid
@@ -16,12 +17,12 @@ import pytest
 
 from api.app import create_app
 from imagesearch.config import Settings
-from imagesearch.records import ImageRecord, SearchFilters, UrlFailure
-from imagesearch.stores import StoreUnavailable, StoreWriteError, VectorStore, make_store
+from imagesearch.stores import StoreUnavailable, VectorStore, make_store
 from imagesearch.stores.elasticsearch import ElasticsearchStore
 from tests.support.cli import cli_env, run_cli, start_cli
 from tests.support.es_node import SecuredNode, ensure_distribution, free_port
 from tests.support.search_api import ApiThread, make_shapes, write_folder
+from tests.support.store_data import image_id, record, unit_vectors
 
 MODEL = "shapes-tiny"  # the test model's slug (64-d)
 
@@ -30,21 +31,6 @@ def es_settings(node, tmp_path, **overrides) -> Settings:
     """Settings on the test node with indices of their own (a fresh prefix per test)."""
     return Settings(data_dir=tmp_path / "var", store="elasticsearch", es_url=node.url,
                     es_index_prefix=f"t{uuid.uuid4().hex[:10]}", **overrides)
-
-
-def image_id(i: int) -> str:
-    return hashlib.sha256(f"image-{i}".encode()).hexdigest()
-
-
-def record(i: int, fmt: str = "jpeg", width: int = 100, height: int = 100, source: str = "url",
-           urls: list[str] | None = None) -> ImageRecord:
-    return ImageRecord(id=image_id(i), urls=[f"https://example.com/{i}.jpg"] if urls is None else urls,
-                       sources=[source], width=width, height=height, format=fmt, bytes=1000 + i)
-
-
-def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 @pytest.fixture()
@@ -102,95 +88,7 @@ def test_mapping_and_index_settings_are_as_configured(es_node, tmp_path):
     assert {k: options[k] for k in ("type", "m", "ef_construction")} == {"type": "int8_hnsw", "m": 16, "ef_construction": 100}
 
 
-# --- the store contract ------------------------------------------------------------------------
-
-
-def test_upserts_merge_urls_and_clear_failures(store):
-    store.record_failures([UrlFailure(url="https://a.example/1.jpg", reason="timeout"),
-                           UrlFailure(url="https://a.example/9.jpg", reason="http_status", detail="404")])
-    store.record_failures([UrlFailure(url="https://a.example/9.jpg", reason="http_status", detail="410", attempts=2)])
-    by_url = {f.url: f for f in store.failures()}
-    assert (by_url["https://a.example/9.jpg"].attempts, by_url["https://a.example/9.jpg"].detail) == (3, "410")
-
-    first = record(1, urls=["https://a.example/1.jpg"])
-    assert store.upsert_images([first, record(2), first]) == [True, True, False]
-    assert store.upsert_images([record(1, urls=["https://b.example/1.jpg"], source="folder")]) == [False]
-    merged = store.get(image_id(1))
-    assert merged.urls == ["https://a.example/1.jpg", "https://b.example/1.jpg"] and merged.sources == ["url", "folder"]
-    assert store.get("0" * 64) is None
-    assert [f.url for f in store.failures()] == ["https://a.example/9.jpg"]  # 1.jpg now has an image
-    assert store.known_urls(["https://b.example/1.jpg", "https://example.com/2.jpg", "https://a.example/9.jpg"]) == {
-        "https://b.example/1.jpg", "https://example.com/2.jpg"}
-    counts = store.counts(MODEL)
-    assert (counts.images, counts.failed_urls, counts.failed_by_reason) == (2, 1, {"http_status": 1})
-
-
-def test_the_queue_pending_vectors_and_embed_errors(store):
-    store.upsert_images([record(i) for i in range(6)])
-    store.ensure_model(MODEL, 64)
-    assert {r.id for r in store.pending(MODEL, 100)} == {image_id(i) for i in range(6)}
-    assert len(store.pending(MODEL, 4)) == 4
-    assert image_id(0) not in {r.id for r in store.pending(MODEL, 100, exclude=[image_id(0)])}
-
-    vectors = unit_vectors(3, 64, seed=2)
-    store.set_vectors(MODEL, [image_id(i) for i in range(3)], vectors)
-    store.set_embed_errors(MODEL, {image_id(3): "not_an_image"})
-    assert {r.id for r in store.pending(MODEL, 100)} == {image_id(4), image_id(5)}
-    counts = store.counts(MODEL)
-    assert (counts.images, counts.embedded, counts.pending, counts.embed_failed) == (6, 3, 2, 1)
-    for i in range(3):
-        np.testing.assert_array_equal(store.get_vector(MODEL, image_id(i)), vectors[i])
-    assert store.get_vector(MODEL, image_id(4)) is None
-    assert store.get_vector("another-model", image_id(0)) is None
-    assert len(store.pending("another-model", 100)) == 6  # a new model re-embeds every stored image
-
-    # an id without a record is reported, and the rest of the batch is still written
-    with pytest.raises(StoreWriteError) as error:
-        store.set_vectors(MODEL, [image_id(4), "f" * 64], unit_vectors(2, 64, seed=3))
-    assert list(error.value.failures) == ["f" * 64]
-    assert store.counts(MODEL).embedded == 4
-
-
-def test_search_applies_filters_inside_knn_and_min_score(es_node, tmp_path):
-    # float HNSW, so the exact brute-force ranking is the expected answer
-    store = ElasticsearchStore(es_settings(es_node, tmp_path, es_index_type="hnsw"))
-    n = 60
-    records = [record(i, fmt=("jpeg", "png", "webp")[i % 3], width=50 + 10 * i, height=400 - 5 * i,
-                      source="folder" if i % 4 == 0 else "url") for i in range(n)]
-    vectors = unit_vectors(n, 64, seed=4)
-    store.upsert_images(records)
-    store.set_vectors(MODEL, [r.id for r in records], vectors)
-    store.refresh()
-    query = unit_vectors(1, 64, seed=5)[0]
-    scores = vectors @ query
-
-    def expected(keep, k: int) -> list[str]:
-        order = [i for i in np.argsort(-scores) if keep(records[i])]
-        return [records[i].id for i in order[:k]]
-
-    hits = store.search(MODEL, query, 5)
-    assert [h.id for h in hits] == expected(lambda r: True, 5)
-    assert np.allclose([h.score for h in hits], np.sort(scores)[::-1][:5], atol=1e-5)
-    assert hits[0].record == records[int(np.argmax(scores))]
-
-    for filters in [SearchFilters(format=["png"]), SearchFilters(source=["folder"]),
-                    SearchFilters(min_width=300, max_height=300), SearchFilters(format=["jpeg", "webp"], min_height=200)]:
-        hits = store.search(MODEL, query, 5, filters)
-        assert [h.id for h in hits] == expected(filters.matches, 5), filters
-        assert all(filters.matches(h.record) for h in hits)
-
-    third = float(np.sort(scores)[::-1][2])
-    assert [h.id for h in store.search(MODEL, query, 5, min_score=third - 1e-6)] == expected(lambda r: True, 3)
-    assert store.search(MODEL, query, 5, min_score=1.01) == []
-
-
-def test_a_merged_source_reaches_the_source_filter(store):
-    store.upsert_images([record(1), record(2)])
-    store.set_vectors(MODEL, [image_id(1), image_id(2)], unit_vectors(2, 64, seed=6))
-    store.upsert_images([record(1, source="folder", urls=[])])  # the same picture found in a folder
-    store.refresh()
-    query = store.get_vector(MODEL, image_id(2))
-    assert [h.id for h in store.search(MODEL, query, 5, SearchFilters(source=["folder"]))] == [image_id(1)]
+# --- the default index (the contract tests are in tests/test_store_contract.py) -------------------
 
 
 def test_default_index_returns_exact_scores(store):
@@ -240,31 +138,6 @@ def test_ingest_then_search_with_the_test_model_and_reruns_add_nothing(es_node, 
     status = run_cli("status", "--json", env=env)
     counts = json.loads(status.stdout)["counts"]
     assert (counts["images"], counts["embedded"], counts["pending"]) == (distinct, distinct, 0)
-
-
-def test_two_writers_at_once_never_duplicate(store):
-    records = [record(i) for i in range(200)]
-    vectors = unit_vectors(200, 64, seed=9)
-    store.ensure_model(MODEL, 64)
-    created: list[list[bool]] = []
-
-    def work(seed: int) -> None:
-        order = np.random.default_rng(seed).permutation(200)
-        for start in range(0, 200, 25):
-            batch = [records[i] for i in order[start : start + 25]]
-            created.append(store.upsert_images(batch))
-            store.set_vectors(MODEL, [r.id for r in batch], vectors[order[start : start + 25]])
-
-    threads = [threading.Thread(target=work, args=(seed,)) for seed in (1, 2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sum(sum(flags) for flags in created) == 200  # each image was new exactly once
-    counts = store.counts(MODEL)
-    assert (counts.images, counts.embedded, counts.pending) == (200, 200, 0)
-    store.refresh()
-    assert store.es.count(index=store.indices.aliases(MODEL)[0])["count"] == 200
 
 
 # --- recall ------------------------------------------------------------------------------------
@@ -539,4 +412,34 @@ def test_es_down_during_a_download_holds_up_no_fetch_and_loses_nothing(es_node, 
     counts = store.counts(MODEL)
     assert (counts.images, counts.failed_urls) == (len(items), 0)
     assert store.known_urls(urls) == set(urls)
+    store.close()
+
+
+def test_kill_minus_9_in_the_middle_of_embedding_then_rerun_gives_every_image_exactly_once(es_node, tmp_path, settings, test_model_repo):
+    images = make_shapes(25, seed=61)  # 300 images
+    expected = {hashlib.sha256(i.data).hexdigest() for i in images}
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    env = cli_env(tmp_path / "var", test_model_repo, IMAGESEARCH_STORE="elasticsearch", IMAGESEARCH_ES_URL=es_node.url,
+                  IMAGESEARCH_ES_INDEX_PREFIX=prefix, IMAGESEARCH_DECODE_WORKERS="1", IMAGESEARCH_BATCH_SIZE="8")
+    folder = write_folder(tmp_path / "photos", images)
+    store = ElasticsearchStore(settings.model_copy(update={"store": "elasticsearch", "es_url": es_node.url, "es_index_prefix": prefix}))
+    process = start_cli("ingest", "--folder", str(folder), env=env)
+    while store.counts(MODEL).embedded < 64:  # kill at a state: part of the vectors written
+        assert process.poll() is None, f"the ingest ended before the embedding was half done: {process.stdout.read()[-2000:]}"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(30) == -signal.SIGKILL
+
+    counts = store.counts(MODEL)
+    assert counts.images == len(expected) and 64 <= counts.embedded < len(expected)
+    store.refresh()
+    vector_docs = store.es.count(index=store.indices.aliases(MODEL)[0])["count"]
+    assert counts.embedded <= vector_docs < len(expected)  # a vector is written before the queue marks it done
+
+    final = run_cli("ingest", "--folder", str(folder), env=env)
+    assert final.returncode == 0, final.stdout + final.stderr
+    counts = store.counts(MODEL)
+    assert (counts.images, counts.embedded, counts.pending, counts.embed_failed) == (len(expected), len(expected), 0, 0)
+    store.refresh()
+    assert store.es.count(index=store.indices.aliases(MODEL)[0])["count"] == len(expected)  # each exactly once
     store.close()

@@ -9,7 +9,7 @@ image, and nothing is downloaded again.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from elasticsearch import helpers
@@ -51,14 +51,15 @@ class ElasticsearchStore:
         return self.client.write(lambda: self.indices.swap(model, force))
 
     def index_status(self, model: str) -> dict:
-        with self.client.errors():
+        def run() -> dict:
             self.indices.ensure_base()
             return self.indices.status(model)
 
+        return self.client.read(run)
+
     def refresh(self) -> None:
         """Make every write visible to searches now (tests and benchmarks; normally within ``es_refresh_interval``)."""
-        with self.client.errors():
-            self.indices.refresh()
+        self.client.read(self.indices.refresh)
 
     # --- metadata ----------------------------------------------------------------------------
 
@@ -132,17 +133,20 @@ class ElasticsearchStore:
         self.client.write(run)
 
     def failures(self) -> list[UrlFailure]:
-        with self.client.errors():
+        def run() -> list[UrlFailure]:
             self.indices.ensure_base()
             self.es.indices.refresh(index=self.indices.failures)
             hits = helpers.scan(self.es, index=self.indices.failures, query={"query": {"match_all": {}}, "sort": ["url"]},
                                 preserve_order=True, size=1000)
             return [UrlFailure.model_validate(h["_source"]) for h in hits]
 
+        return self.client.read(run, patient=True)  # the downloader's question: it may wait
+
     def known_urls(self, urls: Iterable[str]) -> set[str]:
         urls = list(dict.fromkeys(urls))
-        known: set[str] = set()
-        with self.client.errors():
+
+        def run() -> set[str]:
+            known: set[str] = set()
             self.indices.ensure_base()
             self.es.indices.refresh(index=self.indices.images)
             for start in range(0, len(urls), 1000):
@@ -151,16 +155,20 @@ class ElasticsearchStore:
                                       size=MAX_RESULT_WINDOW)["hits"]["hits"]
                 wanted = set(chunk)
                 known.update(u for h in hits for u in h["_source"]["urls"] if u in wanted)
-        return known
+            return known
+
+        return self.client.read(run, patient=True)  # the downloader's question: it may wait
 
     def get(self, image_id: str) -> ImageRecord | None:
-        with self.client.errors():
+        def run() -> ImageRecord | None:
             self.indices.ensure_base()
             found = self.es.options(ignore_status=404).get(index=self.indices.images, id=image_id)
             if "error" in found:  # the index itself is gone
                 self.indices.forget()
                 raise StoreUnavailable(f"index {self.indices.images} is missing at {self.url}")
             return ImageRecord.model_validate(found["_source"]) if found.get("found") else None
+
+        return self.client.read(run)
 
     def _records(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
         docs = self.es.mget(index=self.indices.images, ids=list(ids), source_excludes=["vec", "embed_errors"])["docs"]
@@ -171,7 +179,8 @@ class ElasticsearchStore:
     def pending(self, model: str, limit: int, exclude: Sequence[str] = ()) -> list[ImageRecord]:
         if limit <= 0:
             return []
-        with self.client.errors():
+
+        def run() -> list[ImageRecord]:
             self.indices.ensure_base()
             self.es.indices.refresh(index=self.indices.images)  # the queue must be exact, not near-real-time
             query = {"bool": {"filter": [self.indices.queue_states(model)["pending"]],
@@ -179,6 +188,8 @@ class ElasticsearchStore:
             hits = self.es.search(index=self.indices.images, query=query, size=min(limit, MAX_RESULT_WINDOW),
                                   sort=[{"first_seen": "asc"}, {"id": "asc"}], source_excludes=["vec", "embed_errors"])
             return [ImageRecord.model_validate(h["_source"]) for h in hits["hits"]["hits"]]
+
+        return self.client.read(run, patient=True)  # the embed worker's queue: it waits, like its writes
 
     def set_vectors(self, model: str, ids: Sequence[str], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -190,7 +201,9 @@ class ElasticsearchStore:
         images = self.indices.images
 
         def filter_fields(ids: Iterable[str]) -> dict[str, dict]:
-            docs = self.es.mget(index=images, ids=list(ids), source_includes=list(FILTER_FIELDS))
+            if not (ids := list(ids)):
+                return {}
+            docs = self.es.mget(index=images, ids=ids, source_includes=list(FILTER_FIELDS))
             return {d["_id"]: d["_source"] for d in docs["docs"] if d.get("found")}
 
         def run() -> dict[str, str]:
@@ -204,7 +217,8 @@ class ElasticsearchStore:
             rejected.update({i: why for i, (_, why) in failed.items()})
             written = [i for i in fields if i not in rejected]
             _, failed = self.client.bulk([  # mark them done in the queue (partial update: other fields untouched)
-                {"_op_type": "update", "_index": images, "_id": i, "doc": {"vec": {index: True}}, "retry_on_conflict": 5}
+                {"_op_type": "update", "_index": images, "_id": i, "retry_on_conflict": 5,
+                 "doc": {"vec": {index: True}, "embed_errors": {name_key(model): None}}}  # a vector clears an old error
                 for i in written
             ])
             rejected.update({i: why for i, (_, why) in failed.items()})
@@ -234,12 +248,14 @@ class ElasticsearchStore:
             raise StoreWriteError({i: why for i, (_, why) in failed.items()}, "Elasticsearch")
 
     def get_vector(self, model: str, image_id: str) -> np.ndarray | None:
-        with self.client.errors():
+        def run() -> np.ndarray | None:
             found = self.es.options(ignore_status=404).get(
                 index=self.indices.aliases(model)[0], id=image_id, source_includes=["vector"], source_exclude_vectors=False)
             if found.meta.status != 200 or not found.get("found"):
                 return None  # no such vector, or no index for the model at all
             return queries.decode_vector(found["_source"]["vector"])
+
+        return self.client.read(run)
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -250,20 +266,25 @@ class ElasticsearchStore:
         k = min(k, MAX_RESULT_WINDOW)
         knn = queries.knn(vector, k, num_candidates=self.settings.es_num_candidates,
                           rescore_oversample=self.settings.es_rescore_oversample, filters=filters, min_score=min_score)
-        with self.client.errors():
+        def run() -> tuple[list[dict], dict[str, ImageRecord]]:
             found = self.es.search(index=self.indices.aliases(model)[0], knn=knn, size=k, source=False)["hits"]["hits"]
-            records = self._records([h["_id"] for h in found]) if found else {}
+            return found, self._records([h["_id"] for h in found]) if found else {}
+
+        found, records = self.client.read(run)
         return [Hit(id=h["_id"], score=queries.dot_product(h["_score"]), record=records[h["_id"]])
                 for h in found if h["_id"] in records]
 
     def counts(self, model: str) -> Counts:
-        with self.client.errors():
+        def run() -> tuple[Any, Any]:
             self.indices.ensure_base()
             self.es.indices.refresh(index=f"{self.indices.images},{self.indices.failures}")
             images = self.es.search(index=self.indices.images, size=0, track_total_hits=True,
                                     aggs={"state": {"filters": {"filters": self.indices.queue_states(model)}}})
             failed = self.es.search(index=self.indices.failures, size=0, track_total_hits=True,
                                     aggs={"reasons": {"terms": {"field": "reason", "size": 100}}})
+            return images, failed
+
+        images, failed = self.client.read(run)
         state = {name: bucket["doc_count"] for name, bucket in images["aggregations"]["state"]["buckets"].items()}
         by_reason = {b["key"]: b["doc_count"] for b in failed["aggregations"]["reasons"]["buckets"]}
         return Counts(images=images["hits"]["total"]["value"], embedded=state["embedded"], pending=state["pending"],
