@@ -6,6 +6,7 @@ and an existing file is never overwritten.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -13,6 +14,11 @@ from pathlib import Path
 
 from imagesearch.formats import FORMATS
 from imagesearch.records import is_image_id
+
+
+class ImagesFolderFull(OSError):
+    """No room left where the image files go. Not the image's fault: nothing is recorded for it,
+    and the same URL or file is stored by the next run once there is space."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -34,18 +40,25 @@ class BlobStore:
         path = self.path(image_id, fmt)
         if path.exists():
             return image_id, path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.link(tmp, path)  # fails if another writer got there first: never overwrite
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.link(tmp, path)  # fails if another writer got there first: never overwrite
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)  # also after a failed write: no partial file is left behind
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ImagesFolderFull(exc.errno, f"no space left for image files in {self.root}: free some space "
+                                                  "(or point IMAGESEARCH_DATA_DIR elsewhere) and run the ingest again; "
+                                                  "what was stored so far is kept") from exc
+            raise
         return image_id, path
 
     def get(self, image_id: str, fmt: str) -> bytes:

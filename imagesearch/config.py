@@ -44,7 +44,8 @@ class Settings(BaseSettings):
 
     # --- vector store ------------------------------------------------------------------------
     store: Literal["local", "elasticsearch"] = "local"
-    es_url: str = "http://localhost:9200"
+    es_url: str = Field("http://localhost:9200", description="a node's URL, or several comma-separated (a cluster's nodes: "
+                        "a request to a node that is down goes to the next)")
     es_username: str = ""
     es_password: SecretStr = SecretStr("")
     es_api_key: SecretStr = SecretStr("")
@@ -81,7 +82,7 @@ class Settings(BaseSettings):
     download_max_redirects: int = 5
     download_user_agent: str = "imagesearch/0.1 (+https://github.com/imagesearch/imagesearch)"
     download_honour_noai: bool = Field(True, description="skip images served with X-Robots-Tag: noai / noimageai")
-    download_write_batch: int = Field(64, ge=1, description="records per store write (a kill loses at most this many)")
+    download_write_batch: int = Field(64, ge=1, description="records per store write, for URL lists and folders (a kill loses at most this many)")
 
     @field_validator("download_allowed_networks")
     @classmethod
@@ -109,6 +110,10 @@ class Settings(BaseSettings):
     pretrained: str = Field(DEFAULT_PRETRAINED, description="its pretrained tag or a local checkpoint path")
     urls_file: Path = Field(Path("data/image_urls.txt"), description="URL list `make run` ingests if present")
     images_folder: Path = Field(Path("data/images"), description="folder `make run` ingests if present")
+
+    @property
+    def es_urls(self) -> list[str]:
+        return [url.strip() for url in self.es_url.split(",") if url.strip()]
 
     @property
     def images_dir(self) -> Path:

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         encoder.close()
     except Exception as exc:
         encoder_health = {"ok": False, "error": str(exc)}
-    where = str(settings.data_dir / "store.sqlite3") if settings.store == "local" else settings.es_url
+    where = health.get("path") or health.get("url")  # without credentials
     status = {"model": card.slug, "architecture": card.architecture, "pretrained": card.pretrained,
               "encoder": settings.encoder, "store": settings.store, "store_location": where,
               "store_ok": health.get("ok", False), "counts": counts.model_dump(), "encoder_health": encoder_health}

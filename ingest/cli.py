@@ -81,10 +81,13 @@ def _embed(args, store, settings, lines: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from imagesearch.blobs import ImagesFolderFull
     from imagesearch.encoders import EncoderUnavailable
     from imagesearch.stores import StoreUnavailable, make_store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for chatty in ("elastic_transport", "httpx"):  # a line per request drowns the progress; their warnings stay
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     settings = get_settings()
     if args.stage != "embed" and not (args.urls or args.folder or args.retry_failed):
         print("nothing to ingest: give --urls FILE, --folder DIR or --retry-failed", file=sys.stderr)
@@ -100,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         counts = store.counts(settings.model or _active_slug(settings))
         lines.append(f"store: {counts.images} images, {counts.embedded} embedded, {counts.pending} pending, "
                      f"{counts.failed_urls} failed URLs {counts.failed_by_reason or ''}".rstrip())
-    except (EncoderUnavailable, StoreUnavailable) as exc:  # a message to act on, not a traceback
-        print("\n".join(lines + [f"error: {exc}"]), file=sys.stderr)
+    except (EncoderUnavailable, StoreUnavailable, ImagesFolderFull) as exc:  # a message to act on, not a traceback
+        print("\n".join(lines + [f"error: {exc.strerror if isinstance(exc, OSError) else exc}"]), file=sys.stderr)
         return 1
     finally:
         store.close()

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator
 
-from imagesearch.blobs import BlobStore, sha256_hex
+from imagesearch.blobs import BlobStore, ImagesFolderFull, sha256_hex
 from imagesearch.config import Settings
 from imagesearch.formats import FILE_SUFFIXES
 from imagesearch.preprocess import ImageDecodeError, probe
@@ -39,25 +39,29 @@ def scan_folder(root: Path, store: VectorStore, settings: Settings,
                 progress("stored" if created else "duplicate", 1)
             pending.clear()
 
-    for path in image_files(root):
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            progress(f"failed:unreadable ({exc.strerror})", 1)
-            continue
-        image_id = sha256_hex(data)
-        existing = store.get(image_id)
-        if existing is not None and str(path) in existing.paths:
-            progress("known", 1)
-            continue
-        try:
-            info = probe(data, settings.max_image_pixels)
-        except ImageDecodeError as exc:
-            progress(f"failed:{exc.reason}", 1)
-            continue
-        blobs.put(data, info.format, image_id)
-        pending.append(ImageRecord(id=image_id, paths=[str(path)], sources=["folder"], width=info.width,
-                                   height=info.height, format=info.format, bytes=len(data)))
-        if len(pending) >= batch:
-            flush()
+    try:
+        for path in image_files(root):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                progress(f"failed:unreadable ({exc.strerror})", 1)
+                continue
+            image_id = sha256_hex(data)
+            existing = store.get(image_id)
+            if existing is not None and str(path) in existing.paths:
+                progress("known", 1)
+                continue
+            try:
+                info = probe(data, settings.max_image_pixels)
+            except ImageDecodeError as exc:
+                progress(f"failed:{exc.reason}", 1)
+                continue
+            blobs.put(data, info.format, image_id)
+            pending.append(ImageRecord(id=image_id, paths=[str(path)], sources=["folder"], width=info.width,
+                                       height=info.height, format=info.format, bytes=len(data)))
+            if len(pending) >= settings.download_write_batch:
+                flush()
+    except ImagesFolderFull:
+        flush()  # the files already stored get their records; the rerun goes on from there
+        raise
     flush()

@@ -140,28 +140,105 @@ def test_download_and_embed_run_at_the_same_time_in_two_processes(tmp_path, test
     assert (counts.images, counts.embedded, counts.pending) == (120, 120, 0)
 
 
-def test_kill_minus_9_at_any_point_then_rerun_gives_every_image_exactly_once(tmp_path, test_model_repo):
+def kill_when(process, reached, what: str, timeout: float = 120) -> None:
+    """SIGKILL ``process`` as soon as ``reached()`` says the state is there; the process must still be
+    running then, and must die by the signal (not finish first, which would prove nothing)."""
+    deadline = time.monotonic() + timeout
+    while not reached():
+        assert process.poll() is None, f"the ingest ended before {what}: {process.stdout.read()[-2000:]}"
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout:.0f}s"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(30) == -signal.SIGKILL, f"the ingest was not killed {what}"
+
+
+class LocalState:
+    """What a reader sees in a local store and its images folder while (or after) an ingest runs."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+
+    def read(self) -> tuple[set[str], set[str], set[str]]:
+        """(record ids, vector ids, ids of complete image files)."""
+        path = self.data_dir / "store.sqlite3"
+        files = {p.stem for p in (self.data_dir / "images").rglob("*") if p.is_file() and not p.name.startswith(".tmp-")}
+        if not path.exists():
+            return set(), set(), files
+        db = sqlite3.connect(path, timeout=30)
+        try:
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'vectors'").fetchone():
+                return set(), set(), files
+            records = {r[0] for r in db.execute("SELECT id FROM images")}
+            vectors = {r[0] for r in db.execute("SELECT id FROM vectors WHERE model = 'shapes-tiny'")}
+            return records, vectors, files
+        finally:
+            db.close()
+
+    def check_consistent(self) -> tuple[set[str], set[str], set[str]]:
+        """After a kill: the database is intact, every record has its file, every vector its record."""
+        db = sqlite3.connect(self.data_dir / "store.sqlite3")
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0  # a kill blames no URL
+        db.close()
+        records, vectors, files = self.read()
+        assert records <= files and vectors <= records
+        return records, vectors, files
+
+
+def test_kill_minus_9_while_scanning_and_while_embedding_then_rerun_gives_every_image_exactly_once(tmp_path, test_model_repo):
     folder = tmp_path / "photos"
     items = write_folder(folder, n_per_class=25, seed=41)  # 300 images
     expected = {hashlib.sha256(item.encode()).hexdigest() for item in items}
-    env = cli_env(tmp_path / "var", test_model_repo, IMAGESEARCH_BATCH_SIZE="16")
-    for delay in (0.8, 2.0, 3.5, 5.0):
-        process = start_cli("ingest", "--folder", str(folder), env=env)
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    env = cli_env(tmp_path / "var", test_model_repo, IMAGESEARCH_BATCH_SIZE="16", IMAGESEARCH_DOWNLOAD_WRITE_BATCH="8")
+    state = LocalState(tmp_path / "var")
+
+    # 1. in the folder scan, with image files written whose records are not (the batch is in memory)
+    def between_file_and_record() -> bool:
+        records, _, files = state.read()
+        return len(records) >= 40 and len(files) > len(records)
+
+    kill_when(start_cli("ingest", "--folder", str(folder), env=env), between_file_and_record, "between file and record")
+    records, vectors, files = state.check_consistent()
+    assert vectors == set() and 40 <= len(records) < len(expected)
+
+    # 2. in the embed stage, with batches of vectors being written
+    def mid_embedding() -> bool:
+        return len(state.read()[1]) >= 64
+
+    kill_when(start_cli("ingest", "--folder", str(folder), env=env), mid_embedding, "in the middle of the embedding")
+    records, vectors, files = state.check_consistent()
+    assert records == expected and 64 <= len(vectors) < len(expected)
+    assert len(vectors) % 16 == 0  # a batch of vectors is one transaction: all of it or none
+
     final = run_cli("ingest", "--folder", str(folder), env=env)
     assert final.returncode == 0, final.stderr
+    records, vectors, files = state.check_consistent()
+    assert records == vectors == files == expected  # each exactly once (ids are primary keys)
+    complete = [p for p in (tmp_path / "var" / "images").rglob("*.*") if not p.name.startswith(".tmp-")]
+    assert all(hashlib.sha256(p.read_bytes()).hexdigest() == p.stem for p in complete)
 
-    db = sqlite3.connect(tmp_path / "var" / "store.sqlite3")
-    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    ids = [r[0] for r in db.execute("SELECT id FROM images")]
-    assert sorted(ids) == sorted(expected)  # each exactly once
-    vector_ids = [r[0] for r in db.execute("SELECT id FROM vectors WHERE model = 'shapes-tiny'")]
-    assert sorted(vector_ids) == sorted(expected)
-    files = [p for p in (tmp_path / "var" / "images").rglob("*") if p.is_file() and not p.name.startswith(".tmp-")]
-    assert len(files) == len(expected)
-    assert all(hashlib.sha256(p.read_bytes()).hexdigest() == p.stem for p in files)
+
+def test_kill_minus_9_in_a_url_download_then_rerun_fetches_only_the_rest(tmp_path, test_model_repo):
+    items = shapes.dataset(20, seed=43)  # 240 images
+    expected = {hashlib.sha256(item.encode()).hexdigest() for item in items}
+    assert len(expected) == len(items)
+    with ImageServer() as server:
+        urls = [server.add(f"/{i}.jpg", item.encode()) for i, item in enumerate(items)]
+        (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+        env = cli_env(tmp_path / "var", test_model_repo, IMAGESEARCH_DOWNLOAD_WRITE_BATCH="8",
+                      IMAGESEARCH_DOWNLOAD_CONCURRENCY="4")
+        state = LocalState(tmp_path / "var")
+        kill_when(start_cli("ingest", "download", "--urls", str(tmp_path / "urls.txt"), env=env),
+                  lambda: len(state.read()[0]) >= 40, "in the middle of the download")
+        records, _, files = state.check_consistent()
+        assert 40 <= len(records) < len(expected)
+        rerun = run_cli("ingest", "download", "--urls", str(tmp_path / "urls.txt"), env=env)
+        assert rerun.returncode == 0, rerun.stderr
+        assert f"{len(records)} already known" in rerun.stdout
+        ids = [hashlib.sha256(item.encode()).hexdigest() for item in items]
+        assert all(server.hits[f"/{i}.jpg"] == 1 for i, image_id in enumerate(ids) if image_id in records)  # not fetched again
+    records, _, files = state.check_consistent()
+    assert records == files == expected
 
 
 def test_embed_marks_a_corrupt_stored_file_and_goes_on(tmp_path, test_model_repo):

@@ -136,14 +136,20 @@ class ElasticsearchNode:
             for path in [self.workdir, *self.workdir.rglob("*")]:
                 os.chown(path, self.user.pw_uid, self.user.pw_gid)
         self.process: subprocess.Popen | None = None
+        self.pid_file = self.workdir / "server.pid"  # the server JVM's pid (the process above is its launcher)
 
     def start(self, timeout: float = 240) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the node's process without waiting for it (a cluster's nodes start together)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JAVA_", "ES_"))}
         env.update(
             ES_JAVA_HOME=java_home(), ES_PATH_CONF=str(self.workdir / "config"), ES_TMPDIR=str(self.workdir / "tmp"),
             ES_JAVA_OPTS=f"-Xms{self.heap} -Xmx{self.heap}",
         )
-        cmd = [str(self.home / "bin" / "elasticsearch")]
+        cmd = [str(self.home / "bin" / "elasticsearch"), "-p", str(self.pid_file)]
         for key, value in self.settings.items():
             cmd += ["-E", f"{key}={value}"]
         log = open(self.workdir / "console.log", "ab")
@@ -152,7 +158,6 @@ class ElasticsearchNode:
             user=self.user and self.user.pw_uid, group=self.user and self.user.pw_gid, preexec_fn=_die_with_parent,
         )
         log.close()
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
         def healthy() -> bool:
@@ -173,6 +178,13 @@ class ElasticsearchNode:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL the server itself, as when its machine dies: no clean shutdown, no goodbye to the cluster."""
+        assert self.process is not None and self.process.poll() is None, "the node is not running"
+        os.kill(int(self.pid_file.read_text()), signal.SIGKILL)
+        self.process.wait(60)  # the launcher exits with its server
         self.process = None
 
     def restart(self) -> None:
@@ -221,6 +233,52 @@ class SecuredNode(ElasticsearchNode):
         # Any HTTP answer (401 without credentials) means it is up.
         wait_until(lambda: httpx.get(f"{self.url}/_cluster/health", verify=str(self.ca_cert), timeout=5) is not None,
                    timeout, "Elasticsearch (TLS)", process=self.process, log_tail=self.log_tail, interval=0.5)
+
+
+class Cluster:
+    """``size`` nodes on 127.0.0.1 that find each other (seed hosts) and form one cluster, every node
+    master-eligible: losing one of three keeps a majority."""
+
+    def __init__(self, size: int = 3, heap: str = HEAP):
+        home = ensure_distribution()
+        self.nodes = [ElasticsearchNode(home, heap=heap) for _ in range(size)]
+        names = [f"node-{i}" for i in range(size)]
+        seeds = ",".join(f"127.0.0.1:{node.transport_port}" for node in self.nodes)
+        for name, node in zip(names, self.nodes, strict=True):
+            del node.settings["discovery.type"]
+            node.settings.update({"node.name": name, "cluster.name": f"imagesearch-test-{os.getpid()}",
+                                  "discovery.seed_hosts": seeds, "cluster.initial_master_nodes": ",".join(names)})
+        self.urls = [node.url for node in self.nodes]
+
+    def start(self, timeout: float = 300) -> None:
+        for node in self.nodes:
+            node.launch()
+        for node in self.nodes:
+            node.wait_ready(timeout)
+        for node in self.nodes:  # bootstrapped: a node that restarts must join, not bootstrap again
+            del node.settings["cluster.initial_master_nodes"]
+        self.wait_health("green", len(self.nodes), timeout)
+
+    def wait_health(self, status: str, nodes: int, timeout: float = 300) -> dict:
+        """Wait (asking any running node) until the cluster has ``nodes`` nodes and at least ``status``."""
+        answer: dict = {}
+
+        def reached() -> bool:
+            for node in self.nodes:
+                if node.process is None:
+                    continue
+                r = httpx.get(f"{node.url}/_cluster/health", timeout=10,
+                              params={"wait_for_status": status, "wait_for_nodes": str(nodes), "timeout": "2s"})
+                answer.update(r.json())
+                return r.status_code == 200 and not answer.get("timed_out")
+            return False
+
+        wait_until(reached, timeout, f"the cluster ({status}, {nodes} nodes)", log_tail=lambda: str(answer), interval=1)
+        return answer
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
 
 
 def start_node(settings: dict[str, str] | None = None, heap: str = HEAP) -> ElasticsearchNode:

@@ -36,10 +36,15 @@ def redact(url: str) -> str:
     return urlunsplit(parts)
 
 
+def busy(exc: BaseException) -> bool:
+    """The cluster answered that it cannot serve this now: overloaded (429), or a shard's copy just
+    went away with its node and the request failed before the cluster moved on to another copy."""
+    return isinstance(exc, ApiError) and exc.meta.status in RETRYABLE_STATUS
+
+
 def transient(exc: BaseException) -> bool:
-    """Worth waiting for: the node is unreachable, or answered that it is overloaded."""
-    return isinstance(exc, (ConnectionError, ConnectionTimeout)) or (
-        isinstance(exc, ApiError) and exc.meta.status in RETRYABLE_STATUS)
+    """Worth waiting for: no node is reachable, or the cluster is busy."""
+    return isinstance(exc, (ConnectionError, ConnectionTimeout)) or busy(exc)
 
 
 def reason(error) -> str:
@@ -53,15 +58,18 @@ class EsClient:
 
     def __init__(self, settings: Settings, on_index_missing: Callable[[], None] = lambda: None):
         self.settings = settings
-        self.url = redact(settings.es_url)
+        urls = settings.es_urls
+        self.url = ", ".join(redact(url) for url in urls)
         self.on_index_missing = on_index_missing  # lets the index lifecycle re-create what was deleted
         self.es = Elasticsearch(
-            settings.es_url,
+            urls,
             basic_auth=(settings.es_username, settings.es_password.get_secret_value()) if settings.es_username else None,
             api_key=settings.es_api_key.get_secret_value() or None,
             ca_certs=settings.es_ca_certs or None,  # type: ignore[arg-type]  # None: the system's CAs
             request_timeout=settings.es_timeout_s,
-            max_retries=0,  # retries are ours: writes wait below, reads fail fast
+            # Retries are ours (writes wait below, reads fail fast), except that a request to a node
+            # that cannot be reached goes on to the next one, so a cluster with a node down still answers.
+            max_retries=len(urls) - 1, retry_on_status=(), retry_on_timeout=False,
         )
         self.bulk_es = self.es.options(request_timeout=6 * settings.es_timeout_s)
 
@@ -86,10 +94,21 @@ class EsClient:
             raise StoreUnavailable(f"Elasticsearch at {self.url} answered {exc.meta.status} ({exc.error})") from exc
 
     def write(self, fn: Callable[[], T]) -> T:
-        """Run a write, waiting with backoff while the node is down or overloaded."""
+        """Run a write, waiting with backoff while the node is down or busy (up to ``dependency_wait_s``)."""
+        return self._retrying(fn, transient, self.settings.dependency_wait_s)
+
+    def read(self, fn: Callable[[], T], *, patient: bool = False) -> T:
+        """Run a read. A search fails at once when no node answers (the API says 503 right away),
+        and retries a busy cluster for up to ``es_timeout_s``: a node lost from a cluster costs a
+        moment, not an error. ``patient``: a read of the ingest's work queue, which waits like a write."""
+        if patient:
+            return self.write(fn)
+        return self._retrying(fn, busy, self.settings.es_timeout_s)
+
+    def _retrying(self, fn: Callable[[], T], worth_it: Callable[[BaseException], bool], wait_s: float) -> T:
         retrying = Retrying(
-            retry=retry_if_exception(transient), wait=wait_exponential(multiplier=0.5, max=15),
-            stop=stop_after_delay(self.settings.dependency_wait_s), reraise=True,
+            retry=retry_if_exception(worth_it), wait=wait_exponential(multiplier=0.25, max=15),
+            stop=stop_after_delay(wait_s), reraise=True,
             before_sleep=lambda state: log.warning("Elasticsearch at %s not answering (%s); retrying",
                                                    self.url, type(state.outcome and state.outcome.exception()).__name__),
         )
