@@ -419,3 +419,30 @@ def test_image_not_embedded_yet_is_409(tmp_path, test_model_repo):
         assert http.get(f"/images/{image_id}").content == data
         counts = http.get("/status").json()["counts"]
     assert (counts["images"], counts["embedded"], counts["pending"]) == (1, 0, 1)
+
+
+# --- a running API and a growing store ------------------------------------------------------------
+
+
+def test_a_running_api_sees_what_is_embedded_after_it_started(settings, tmp_path):
+    """Before anything is embedded: 503 saying so (not an empty page that looks like "no match");
+    after an ingest in another process, the same running API finds the new images."""
+    settings = settings.model_copy(update={"text_cache_size": 2})
+    with ApiThread(create_app(settings)) as api:
+        empty = httpx.get(f"{api.url}/search", params={"q": "a red circle"}, timeout=30)
+        assert empty.status_code == 503 and empty.json()["error"] == "store_unavailable"
+        assert "nothing has been embedded" in empty.json()["detail"]
+        assert empty.headers["Retry-After"]
+
+        ingest(settings, "--folder", str(write_folder(tmp_path / "photos", make_shapes(2, seed=71))))
+        found = httpx.get(f"{api.url}/search", params={"q": "a red circle", "k": 2}, timeout=30)
+        assert found.status_code == 200 and len(found.json()["results"]) == 2
+
+        # the text cache keeps the 2 latest texts: a third pushes out the oldest, and /status counts it all
+        for text in ("a blue square", "a green triangle", "a blue square", "a red circle"):
+            assert httpx.get(f"{api.url}/search", params={"q": text}, timeout=30).status_code == 200
+        stats = httpx.get(f"{api.url}/status", timeout=30).json()["text_queries"]
+        # misses: red (503 call), blue, green, red again (evicted by blue and green); hits: red (2nd call), blue
+        assert (stats["cache_size"], stats["cache_hits"], stats["cache_misses"]) == (2, 2, 4)
+        assert stats["texts_encoded"] == 4
+        assert httpx.get(f"{api.url}/status", timeout=30).json()["counts"]["embedded"] == 24

@@ -94,6 +94,17 @@ def test_429_waits_for_retry_after(image_server):
     assert image.data == JPEG and image.attempts == 2
 
 
+def test_retry_after_as_an_http_date(image_server):
+    from email.utils import formatdate
+
+    later = formatdate(time.time() + 2, usegmt=True)  # whole seconds: 1 to 2 s from now
+    url = image_server.add_sequence("/busy-until.jpg", [Reply(503, b"", "text/plain", {"Retry-After": later}), Reply(200, JPEG)])
+    started = time.monotonic()
+    image = fetch(url)
+    assert time.monotonic() - started >= 0.9  # waited until the date, not the ~0.02 s backoff
+    assert image.data == JPEG and image.attempts == 2
+
+
 def test_too_long_retry_after_gives_up_at_once(image_server):
     url = image_server.add("/later.jpg", b"", "text/plain", {"Retry-After": "3600"}, status=429)
     error = fetch_error(url)

@@ -8,6 +8,8 @@ import signal
 import sqlite3
 import time
 
+import numpy as np
+
 from export import shapes
 from imagesearch.stores.local import LocalStore
 from tests.support.cli import cli_env, run_cli, start_cli
@@ -112,6 +114,36 @@ def test_url_ingest_with_captions_duplicates_and_failures(tmp_path, test_model_r
 
         rerun = run_cli("ingest", "--urls", str(url_file), env=env)
         assert "0 downloaded" in rerun.stdout and "0 embedded" in rerun.stdout
+        assert "2 skipped (failed before; use --retry-failed)" in rerun.stdout
+
+        # the missing image appears: `--retry-failed` tries exactly the two failures, and gets it
+        server.add("/nope.jpg", items[2].encode("PNG"), "image/png")
+        retried = run_cli("ingest", "--retry-failed", env=env)
+        assert retried.returncode == 0, retried.stderr
+        assert "retry failed: 1 downloaded" in retried.stdout and "1 failed (not_an_image 1)" in retried.stdout
+        assert "1 embedded" in retried.stdout
+        assert (server.hits["/nope.jpg"], server.hits["/page.jpg"], server.hits["/img/0.jpg"]) == (2, 2, 1)
+        assert [f.url for f in store.failures()] == [server.url("/page.jpg")]
+
+
+def test_folder_ingest_reads_every_supported_format(tmp_path, test_model_repo):
+    item = shapes.dataset(n_per_class=1, seed=23)[0]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    formats = {"png": "PNG", "webp": "WEBP", "gif": "GIF", "bmp": "BMP", "tiff": "TIFF", "jpeg": "JPEG"}
+    for name, pillow in formats.items():
+        (folder / f"picture.{name}").write_bytes(item.encode(pillow, **({"lossless": True} if name == "webp" else {})))
+    env = cli_env(tmp_path / "var", test_model_repo)
+    result = run_cli("ingest", "--folder", str(folder), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "stored 6" in result.stdout and "6 embedded" in result.stdout
+    store = LocalStore(tmp_path / "var" / "store.sqlite3")
+    stored = {store.get(hashlib.sha256(p.read_bytes()).hexdigest()).format for p in folder.iterdir()}
+    assert stored == set(formats)
+    vectors = [store.get_vector("shapes-tiny", hashlib.sha256(p.read_bytes()).hexdigest()) for p in sorted(folder.iterdir())]
+    lossless = [v for p, v in zip(sorted(folder.iterdir()), vectors, strict=True) if p.suffix in (".png", ".webp", ".bmp", ".tiff")]
+    assert all(np.allclose(v, lossless[0], atol=1e-5) for v in lossless)  # the same pixels, whatever the container
+    assert all(float(v @ lossless[0]) > 0.9 for v in vectors)  # GIF's palette and JPEG's loss move it a little
 
 
 def test_download_and_embed_run_at_the_same_time_in_two_processes(tmp_path, test_model_repo):

@@ -18,6 +18,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from api.app import create_app
 from export import shapes
 from imagesearch.config import Settings
+from tests.support.image_server import ImageServer
 from tests.support.search_api import ROOT, ApiThread, free_port, ingest, make_shapes, wait_for, write_folder
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -53,14 +54,21 @@ def stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, test_model_repo):
     root = tmp_path_factory.mktemp("ui")
-    settings = Settings(data_dir=root / "var", model_repository=test_model_repo, model="shapes-tiny")
+    settings = Settings(data_dir=root / "var", model_repository=test_model_repo, model="shapes-tiny",
+                        allow_private_networks=True)
     images = make_shapes(PER_CLASS, seed=3)
     ingest(settings, "--folder", str(write_folder(root / "folder", images)))
-    classes = {hashlib.sha256(s.data).hexdigest(): (s.colour, s.shape) for s in images}
+    # one image from a URL list, with its caption: the page shows both and links to the source
+    from_url = make_shapes(1, seed=4, classes=[("green", "circle")])[0]
+    with ImageServer() as server:
+        url = server.add("/green-circle.jpg", from_url.data)
+        (root / "urls.txt").write_text(f"{url}\tthe green circle from the web\n")
+        ingest(settings, "--urls", str(root / "urls.txt"))
+    classes = {hashlib.sha256(s.data).hexdigest(): (s.colour, s.shape) for s in [*images, from_url]}
     with ApiThread(create_app(settings)) as api:
         ui, ui_url = start_ui(api.url)
         try:
-            yield {"ui": ui_url, "api": api.url, "classes": classes, "images": images}
+            yield {"ui": ui_url, "api": api.url, "classes": classes, "images": images, "from_url": (from_url, url)}
         finally:
             stop(ui)
 
@@ -119,7 +127,7 @@ def test_text_search_shows_k_images_of_the_right_colour_and_shape(stack, page, a
 
     page.goto(stack["ui"])
     expect(page.get_by_text("API healthy")).to_be_visible()
-    expect(page.get_by_test_id("stMetricValue").first).to_have_text(str(PER_CLASS * 12))  # images in the sidebar
+    expect(page.get_by_test_id("stMetricValue").first).to_have_text(str(PER_CLASS * 12 + 1))  # images in the sidebar
     page.get_by_test_id("stSelectbox").click()  # k selector
     page.get_by_role("option", name=str(k), exact=True).click()
     search_text(page, shapes.caption(*chosen))
@@ -142,6 +150,26 @@ def test_upload_an_image_to_search_by_it(stack, page, tmp_path, artifacts_dir):
     assert found[0] == ("red", "triangle")
     expect(page.get_by_text("1.000").first).to_be_visible()
     page.screenshot(path=str(artifacts_dir / "ui-upload-search.png"), full_page=True)
+
+
+def test_a_result_shows_its_caption_a_link_to_its_source_and_the_model(stack, page, tmp_path, artifacts_dir):
+    image, url = stack["from_url"]
+    path = tmp_path / "green.jpg"
+    path.write_bytes(image.data)  # searching by the image itself puts it first
+    page.goto(stack["ui"])
+    expect(page.get_by_test_id("stSidebar").get_by_text("shapes-tiny")).to_be_visible()  # the model, in the sidebar
+    page.locator("input[type=file]").set_input_files(str(path))
+    expect(page.get_by_text("Similar to green.jpg")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"12 results in \d+ ms · model shapes-tiny"))).to_be_visible()
+    shown_classes(page, stack["classes"], 12, first=hashlib.sha256(image.data).hexdigest()[:12])
+    line = page.get_by_test_id("stMarkdownContainer").filter(has_text="the green circle from the web")
+    expect(line).to_have_count(1)
+    expect(line).to_contain_text("1.000")
+    expect(line.get_by_role("link", name="source")).to_have_attribute("href", url)
+    folder_line = page.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile(r"_\d+\.jpg$")).first
+    expect(folder_line).to_be_visible()
+    expect(folder_line.get_by_role("link")).to_have_count(0)  # a folder file: its name, no link
+    page.screenshot(path=str(artifacts_dir / "ui-caption-and-source.png"), full_page=True)
 
 
 def test_more_like_this(stack, page, artifacts_dir):
