@@ -143,22 +143,34 @@ def test_ingest_then_search_with_the_test_model_and_reruns_add_nothing(es_node, 
 # --- recall ------------------------------------------------------------------------------------
 
 
-def test_knn_recall_at_10_against_brute_force(store):
-    n, dim, k = 20_000, 512, 10
+def test_knn_recall_at_10_against_brute_force(es_node, tmp_path):
+    """The default index (int8 HNSW, rescored, num_candidates 1000) against exact search, on random
+    unit vectors (HNSW's hardest case). Deterministic enough to hold a threshold: the vectors go in
+    one batch at a time in a fixed order, stay in the indexing buffer until one refresh (interval
+    -1), and end in one segment (a force merge makes sure), so one graph is searched, built from
+    the same order with Lucene's fixed seed. Several segments would each be searched with 1000
+    candidates, which raises recall (0.97 measured that way at 20k) and varies with timing."""
+    store = ElasticsearchStore(es_settings(es_node, tmp_path, es_refresh_interval="-1"))
+    n, dim, k = 10_000, 512, 10
     data = unit_vectors(n, dim, seed=10)
-    queries = unit_vectors(50, dim, seed=11)
+    queries = unit_vectors(100, dim, seed=11)
     ids = [image_id(i) for i in range(n)]
-    for start in range(0, n, 2000):
-        store.upsert_images([record(i) for i in range(start, min(n, start + 2000))])
+    store.upsert_images([record(i) for i in range(n)])
     for start in range(0, n, 1000):
         store.set_vectors("random-512", ids[start : start + 1000], data[start : start + 1000])
     store.refresh()
+    index = store.indices.alias_target(store.indices.aliases("random-512")[0])
+    store.es.indices.forcemerge(index=index, max_num_segments=1)
+    segments = store.es.cat.segments(index=index, format="json").body
+    assert len(segments) == 1, segments
     row_of = {image_id: i for i, image_id in enumerate(ids)}
     recalls = []
     for query in queries:
         exact = set(np.argpartition(-(data @ query), k)[:k].tolist())
         recalls.append(len({row_of[h.id] for h in store.search("random-512", query, k)} & exact) / k)
-    assert np.mean(recalls) >= 0.95, np.mean(recalls)
+    print(f"recall@10 {np.mean(recalls):.4f} (min {min(recalls)})")  # 0.937 on the development machine
+    assert np.mean(recalls) >= 0.92, np.mean(recalls)
+    store.close()
 
 
 # --- operations --------------------------------------------------------------------------------
