@@ -185,9 +185,17 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
         while (entry := await queue.get()) is not None:
             await fetch_one(entry)
 
+    async def flush_on_time(fetching: list[asyncio.Task]) -> None:
+        """Write what came in at least every second, also while no new result arrives (slow URLs)."""
+        while not all(task.done() for task in fetching):
+            await asyncio.sleep(_FLUSH_EVERY_S / 4)
+            if time.monotonic() - writer.last_flush >= _FLUSH_EVERY_S:
+                writer.flush()
+
     workers = max(1, min(settings.download_concurrency, len(entries)))
     clients = _Clients(options, settings)
     tasks = [asyncio.create_task(produce(workers))] + [asyncio.create_task(work()) for _ in range(workers)]
+    tasks.append(asyncio.create_task(flush_on_time(list(tasks))))
     try:
         await asyncio.gather(*tasks)
     finally:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
 import signal
 import sqlite3
+import subprocess
 import time
 
 import numpy as np
 
 from export import shapes
 from imagesearch.stores.local import LocalStore
-from tests.support.cli import cli_env, run_cli, start_cli
+from tests.support.cli import REPO, cli_env, command, run_cli, start_cli
 from tests.support.image_server import ImageServer, Reply
 
 
@@ -296,3 +299,94 @@ def test_search_errors_are_clear(tmp_path, test_model_repo):
     assert result.returncode == 2 and "exactly one of" in result.stderr
     result = run_cli("ingest", env=env)
     assert result.returncode == 2 and "nothing to ingest" in result.stderr
+
+
+def copy_model(source, repository, slug: str) -> None:
+    """The test model again under another name (same weights): a second model in the repository."""
+    card = json.loads((source / "shapes-tiny.json").read_text())
+    card.update(slug=slug, reference=f"{slug}.reference.npz")
+    card["tokenizer"]["file"] = f"{slug}.tokenizer.json"
+    (repository / f"{slug}.json").write_text(json.dumps(card))
+    for suffix in ("reference.npz", "tokenizer.json"):
+        shutil.copy(source / f"shapes-tiny.{suffix}", repository / f"{slug}.{suffix}")
+    for tower in ("visual", "textual"):
+        shutil.copytree(source / f"shapes-tiny_{tower}", repository / f"{slug}_{tower}")
+        config = repository / f"{slug}_{tower}" / "config.pbtxt"
+        config.write_text(config.read_text().replace(f'"shapes-tiny_{tower}"', f'"{slug}_{tower}"'))
+
+
+def test_switching_the_model_embeds_the_stored_images_again_without_downloading(tmp_path, test_model_repo):
+    repository = tmp_path / "models"
+    shutil.copytree(test_model_repo, repository)
+    copy_model(test_model_repo, repository, "shapes-tiny-b")
+    folder = tmp_path / "photos"
+    write_folder(folder, n_per_class=2, seed=81)  # 24 images
+    first = cli_env(tmp_path / "var", repository)
+    assert run_cli("ingest", "--folder", str(folder), env=first).returncode == 0
+
+    switched = {**first, "IMAGESEARCH_MODEL": "shapes-tiny-b"}
+    before = run_cli("search", "a red circle", env=switched)
+    assert before.returncode == 1 and "nothing has been embedded with it yet" in before.stderr
+    embedded = run_cli("ingest", "embed", env=switched)
+    assert embedded.returncode == 0, embedded.stderr
+    assert "embed: 24 embedded" in embedded.stdout  # every stored image, nothing downloaded or scanned
+    assert "store: 24 images, 24 embedded, 0 pending" in embedded.stdout
+    after = search(switched, "a red circle", k=5)
+    assert len(after) == 5 and colour_shape_of(after[0]) == ("red", "circle")
+    store = LocalStore(tmp_path / "var" / "store.sqlite3")
+    for model in ("shapes-tiny", "shapes-tiny-b"):  # the first model's vectors stay: switching back is free
+        counts = store.counts(model)
+        assert (counts.embedded, counts.pending) == (24, 0), model
+    again = run_cli("ingest", "embed", env=first)
+    assert "embed: 0 embedded" in again.stdout
+
+
+def test_a_download_writes_its_records_within_about_a_second_even_while_other_urls_are_slow(tmp_path, test_model_repo):
+    """Records are written every ``DOWNLOAD_WRITE_BATCH`` images *or* every second: with one fast
+    URL and three that take 20 s, the fast one's record is in the store long before the batch fills,
+    so a kill then loses nothing that was downloaded."""
+    items = shapes.dataset(n_per_class=1, seed=83)[:4]
+    with ImageServer() as server:
+        urls = [server.add("/fast.jpg", items[0].encode())]
+        urls += [server.add_sequence(f"/slow-{i}.jpg", [Reply(200, item.encode(), body_delay_s=20)])
+                 for i, item in enumerate(items[1:])]
+        (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+        env = cli_env(tmp_path / "var", test_model_repo)
+        state = LocalState(tmp_path / "var")
+        process = start_cli("ingest", "download", "--urls", str(tmp_path / "urls.txt"), env=env)
+        started = time.monotonic()
+        kill_when(process, lambda: len(state.read()[0]) == 1, "while the slow URLs were still downloading", timeout=15)
+        waited = time.monotonic() - started
+    records, _, files = state.check_consistent()
+    assert records == {hashlib.sha256(items[0].encode()).hexdigest()} and records <= files
+    assert waited < 15  # the flush came from the clock: the batch of 64 never filled
+
+
+def test_ingest_on_a_terminal_shows_progress_bars(tmp_path, test_model_repo):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    folder = tmp_path / "photos"
+    write_folder(folder, n_per_class=2, seed=85)  # 24 images
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 120 columns, like a real one
+    process = subprocess.Popen(command("ingest", "--folder", str(folder)), env=cli_env(tmp_path / "var", test_model_repo),
+                               cwd=REPO, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process is gone
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert process.wait(60) == 0, output.decode(errors="replace")
+    text = output.decode(errors="replace")
+    assert re.search(r"embed \(shapes-tiny\): 100%\|[^|]*\| 24/24", text), text[-2000:]  # a tqdm bar, complete
+    assert f"scan {folder}" in text and "embed: 24 embedded" in text
