@@ -20,7 +20,7 @@ from imagesearch.config import Settings
 from imagesearch.stores import StoreUnavailable, VectorStore, make_store
 from imagesearch.stores.elasticsearch import ElasticsearchStore
 from tests.support.cli import cli_env, run_cli, start_cli
-from tests.support.es_node import SecuredNode, ensure_distribution, free_port
+from tests.support.es_node import SecuredNode, ensure_distribution, free_port, start_node
 from tests.support.search_api import ApiThread, make_shapes, write_folder
 from tests.support.store_data import image_id, record, unit_vectors
 
@@ -91,16 +91,58 @@ def test_mapping_and_index_settings_are_as_configured(es_node, tmp_path):
 # --- the default index (the contract tests are in tests/test_store_contract.py) -------------------
 
 
-def test_default_index_returns_exact_scores(store):
-    """int8_hnsw ranks on quantized vectors; the rescore gives the float dot product back."""
+def test_default_index_returns_exact_scores_and_without_rescoring_the_quantized_ones(es_node, tmp_path):
+    """int8_hnsw ranks on quantized vectors; the rescore gives the float dot product back.
+    ``IMAGESEARCH_ES_RESCORE_OVERSAMPLE=0`` turns it off: the same index then answers with int8 scores."""
+    store = ElasticsearchStore(es_settings(es_node, tmp_path))
     vectors = unit_vectors(50, 64, seed=7)
     store.upsert_images([record(i) for i in range(50)])
     store.set_vectors(MODEL, [image_id(i) for i in range(50)], vectors)
     store.refresh()
     query = unit_vectors(1, 64, seed=8)[0]
-    hits = store.search(MODEL, query, 5)
     exact = {image_id(i): float(vectors[i] @ query) for i in range(50)}
+    hits = store.search(MODEL, query, 5)
     assert len(hits) == 5 and all(abs(h.score - exact[h.id]) < 1e-5 for h in hits)
+
+    unrescored = ElasticsearchStore(store.settings.model_copy(update={"es_rescore_oversample": 0.0}))
+    errors = [abs(h.score - exact[h.id]) for h in unrescored.search(MODEL, query, 5)]
+    assert len(errors) == 5 and 1e-4 < max(errors) < 0.05, errors  # close to, but not, the float scores
+    store.close()
+    unrescored.close()
+
+
+def test_writes_wait_through_429_answers_and_lose_nothing():
+    """A node whose write pool takes one request at a time (queue 1) answers concurrent bulk
+    requests with 429: the writers back off and try again, and everything arrives."""
+    node = start_node({"thread_pool.write.size": "1", "thread_pool.write.queue_size": "1"})
+    try:
+        store = ElasticsearchStore(Settings(store="elasticsearch", es_url=node.url, es_bulk_chunk=20,
+                                            es_index_prefix=f"t{uuid.uuid4().hex[:10]}", dependency_wait_s=120))
+        store.ensure_model(MODEL, 64)
+        records, vectors = [record(i) for i in range(400)], unit_vectors(400, 64, seed=16)
+        errors: list[BaseException] = []
+
+        def write(part: int) -> None:
+            try:
+                for start in range(part * 100, part * 100 + 100, 20):
+                    store.upsert_images(records[start : start + 20])
+                    store.set_vectors(MODEL, [r.id for r in records[start : start + 20]], vectors[start : start + 20])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(part,)) for part in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        rejected = sum(n["thread_pool"]["write"]["rejected"]
+                       for n in store.es.nodes.stats(metric="thread_pool").body["nodes"].values())
+        assert errors == [] and rejected > 0  # there were 429s, and none of them cost a write
+        counts = store.counts(MODEL)
+        assert (counts.images, counts.embedded, counts.pending) == (400, 400, 0)
+        store.close()
+    finally:
+        node.close()
 
 
 # --- ingest end to end -------------------------------------------------------------------------

@@ -118,6 +118,31 @@ def test_slow_body_past_the_read_timeout(image_server):
     assert image_server.hits["/slow.jpg"] == 2
 
 
+def test_a_host_that_never_accepts_the_connection_hits_the_connect_timeout():
+    """A listening socket whose accept queue is full: the kernel drops further SYNs, so the
+    connection hangs, as with a firewalled host, until the connect timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    queued = []
+    for _ in range(3):  # fill the accept queue
+        client = socket.socket()
+        client.setblocking(False)
+        client.connect_ex(("127.0.0.1", port))
+        queued.append(client)
+    try:
+        started = time.monotonic()
+        error = fetch_error(f"http://127.0.0.1:{port}/photo.jpg",
+                            dataclasses.replace(FAST, connect_timeout_s=0.5, read_timeout_s=30, total_timeout_s=30, retries=1))
+        took = time.monotonic() - started
+    finally:
+        for sock in [server, *queued]:
+            sock.close()
+    assert (error.reason, error.attempts) == ("timeout", 2) and "ConnectTimeout" in error.detail
+    assert 1.0 <= took < 10  # two attempts of 0.5 s, not the 30 s read or total timeout
+
+
 def test_total_timeout_bounds_an_attempt(image_server):
     url = image_server.add_sequence("/slow.jpg", [Reply(200, JPEG, body_delay_s=2.0)])
     error = fetch_error(url, dataclasses.replace(FAST, read_timeout_s=10, total_timeout_s=0.3, retries=0))
