@@ -108,6 +108,7 @@ class Settings(BaseSettings):
     # --- `make run` (imagesearch.run) --------------------------------------------------------
     arch: str = Field(DEFAULT_MODEL, description="open_clip architecture that `make run` exports if missing")
     pretrained: str = Field(DEFAULT_PRETRAINED, description="its pretrained tag or a local checkpoint path")
+    arch_config: Path | None = Field(None, description="open_clip model config (JSON file or folder) of a custom architecture")
     urls_file: Path = Field(Path("data/image_urls.txt"), description="URL list `make run` ingests if present")
     images_folder: Path = Field(Path("data/images"), description="folder `make run` ingests if present")
 

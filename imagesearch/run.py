@@ -85,8 +85,9 @@ def main() -> int:
     env = {**os.environ, "IMAGESEARCH_MODEL": slug, "IMAGESEARCH_API_URL": api_url}
     children: list[subprocess.Popen] = []
     try:
+        custom = ["--model-config", str(settings.arch_config)] if settings.arch_config else []
         rc = _step(_command("export", "--if-missing", "--model", settings.arch, "--pretrained", settings.pretrained,
-                            "--slug", slug, "--repository", str(settings.model_repository)),
+                            "--slug", slug, "--repository", str(settings.model_repository), *custom),
                    env, f"model {slug} in {settings.model_repository}")
         if rc != 0:
             _say("the model export failed (see above). Offline? Point IMAGESEARCH_PRETRAINED at a local "

@@ -12,6 +12,7 @@ import sys
 
 import httpx
 
+from tests.support.cli import clean_env
 from tests.support.search_api import ROOT, free_port, make_shapes, wait_for, write_folder
 
 
@@ -67,3 +68,41 @@ def test_make_run_serves_api_and_ui_until_ctrl_c(tmp_path, test_model_repo, imag
         log.close()
     assert "[make run] stopping" in output, output
     assert "stored 12" in output and "embedded" in output, output
+
+
+def test_make_run_exports_a_missing_model_then_stops_on_sigterm(tmp_path, test_model_repo):
+    """No model in the repository: `make run` exports it first (here the test model's architecture
+    and trained checkpoint, as a user would point it at a local checkpoint), then ingests and serves;
+    SIGTERM (`kill`, a service manager) stops everything like Ctrl-C."""
+    trained = test_model_repo.parent  # the test model's checkpoint and open_clip config live here
+    folder = write_folder(tmp_path / "images", make_shapes(1, seed=6))
+    api_port, ui_port = free_port(), free_port()
+    env = clean_env(
+        IMAGESEARCH_DATA_DIR=str(tmp_path / "var"), IMAGESEARCH_MODEL_REPOSITORY=str(tmp_path / "models"),
+        IMAGESEARCH_ARCH="shapes-tiny", IMAGESEARCH_PRETRAINED=str(trained / "checkpoint.pt"),
+        IMAGESEARCH_ARCH_CONFIG=str(trained / "config"), IMAGESEARCH_URLS_FILE=str(tmp_path / "no-urls.txt"),
+        IMAGESEARCH_IMAGES_FOLDER=str(folder), IMAGESEARCH_API_PORT=str(api_port), IMAGESEARCH_UI_PORT=str(ui_port),
+        IMAGESEARCH_DECODE_WORKERS="1")
+    log = (tmp_path / "run.log").open("w+")
+    process = subprocess.Popen([sys.executable, "-m", "imagesearch.run"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        wait_for(f"http://127.0.0.1:{api_port}/healthz", timeout=300, process=process)
+        cards = list((tmp_path / "models").glob("*.json"))
+        slug = next(c.stem for c in cards if not c.name.endswith(".tokenizer.json"))
+        status = httpx.get(f"http://127.0.0.1:{api_port}/status", timeout=30).json()
+        assert status["model"]["slug"] == slug and status["model"]["architecture"] == "shapes-tiny"
+        assert status["counts"]["embedded"] == 12
+        wait_for(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=120, process=process)
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+        assert not _listening(api_port) and not _listening(ui_port)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.seek(0)
+        output = log.read()
+        log.close()
+    assert f"model {slug} in {tmp_path / 'models'}" in output and "[make run] stopping" in output, output
