@@ -4,6 +4,7 @@
   (/healthz, /status, /metrics);
 - ``errors``: every error as JSON ``{"error": code, "detail": message}`` (4xx, or 503 with
   Retry-After while a dependency cannot answer), never a traceback;
+- ``auth``: optional API keys (read and admin);
 - ``metrics``: Prometheus histograms; ``backends``: the encoder and store, built on first use;
 - ``schemas``: the request bodies; ``context``: what the handlers share.
 """
@@ -14,10 +15,11 @@ import dataclasses
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 
 from api import errors
+from api.auth import KeyRing, require_read
 from api.backends import Backends
 from api.context import ApiContext
 from api.metrics import Metrics
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
                     "by an image URL, or by an indexed image (more like this).",
     )
     app.state.context = context
+    app.state.keys = KeyRing(settings)
     errors.install(app)
 
     @app.middleware("http")
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         return await call_next(request)
 
     metrics.install(app)  # outermost: refused requests are measured too
-    for routes in (search, images, operations):
-        app.include_router(routes.router)
+    for routes in (search, images):
+        app.include_router(routes.router, dependencies=[Depends(require_read)])
+    app.include_router(operations.router)  # /status asks for a key itself; /healthz and /metrics stay open
     return app

@@ -39,7 +39,7 @@ class ErrorBody(BaseModel):
 
 
 # The error answers each route documents in the OpenAPI schema.
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 404, 409, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 422, 503)}
 
 
 def error(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     api_url: str = "http://localhost:8000"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # API keys (none set: the API is open). Each setting holds comma-separated keys.
+    api_keys: SecretStr = Field(SecretStr(""), description="keys that may search and read (comma-separated)")
+    admin_api_keys: SecretStr = Field(SecretStr(""), description="keys that may also change the index (comma-separated)")
+    api_keys_file: Path | None = Field(None, description="more keys, hashed: lines '<read|admin> <sha256 hex of the key>'")
+    api_key: SecretStr = Field(SecretStr(""), description="the key the web UI sends to the API")
     ui_host: str = "127.0.0.1"
     ui_port: int = 8501
     max_k: int = Field(100, ge=1, description="largest k a search may ask for")

@@ -105,11 +105,13 @@ def test_env_file_is_neither_committed_nor_sent_to_docker():
     for ignore_file in (".gitignore", ".dockerignore"):
         lines = {line.strip() for line in (c.REPO_ROOT / ignore_file).read_text().splitlines()}
         assert {".env", "/.env"} & lines, f".env is not in {ignore_file}"
-    # Secrets come from .env: every password in the raw compose file is a ${VARIABLE}.
+    # Secrets come from .env: every password and key in the raw compose file is a ${VARIABLE} (or a
+    # comma-separated list of them), required or empty by default, never a value written here.
+    variable = r"\$\{\w+(:\?[^}]*|:-)?\}"
     for service in c.load_yaml(c.COMPOSE_FILE)["services"].values():
         for key, value in c.environment(service).items():
             if "PASSWORD" in key or "API_KEY" in key:
-                assert re.fullmatch(r"\$\{\w+(:\?[^}]*)?\}", value), f"{key} is not taken from .env"
+                assert re.fullmatch(rf"{variable}(,{variable})*", value), f"{key} is not taken from .env"
 
 
 # -- commands, settings, ports ----------------------------------------------------------------------

@@ -4,7 +4,6 @@ UI talking to the real API (test model, shape images ingested by `imagesearch in
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from api.app import create_app
 from export import shapes
 from imagesearch.config import Settings
+from tests.support.cli import clean_env
 from tests.support.image_server import ImageServer
 from tests.support.search_api import ROOT, ApiThread, free_port, ingest, make_shapes, wait_for, write_folder
 
@@ -25,14 +25,16 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PER_CLASS = 4  # = the k the text search test picks: k images of one class exist
+UI_KEY = "ui-key-4c2e"
 TIMEOUT_MS = 60_000  # a loaded 2-core CI box can take a while to rerun the script
 
 
-def start_ui(api_url: str) -> tuple[subprocess.Popen, str]:
+def start_ui(api_url: str, api_key: str = "") -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "imagesearch.cli", "ui", "--host", "127.0.0.1", "--port", str(port), "--api-url", api_url],
-        cwd=ROOT, env={**os.environ, "IMAGESEARCH_API_URL": api_url}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cwd=ROOT, env=clean_env(IMAGESEARCH_API_URL=api_url, IMAGESEARCH_API_KEY=api_key),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/_stcore/health", timeout=120, process=process)
@@ -55,7 +57,7 @@ def stop(process: subprocess.Popen) -> None:
 def stack(tmp_path_factory, test_model_repo):
     root = tmp_path_factory.mktemp("ui")
     settings = Settings(data_dir=root / "var", model_repository=test_model_repo, model="shapes-tiny",
-                        allow_private_networks=True)
+                        allow_private_networks=True, api_keys=UI_KEY)  # the API asks for keys; the UI sends its own
     images = make_shapes(PER_CLASS, seed=3)
     ingest(settings, "--folder", str(write_folder(root / "folder", images)))
     # one image from a URL list, with its caption: the page shows both and links to the source
@@ -66,7 +68,7 @@ def stack(tmp_path_factory, test_model_repo):
         ingest(settings, "--urls", str(root / "urls.txt"))
     classes = {hashlib.sha256(s.data).hexdigest(): (s.colour, s.shape) for s in [*images, from_url]}
     with ApiThread(create_app(settings)) as api:
-        ui, ui_url = start_ui(api.url)
+        ui, ui_url = start_ui(api.url, UI_KEY)
         try:
             yield {"ui": ui_url, "api": api.url, "classes": classes, "images": images, "from_url": (from_url, url)}
         finally:
@@ -119,7 +121,8 @@ def test_text_search_shows_k_images_of_the_right_colour_and_shape(stack, page, a
     # its accuracy is tested in test_api.py): the page must show exactly those 4 images.
     k, chosen = 4, None
     for colour, shape in shapes.CLASSES:
-        results = httpx.get(f"{stack['api']}/search", params={"q": shapes.caption(colour, shape), "k": k}).json()["results"]
+        results = httpx.get(f"{stack['api']}/search", params={"q": shapes.caption(colour, shape), "k": k},
+                            headers={"X-API-Key": UI_KEY}).json()["results"]
         if all(stack["classes"][r["id"]] == (colour, shape) for r in results):
             chosen, expected = (colour, shape), [r["id"][:12] for r in results]
             break

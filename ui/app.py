@@ -25,7 +25,9 @@ class ApiDown(Exception):
 
 @st.cache_resource
 def client() -> httpx.Client:
-    return httpx.Client(base_url=API_URL, timeout=httpx.Timeout(30.0, connect=3.0))
+    key = Settings().api_key.get_secret_value()  # IMAGESEARCH_API_KEY, when the API asks for keys
+    return httpx.Client(base_url=API_URL, timeout=httpx.Timeout(30.0, connect=3.0),
+                        headers={"Authorization": f"Bearer {key}"} if key else None)
 
 
 def call(method: str, path: str, **kwargs) -> httpx.Response:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.auth import require_read
 from api.context import Context
 from api.errors import ErrorBody
 
@@ -33,7 +34,8 @@ def healthz(context: Context) -> JSONResponse:
     return JSONResponse(health, status_code=200 if health["ok"] else 503)
 
 
-@router.get("/status", responses={503: {"model": ErrorBody}})
+@router.get("/status", responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+            dependencies=[Depends(require_read)])
 def status(context: Context) -> dict:
     """Counts, the model, the backends, limits and versions."""
     settings = context.settings

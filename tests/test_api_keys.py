@@ -1,0 +1,82 @@
+"""API keys against the running API: every route with no key, a wrong key, a read key and an admin
+key (as a bearer token and as X-API-Key, plain and from a file of hashes); probes stay open; no key
+is ever echoed or logged."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+
+import httpx
+import pytest
+
+from api.app import create_app
+from tests.support.search_api import ApiThread, ingest, make_shapes, write_folder
+
+READ, ADMIN, FILED = "read-key-5f1c", "admin-key-93ab", "filed-key-77d0"
+
+
+@pytest.fixture(scope="module")
+def keyed_api(tmp_path_factory, test_model_repo):
+    from imagesearch.config import Settings
+
+    root = tmp_path_factory.mktemp("keys")
+    (root / "keys.txt").write_text(f"# hashed keys\nread {hashlib.sha256(FILED.encode()).hexdigest()}\n")
+    settings = Settings(data_dir=root / "var", model_repository=test_model_repo, model="shapes-tiny",
+                        api_keys=f"{READ}, another-read-key", admin_api_keys=ADMIN, api_keys_file=root / "keys.txt")
+    images = make_shapes(1, seed=91)
+    ingest(settings, "--folder", str(write_folder(root / "photos", images)))
+    with ApiThread(create_app(settings)) as api:
+        yield api.url, hashlib.sha256(images[0].data).hexdigest(), images[0].data
+
+
+def requests(image_id: str, data: bytes) -> dict[str, tuple[str, str, dict]]:
+    return {
+        "GET /search": ("GET", "/search", {"params": {"q": "a red circle"}}),
+        "POST /search": ("POST", "/search", {"json": {"text": "a red circle"}}),
+        "POST /search/image": ("POST", "/search/image", {"files": {"file": ("x.jpg", io.BytesIO(data), "image/jpeg")}}),
+        "GET /images/{id}": ("GET", f"/images/{image_id}", {}),
+        "GET /status": ("GET", "/status", {}),
+    }
+
+
+@pytest.mark.parametrize("route", ["GET /search", "POST /search", "POST /search/image", "GET /images/{id}", "GET /status"])
+def test_every_route_needs_a_valid_key(keyed_api, route, caplog):
+    url, image_id, data = keyed_api
+    method, path, kwargs = requests(image_id, data)[route]
+    caplog.set_level(logging.DEBUG)
+
+    def send(**headers: str) -> httpx.Response:
+        if "files" in kwargs:  # a fresh upload stream per request
+            kwargs["files"] = {"file": ("x.jpg", io.BytesIO(data), "image/jpeg")}
+        return httpx.request(method, url + path, headers=headers, timeout=30, **kwargs)
+
+    none = send()
+    assert none.status_code == 401 and none.json()["error"] == "unauthorized"
+    assert none.headers["WWW-Authenticate"] == "Bearer" and "X-API-Key" in none.json()["detail"]
+    wrong = send(Authorization="Bearer not-a-key")
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "the API key is not valid"
+    assert send(**{"X-API-Key": READ[:-1]}).status_code == 401  # a prefix of a key is no key
+    for headers in ({"Authorization": f"Bearer {READ}"}, {"X-API-Key": READ}, {"X-API-Key": "another-read-key"},
+                    {"Authorization": f"Bearer {FILED}"}, {"Authorization": f"Bearer {ADMIN}"}, {"X-API-Key": ADMIN}):
+        answer = send(**headers)
+        assert answer.status_code == 200, (headers, answer.text)
+    texts = caplog.text + none.text + wrong.text
+    assert not any(key in texts for key in (READ, ADMIN, FILED, "not-a-key"))
+
+
+def test_probes_and_the_schema_stay_open_and_the_schema_declares_the_keys(keyed_api):
+    url, _, _ = keyed_api
+    assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+    assert httpx.get(f"{url}/metrics", timeout=30).status_code == 200
+    schema = httpx.get(f"{url}/openapi.json", timeout=30).json()
+    assert {"HTTPBearer", "APIKeyHeader"} <= set(schema["components"]["securitySchemes"])
+    assert "401" in schema["paths"]["/search"]["get"]["responses"]
+    assert schema["paths"]["/search"]["get"]["security"] and "security" not in schema["paths"]["/healthz"]["get"]
+
+
+def test_a_bad_key_file_stops_the_start_with_its_line(tmp_path, settings):
+    (tmp_path / "keys.txt").write_text("read 1234\n")
+    with pytest.raises(ValueError, match=r"keys.txt:1: expected '<read\|admin> <sha256 hex of the key>'"):
+        create_app(settings.model_copy(update={"api_keys_file": tmp_path / "keys.txt"}))
