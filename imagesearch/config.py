@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     download_max_redirects: int = 5
     download_user_agent: str = "imagesearch/0.1 (+https://github.com/imagesearch/imagesearch)"
     download_honour_noai: bool = Field(True, description="skip images served with X-Robots-Tag: noai / noimageai")
+    download_obey_robots: bool = Field(True, description="obey each host's robots.txt (Disallow, Crawl-delay); "
+                                       "turn off only for sources you own")
     download_write_batch: int = Field(64, ge=1, description="records per store write, for URL lists and folders (a kill loses at most this many)")
 
     @field_validator("download_allowed_networks")

@@ -34,7 +34,7 @@ class FetchError(Exception):
     """Why a URL gave no image. ``reason`` is one of ``FAILURE_REASONS``."""
 
     def __init__(self, reason: str, detail: str = "", *, retryable: bool = False,
-                 retry_after: float | None = None, attempts: int = 1):
+                 retry_after: float | None = None, attempts: int = 1, status: int | None = None):
         assert reason in FAILURE_REASONS, reason
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
@@ -42,6 +42,7 @@ class FetchError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.attempts = attempts
+        self.status = status  # the HTTP status, for http_status
 
 
 def _default(setting: str):
@@ -185,9 +186,9 @@ def _status_error(response: httpx.Response, options: FetchOptions) -> FetchError
     if code == 429 or code >= 500:
         wait = _retry_after(response.headers.get("retry-after"))
         if wait is not None and wait > options.max_retry_after_s:
-            return FetchError("http_status", f"{detail}, Retry-After {wait:.0f}s is too long")
-        return FetchError("http_status", detail, retryable=True, retry_after=wait)
-    return FetchError("http_status", detail)
+            return FetchError("http_status", f"{detail}, Retry-After {wait:.0f}s is too long", status=code)
+        return FetchError("http_status", detail, retryable=True, retry_after=wait, status=code)
+    return FetchError("http_status", detail, status=code)
 
 
 async def _read_body(response: httpx.Response, options: FetchOptions) -> bytes:
@@ -246,8 +247,8 @@ def _backoff(options: FetchOptions):
     return wait
 
 
-async def fetch_image(client: httpx.AsyncClient, url: str, options: FetchOptions) -> FetchedImage:
-    """GET ``url`` and return its bytes if they decode as an image; raise FetchError otherwise."""
+async def fetch_bytes(client: httpx.AsyncClient, url: str, options: FetchOptions) -> tuple[bytes, str, int]:
+    """GET ``url`` through the guard, limits, timeouts and retries -> (body, final URL, attempts)."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
@@ -267,6 +268,12 @@ async def fetch_image(client: httpx.AsyncClient, url: str, options: FetchOptions
     except FetchError as exc:
         exc.attempts = attempts
         raise
+    return data, final_url, attempts
+
+
+async def fetch_image(client: httpx.AsyncClient, url: str, options: FetchOptions) -> FetchedImage:
+    """GET ``url`` and return its bytes if they decode as an image; raise FetchError otherwise."""
+    data, final_url, attempts = await fetch_bytes(client, url, options)
     try:
         if len(data) > _THREAD_DECODE_BYTES:
             info = await asyncio.to_thread(probe, data, options.max_pixels)

@@ -19,7 +19,7 @@ FAILURE_REASONS = (
     "too_large",
     "not_an_image",
     "blocked",  # SSRF guard, bad scheme
-    "robots",  # X-Robots-Tag: noai / noimageai
+    "robots",  # robots.txt disallows it (or cannot be read), or X-Robots-Tag: noai / noimageai
     "too_many_redirects",
     "invalid_url",
 )

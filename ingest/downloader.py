@@ -1,5 +1,6 @@
-"""Download a URL list into the store: polite (bounded concurrency in total and per host, see
-imagesearch/fetch.py for retries, limits and the SSRF guard), incremental and crash-safe.
+"""Download a URL list into the store: polite (bounded concurrency in total and per host, each
+host's robots.txt obeyed, see imagesearch/robots.py; imagesearch/fetch.py for retries, limits and
+the SSRF guard), incremental and crash-safe.
 
 Incremental: URLs that already have an image, or that failed in an earlier run, are skipped
 (``retry_failed`` retries exactly the failures). Crash-safe: the bytes are written first
@@ -22,6 +23,7 @@ from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings
 from imagesearch.fetch import FetchError, FetchOptions, fetch_image, make_client
 from imagesearch.records import ImageRecord, UrlFailure
+from imagesearch.robots import RobotsRules
 from imagesearch.stores import VectorStore
 from ingest.urls import UrlEntry
 
@@ -167,7 +169,14 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
             await queue.put(None)  # one stop sign per worker
 
     async def fetch_one(entry: UrlEntry) -> None:
+        if robots is not None:
+            verdict = await robots.check(entry.url)
+            if not verdict.allowed:
+                writer.add(UrlFailure(url=entry.url, reason="robots", detail=verdict.detail, caption=entry.caption))
+                return
         async with per_host[urlsplit(entry.url).hostname or ""]:
+            if robots is not None:
+                await robots.pace(entry.url)
             try:
                 image = await fetch_image(clients.for_url(entry.url), entry.url, options)
             except FetchError as exc:
@@ -194,6 +203,7 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
 
     workers = max(1, min(settings.download_concurrency, len(entries)))
     clients = _Clients(options, settings)
+    robots = RobotsRules(clients.for_url, options) if settings.download_obey_robots else None
     tasks = [asyncio.create_task(produce(workers))] + [asyncio.create_task(work()) for _ in range(workers)]
     tasks.append(asyncio.create_task(flush_on_time(list(tasks))))
     try:

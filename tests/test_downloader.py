@@ -188,3 +188,65 @@ def test_guard_on_blocks_the_local_server(image_server, store, dl_settings):
     assert summary.failed == {"blocked": 3} and summary.downloaded == 0
     assert image_server.hits["/red.jpg"] == 0
     assert {f.reason for f in store.failures()} == {"blocked"}
+
+
+# --- robots.txt ----------------------------------------------------------------------------------
+
+ROBOTS = """\
+User-agent: imagesearch
+Disallow: /private/
+Allow: /private/ok.jpg
+Crawl-delay: 1
+
+User-agent: *
+Disallow: /
+"""
+
+
+def robots_urls(image_server) -> dict[str, str]:
+    return {name: image_server.add(f"/{name}", shape_jpeg(colour, "circle"))
+            for name, colour in (("a.jpg", "red"), ("b.jpg", "blue"), ("private/x.jpg", "green"), ("private/ok.jpg", "yellow"))}
+
+
+def test_robots_txt_rules_for_our_agent_and_its_crawl_delay_are_obeyed(image_server, store, dl_settings):
+    image_server.add("/robots.txt", ROBOTS.encode(), "text/plain")
+    urls = robots_urls(image_server)
+    summary = run(list(urls.values()), store, dl_settings)
+    assert summary.downloaded == 3 and summary.failed == {"robots": 1}
+    (failure,) = store.failures()
+    assert failure.url == urls["private/x.jpg"] and "disallows it for imagesearch" in failure.detail
+    assert image_server.hits["/robots.txt"] == 1 and image_server.hits["/private/x.jpg"] == 0  # asked once, never fetched
+    starts = sorted(t for t, path in image_server.started if path != "/robots.txt")
+    assert len(starts) == 3 and all(b - a >= 0.95 for a, b in zip(starts, starts[1:], strict=False))  # Crawl-delay: 1
+
+
+def test_no_robots_txt_allows_everything_and_the_setting_turns_it_off(image_server, store, dl_settings):
+    urls = robots_urls(image_server)  # no /robots.txt: 404
+    assert run(list(urls.values())[:2], store, dl_settings).downloaded == 2
+    assert image_server.hits["/robots.txt"] == 1
+    image_server.add("/robots.txt", ROBOTS.encode(), "text/plain")
+    off = dl_settings.model_copy(update={"download_obey_robots": False})  # a source the operator owns
+    assert run([urls["private/x.jpg"]], store, off).downloaded == 1
+    assert image_server.hits["/robots.txt"] == 1  # not even asked
+
+
+def test_an_erroring_robots_txt_disallows_the_host_until_retried(image_server, store, dl_settings):
+    image_server.add("/robots.txt", b"overloaded", "text/plain", status=503)
+    urls = robots_urls(image_server)
+    summary = run(list(urls.values()), store, dl_settings)
+    assert summary.failed == {"robots": 4} and summary.downloaded == 0
+    assert all("unreachable" in f.detail and "RFC 9309" in f.detail for f in store.failures())
+    assert sum(image_server.hits[f"/{name}"] for name in urls) == 0  # not one image asked for
+    assert image_server.hits["/robots.txt"] == 2  # one retry, once for the whole run
+
+    image_server.add("/robots.txt", ROBOTS.encode(), "text/plain")  # the site is back
+    retried = asyncio.run(retry_failed(store, dl_settings))
+    assert retried.downloaded == 3 and retried.failed == {"robots": 1}
+
+
+def test_a_robots_txt_that_hangs_counts_as_unreachable_within_the_timeouts(image_server, store, dl_settings):
+    image_server.add_sequence("/robots.txt", [Reply(200, ROBOTS.encode(), "text/plain", body_delay_s=30, body_delay_after=5)])
+    urls = robots_urls(image_server)
+    summary = run(list(urls.values()), store, dl_settings)
+    assert summary.failed == {"robots": 4} and summary.seconds < 10  # two attempts of a 0.5 s read timeout
+    assert all("timeout" in f.detail for f in store.failures())

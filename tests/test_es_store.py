@@ -461,6 +461,7 @@ def test_es_down_during_a_download_holds_up_no_fetch_and_loses_nothing(es_node, 
     assert not thread.is_alive()
     summary = result["summary"]
     assert (summary.downloaded, summary.duplicates, dict(summary.failed)) == (len(items), 0, {})
+    assert server.hits.pop("/robots.txt") == 1  # asked once for the run (none there: all allowed)
     assert sorted(server.hits.values()) == [1] * len(items)  # no URL fetched twice
     store.refresh()
     counts = store.counts(MODEL)

@@ -7,6 +7,7 @@
         fetch(server.url("/red.jpg"))
 
 Each path answers with its replies in turn; the last one repeats. ``hits[path]`` counts requests,
+``started`` times them,
 ``user_agents`` records who asked, ``max_in_flight`` the most concurrent requests. Unknown paths
 answer 404.
 """
@@ -90,6 +91,7 @@ class ImageServer:
         self._routes: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
         self.hits: Counter[str] = Counter()
+        self.started: list[tuple[float, str]] = []  # (time.monotonic(), path) of every request
         self.user_agents: list[str] = []
         self.in_flight = self.max_in_flight = 0  # concurrent requests, now and at most
         self._server = _Server((host, port), _Handler)
@@ -125,6 +127,7 @@ class ImageServer:
         with self._lock:
             n = self.hits[path]
             self.hits[path] += 1
+            self.started.append((time.monotonic(), path))
             self.user_agents.append(user_agent)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
