@@ -61,5 +61,15 @@ class BlobStore:
             raise
         return image_id, path
 
+    def delete(self, image_id: str) -> int:
+        """Delete the image's file, whatever its extension; returns how many files went (0 or 1)."""
+        if not is_image_id(image_id):
+            raise ValueError(f"not an image id (64 hex characters): {image_id[:80]!r}")
+        deleted = 0
+        for path in (self.root / image_id[:2]).glob(f"{image_id}.*"):
+            path.unlink(missing_ok=True)
+            deleted += 1
+        return deleted
+
     def get(self, image_id: str, fmt: str) -> bytes:
         return self.path(image_id, fmt).read_bytes()

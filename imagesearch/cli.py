@@ -13,6 +13,7 @@ COMMANDS = {
     "ingest": ("ingest.cli", "download/scan images and embed them"),
     "search": ("imagesearch.search_cli", "search the index by text or by image"),
     "status": ("imagesearch.status_cli", "counts, model and store"),
+    "remove": ("imagesearch.remove_cli", "take images out of the index (records, vectors, files)"),
     "index": ("imagesearch.index_cli", "Elasticsearch vector index lifecycle: status, rebuild, swap"),
     "serve": ("api.cli", "run the search API"),
     "ui": ("ui.cli", "run the web UI"),

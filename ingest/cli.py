@@ -21,6 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--urls", type=Path, help="URL list: one URL per line, optional TAB caption, # comments")
     parser.add_argument("--folder", type=Path, action="append", default=[], help="folder of images (recursive); repeatable")
     parser.add_argument("--retry-failed", action="store_true", help="retry only the URLs that failed before")
+    parser.add_argument("--retry-removed", action="store_true", help="also store again what `imagesearch remove` took out")
     parser.add_argument("--follow", action="store_true", help="embed: keep waiting for new records (for a concurrent download)")
     parser.add_argument("--idle-exit", type=float, default=None, metavar="S", help="with --follow: exit after S idle seconds")
 
@@ -40,7 +41,7 @@ def _download(args, store, settings, lines: list[str]) -> bool:
         for bad in malformed:
             print(f"warning: {args.urls}:{bad.line}: skipped: {bad.reason}", file=sys.stderr)
         progress = Progress("download", total=len(entries))
-        summary = asyncio.run(download(entries, store, settings, progress=progress))
+        summary = asyncio.run(download(entries, store, settings, progress=progress, skip_removed=not args.retry_removed))
         progress.close()
         lines.append(f"download: {summary.describe()}" + (f", {len(malformed)} malformed lines" if malformed else ""))
     if args.retry_failed:
@@ -51,7 +52,7 @@ def _download(args, store, settings, lines: list[str]) -> bool:
     for folder in args.folder:
         progress = Progress(f"scan {folder}")
         try:
-            scan_folder(folder, store, settings, progress=progress)
+            scan_folder(folder, store, settings, progress=progress, skip_removed=not args.retry_removed)
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             ok = False

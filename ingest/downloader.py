@@ -39,6 +39,7 @@ class DownloadSummary:
     duplicates: int = 0  # bytes already stored under another URL: one record, one more URL
     already_known: int = 0  # URLs with an image from an earlier run
     skipped_failed: int = 0  # URLs that failed in an earlier run (see retry_failed)
+    skipped_removed: int = 0  # URLs of removed images (see skip_removed)
     failed: Counter = field(default_factory=Counter)  # reason -> URLs
     seconds: float = 0.0
 
@@ -55,6 +56,8 @@ class DownloadSummary:
         parts = [f"{self.downloaded} downloaded", f"{self.duplicates} duplicates", f"{self.already_known} already known"]
         if self.skipped_failed:
             parts.append(f"{self.skipped_failed} skipped (failed before; use --retry-failed)")
+        if self.skipped_removed:
+            parts.append(f"{self.skipped_removed} skipped (removed; use --retry-removed)")
         parts.append(f"{sum(self.failed.values())} failed" + (f" ({failed})" if failed else ""))
         return ", ".join(parts) + f" in {self.seconds:.1f}s ({self.rate:.1f} URLs/s)"
 
@@ -140,7 +143,7 @@ class _BatchWriter:
 
 async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings: Settings,
                    progress: Progress | None = None, *, blobs: BlobStore | None = None,
-                   skip_failed: bool = True) -> DownloadSummary:
+                   skip_failed: bool = True, skip_removed: bool = True) -> DownloadSummary:
     """Fetch every entry not already in the store; returns what happened, by outcome."""
     entries = [e if isinstance(e, UrlEntry) else UrlEntry(e) for e in urls]
     options = FetchOptions.from_settings(settings)
@@ -157,13 +160,16 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
         for start in range(0, len(entries), _CHUNK):
             chunk = entries[start : start + _CHUNK]
             known = await asyncio.to_thread(store.known_urls, [e.url for e in chunk])
-            skipped = [e for e in chunk if e.url in failed_before and e.url not in known]
+            removed = await asyncio.to_thread(store.removed_urls, [e.url for e in chunk]) if skip_removed else set()
+            skipped = [e for e in chunk if e.url in failed_before and e.url not in known | removed]
+            gone = [e for e in chunk if e.url in removed and e.url not in known]
             summary.already_known += len(known)
             summary.skipped_failed += len(skipped)
+            summary.skipped_removed += len(gone)
             writer.notify("known", len(known))
-            writer.notify("skipped", len(skipped))
+            writer.notify("skipped", len(skipped) + len(gone))
             for entry in chunk:
-                if entry.url not in known and entry.url not in failed_before:
+                if entry.url not in known and entry.url not in failed_before and entry.url not in removed:
                     await queue.put(entry)
         for _ in range(workers):
             await queue.put(None)  # one stop sign per worker

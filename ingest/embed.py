@@ -96,7 +96,10 @@ class EmbedWorker:
             except StoreWriteError as exc:  # the others were written; these are kept out of the queue
                 rejected = {i: "store_rejected" for i in exc.failures}
                 log.error("%s", exc)
-                self.store.set_embed_errors(self.model, rejected)
+                try:
+                    self.store.set_embed_errors(self.model, rejected)
+                except StoreWriteError:
+                    pass  # no record any more (removed meanwhile): nothing to keep out of the queue
             unwritten.difference_update(ids)
             summary.embedded += len(ids) - len(rejected)
             self.progress("embedded", len(ids) - len(rejected))

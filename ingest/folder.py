@@ -23,7 +23,7 @@ def image_files(root: Path) -> Iterator[Path]:
 
 
 def scan_folder(root: Path, store: VectorStore, settings: Settings,
-                progress: Callable[[str, int], None] | None = None, batch: int = 64) -> None:
+                progress: Callable[[str, int], None] | None = None, skip_removed: bool = True) -> None:
     """Store every new image under ``root``. A file whose bytes are already stored under the same path
     costs one read and a hash: re-running on the same folder does no other work."""
     progress = progress or (lambda event, n: None)
@@ -47,6 +47,9 @@ def scan_folder(root: Path, store: VectorStore, settings: Settings,
                 progress(f"failed:unreadable ({exc.strerror})", 1)
                 continue
             image_id = sha256_hex(data)
+            if skip_removed and store.removed_ids([image_id]):
+                progress("removed", 1)  # taken out on purpose: `--retry-removed` brings it back
+                continue
             existing = store.get(image_id)
             if existing is not None and str(path) in existing.paths:
                 progress("known", 1)

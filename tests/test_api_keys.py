@@ -80,3 +80,22 @@ def test_a_bad_key_file_stops_the_start_with_its_line(tmp_path, settings):
     (tmp_path / "keys.txt").write_text("read 1234\n")
     with pytest.raises(ValueError, match=r"keys.txt:1: expected '<read\|admin> <sha256 hex of the key>'"):
         create_app(settings.model_copy(update={"api_keys_file": tmp_path / "keys.txt"}))
+
+
+def test_removing_an_image_needs_an_admin_key_and_takes_it_out_of_every_answer(keyed_api):
+    url, kept, _ = keyed_api  # ``kept`` is the image the other tests read
+    found = httpx.get(f"{url}/search", params={"q": "a red circle", "k": 12}, headers={"X-API-Key": READ}, timeout=30)
+    victim = next(r["id"] for r in found.json()["results"] if r["id"] != kept)
+    assert httpx.delete(f"{url}/images/{victim}", timeout=30).status_code == 401
+    forbidden = httpx.delete(f"{url}/images/{victim}", headers={"X-API-Key": READ}, timeout=30)
+    assert forbidden.status_code == 403 and forbidden.json()["error"] == "forbidden"
+    assert httpx.delete(f"{url}/images/{'x' * 64}", headers={"X-API-Key": ADMIN}, timeout=30).json()["error"] == "invalid_id"
+
+    done = httpx.delete(f"{url}/images/{victim}", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+    assert done.status_code == 200 and done.json() == {"removed": victim, "records": 1, "files": 1}
+    again = httpx.get(f"{url}/search", params={"q": "a red circle", "k": 12}, headers={"X-API-Key": READ}, timeout=30)
+    assert victim not in {r["id"] for r in again.json()["results"]} and len(again.json()["results"]) == 11
+    assert httpx.get(f"{url}/images/{victim}", headers={"X-API-Key": READ}, timeout=30).status_code == 404
+    more = httpx.post(f"{url}/search", json={"image_id": victim}, headers={"X-API-Key": READ}, timeout=30)
+    assert more.status_code == 404
+    assert httpx.delete(f"{url}/images/{victim}", headers={"X-API-Key": ADMIN}, timeout=30).status_code == 404

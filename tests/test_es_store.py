@@ -498,3 +498,26 @@ def test_kill_minus_9_in_the_middle_of_embedding_then_rerun_gives_every_image_ex
     store.refresh()
     assert store.es.count(index=store.indices.aliases(MODEL)[0])["count"] == len(expected)  # each exactly once
     store.close()
+
+
+def test_remove_from_elasticsearch_by_folder_and_a_rescan_leaves_it_out(es_node, tmp_path, settings, test_model_repo):
+    images = make_shapes(1, seed=93)
+    folder = write_folder(tmp_path / "photos", images[:6])
+    other = write_folder(tmp_path / "more", images[6:])
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    env = cli_env(tmp_path / "var", test_model_repo, IMAGESEARCH_STORE="elasticsearch", IMAGESEARCH_ES_URL=es_node.url,
+                  IMAGESEARCH_ES_INDEX_PREFIX=prefix, IMAGESEARCH_DECODE_WORKERS="1")
+    assert run_cli("ingest", "--folder", str(folder), "--folder", str(other), env=env).returncode == 0
+    removed = run_cli("remove", "--source", f"folder:{folder}", env=env)
+    assert removed.returncode == 0 and "removed 6 images (6 files)" in removed.stdout, removed.stdout + removed.stderr
+    store = ElasticsearchStore(settings.model_copy(update={"store": "elasticsearch", "es_url": es_node.url, "es_index_prefix": prefix}))
+    counts = store.counts(MODEL)
+    assert (counts.images, counts.embedded, counts.pending) == (6, 6, 0)
+    store.refresh()
+    assert store.es.count(index=store.indices.aliases(MODEL)[0])["count"] == 6  # the vectors went too
+    gone = {hashlib.sha256(i.data).hexdigest() for i in images[:6]}
+    hits = store.search(MODEL, store.get_vector(MODEL, hashlib.sha256(images[6].data).hexdigest()), 12)
+    assert len(hits) == 6 and gone.isdisjoint(h.id for h in hits)
+    rescan = run_cli("ingest", "--folder", str(folder), env=env)
+    assert "removed 6" in rescan.stdout and store.counts(MODEL).images == 6
+    store.close()

@@ -390,3 +390,49 @@ def test_ingest_on_a_terminal_shows_progress_bars(tmp_path, test_model_repo):
     text = output.decode(errors="replace")
     assert re.search(r"embed \(shapes-tiny\): 100%\|[^|]*\| 24/24", text), text[-2000:]  # a tqdm bar, complete
     assert f"scan {folder}" in text and "embed: 24 embedded" in text
+
+
+def test_remove_by_url_folder_and_id_then_ingest_leaves_them_out_until_asked(tmp_path, test_model_repo):
+    folder = tmp_path / "photos"
+    items = write_folder(folder, n_per_class=1, seed=87)  # 12 images, in <colour>/ folders
+    web = shapes.dataset(n_per_class=1, seed=89)[:3]
+    with ImageServer() as server:
+        urls = [server.add(f"/{i}.jpg", item.encode()) for i, item in enumerate(web)]
+        (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+        env = cli_env(tmp_path / "var", test_model_repo)
+        ingest = ["ingest", "--urls", str(tmp_path / "urls.txt"), "--folder", str(folder)]
+        assert run_cli(*ingest, env=env).returncode == 0
+        store = LocalStore(tmp_path / "var" / "store.sqlite3")
+        assert store.counts("shapes-tiny").embedded == 15
+
+        def ids(of) -> set[str]:
+            return {hashlib.sha256(item.encode()).hexdigest() for item in of}
+
+        red = ids(i for i in items if i.colour == "red")
+        blue_circle = next(iter(ids(i for i in items if (i.colour, i.shape) == ("blue", "circle"))))
+        for args, expected in ((["--url", urls[0]], "removed 1 images (1 files)"),
+                               (["--source", f"folder:{folder / 'red'}"], f"removed {len(red)} images ({len(red)} files)"),
+                               (["--id", blue_circle], "removed 1 images (1 files)")):
+            done = run_cli("remove", *args, env=env)
+            assert done.returncode == 0 and expected in done.stdout, done.stdout + done.stderr
+        gone = ids(web[:1]) | red | {blue_circle}
+        files = {p.stem for p in (tmp_path / "var" / "images").rglob("*.*")}
+        assert files.isdisjoint(gone) and len(files) == 15 - len(gone)
+        found = {r["id"] for r in search(env, "a red circle", k=15)}
+        assert len(found) == 15 - len(gone) and found.isdisjoint(gone)
+
+        again = run_cli(*ingest, env=env)  # the same sources: what was removed stays out
+        assert "1 skipped (removed; use --retry-removed)" in again.stdout and f"removed {len(gone) - 1}" in again.stdout
+        assert store.counts("shapes-tiny").images == 15 - len(gone) and server.hits["/0.jpg"] == 1
+
+        # a removal killed after its store step (the records are gone, a file is not): run it again
+        store.remove_images([hashlib.sha256(web[1].encode()).hexdigest()])
+        rerun = run_cli("remove", "--url", urls[1], env=env)
+        assert rerun.returncode == 0 and "removed 0 images (1 files)" in rerun.stdout, rerun.stdout + rerun.stderr
+
+        back = run_cli(*ingest, "--retry-removed", env=env)
+        assert back.returncode == 0, back.stderr
+        counts = store.counts("shapes-tiny")
+        assert (counts.images, counts.embedded, counts.pending) == (15, 15, 0)
+        assert run_cli("remove", "--source", "disk:/x", env=env).returncode == 2
+        assert "not an image id" in run_cli("remove", "--id", "nope", env=env).stderr

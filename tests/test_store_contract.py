@@ -289,3 +289,45 @@ def test_a_store_that_cannot_be_reached_says_where_for_reads_and_writes(kind, re
     if kind == "elasticsearch":
         health = make_store(settings).health()
         assert health["ok"] is False and where in health["url"]
+
+
+# --- removal -------------------------------------------------------------------------------------
+
+
+def test_removed_images_leave_every_answer_and_are_remembered_until_stored_again(store):
+    records = [record(i, urls=[f"https://example.com/{i}.jpg"]) for i in range(6)]
+    records[4] = records[4].model_copy(update={"paths": ["/photos/trip/4.jpg"], "sources": ["url", "folder"]})
+    records[5] = records[5].model_copy(update={"paths": ["/photos/trip-2/5.jpg"]})  # not under /photos/trip/
+    vectors = unit_vectors(6, DIM, seed=17)
+    filled(store, records, vectors)
+    store.set_vectors("second-model", [r.id for r in records], unit_vectors(6, DIM, seed=18))
+    assert store.find_ids(url="https://example.com/1.jpg") == [image_id(1)]
+    assert store.find_ids(folder="/photos/trip") == [image_id(4)]
+
+    removed = store.remove_images([image_id(1), image_id(4), "f" * 64])
+    assert sorted(r.id for r in removed) == sorted([image_id(1), image_id(4)])
+    assert store.remove_images([image_id(1)]) == []  # idempotent
+    store.refresh()
+    assert store.get(image_id(1)) is None and store.get(image_id(4)) is None
+    assert store.get_vector(MODEL, image_id(1)) is None and store.get_vector("second-model", image_id(4)) is None
+    for model in (MODEL, "second-model"):
+        counts = store.counts(model)
+        assert (counts.images, counts.embedded, counts.pending) == (4, 4, 0), model
+    for i in (1, 4):  # its own vector as the query: it would be first if it were there
+        hits = store.search(MODEL, vectors[i], 10)
+        assert image_id(i) not in {h.id for h in hits} and len(hits) == 4
+    assert store.known_urls(["https://example.com/1.jpg"]) == set()
+    assert store.removed_urls(["https://example.com/1.jpg", "https://example.com/2.jpg"]) == {"https://example.com/1.jpg"}
+    assert store.removed_ids([image_id(4), image_id(5)]) == {image_id(4)}
+    # still found by URL and folder, so an interrupted removal can be run again
+    assert store.find_ids(url="https://example.com/1.jpg") == [image_id(1)]
+    assert store.find_ids(folder="/photos/trip/") == [image_id(4)]
+
+    # stored again on purpose (`--retry-removed`): no longer removed, and pending for every model
+    assert store.upsert_images([records[1]]) == [True]
+    store.refresh()
+    assert store.removed_urls(["https://example.com/1.jpg"]) == set() and store.removed_ids([image_id(1)]) == set()
+    assert [r.id for r in store.pending(MODEL, 10)] == [image_id(1)]
+    store.set_vectors(MODEL, [image_id(1)], vectors[1:2])
+    store.refresh()
+    assert store.search(MODEL, vectors[1], 1)[0].id == image_id(1)

@@ -1,14 +1,17 @@
-"""``/images/{id}``: the stored bytes, cacheable forever (ids are content hashes)."""
+"""``/images/{id}``: the stored bytes, cacheable forever (ids are content hashes); ``DELETE`` removes
+the image (an admin key, when keys are configured)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
+from api.auth import require_admin
 from api.context import Context
-from api.errors import ERRORS, ApiError
+from api.errors import ERRORS, ApiError, ErrorBody
 from imagesearch.formats import FORMATS, content_type
 from imagesearch.records import is_image_id
+from imagesearch.removal import remove
 
 IMMUTABLE = "public, max-age=31536000, immutable"  # content-addressed: the bytes behind an id never change
 
@@ -19,8 +22,7 @@ router = APIRouter(tags=["images"])
             response_class=Response)
 def image(image_id: str, request: Request, context: Context) -> Response:
     """The stored bytes of an indexed image."""
-    if not is_image_id(image_id):  # checked before any path is built from it
-        raise ApiError(400, "invalid_id", "an image id is 64 lower-case hex characters (the sha256 of the bytes)")
+    check_id(image_id)
     record = context.backends.service().store.get(image_id)
     path = context.blobs.path(image_id, record.format) if record else None
     if record is None or path is None or not path.is_file():
@@ -30,3 +32,20 @@ def image(image_id: str, request: Request, context: Context) -> Response:
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     return FileResponse(path, media_type=content_type(record.format), headers=headers)
+
+
+def check_id(image_id: str) -> None:
+    if not is_image_id(image_id):  # checked before any path is built from it
+        raise ApiError(400, "invalid_id", "an image id is 64 lower-case hex characters (the sha256 of the bytes)")
+
+
+@router.delete("/images/{image_id}", responses={**ERRORS, 403: {"model": ErrorBody}}, dependencies=[Depends(require_admin)])
+def delete_image(image_id: str, context: Context) -> dict:
+    """Remove an image: its record, its vectors for every model, its file; its URLs are not
+    downloaded again by the next ingest (unless `--retry-removed`). 404 if there is no such image."""
+    check_id(image_id)
+    store = context.backends.service().store
+    done = remove(store, context.blobs, [image_id])
+    if not done.records and not done.files:
+        raise ApiError(404, "not_found", f"no image with id {image_id}")
+    return {"removed": image_id, "records": done.records, "files": done.files}

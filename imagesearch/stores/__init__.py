@@ -71,6 +71,22 @@ class VectorStore(Protocol):
 
     def get_vector(self, model: str, image_id: str) -> np.ndarray | None: ...
 
+    # --- removal -------------------------------------------------------------------------------
+    def remove_images(self, ids: Sequence[str]) -> list[ImageRecord]:
+        """Remove the records, their vectors for every model, their embed errors and URLs; returns
+        the records removed (the caller deletes the files). The record and its URLs are remembered
+        (``removed_urls``, ``removed_ids``) until the same image is stored again. Idempotent, and a
+        rerun after a kill in the middle finishes the job."""
+
+    def removed_urls(self, urls: Iterable[str]) -> set[str]:
+        """Which of ``urls`` belong to removed images (the downloader skips them unless asked)."""
+
+    def removed_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` were removed (the folder scan skips them unless asked)."""
+
+    def find_ids(self, *, url: str | None = None, folder: str | None = None) -> list[str]:
+        """Ids of the stored or removed images with this URL, or with a file under this folder."""
+
     # --- queries -------------------------------------------------------------------------------
     def search(
         self, model: str, vector: np.ndarray, k: int,

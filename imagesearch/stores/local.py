@@ -36,7 +36,13 @@ CREATE TABLE IF NOT EXISTS vectors (
     UNIQUE (model, id));
 CREATE TABLE IF NOT EXISTS embed_errors (model TEXT NOT NULL, id TEXT NOT NULL, reason TEXT NOT NULL,
     PRIMARY KEY (model, id));
+-- Removed images (the record as it was) and their URLs: not downloaded or scanned in again unless asked.
+CREATE TABLE IF NOT EXISTS removed (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS removed_urls (url TEXT PRIMARY KEY, image_id TEXT NOT NULL);
 """
+# A removed image's vector rows are replaced by empty ones (a newer seq), so every reader's matrix
+# sees the removal in the same ordered stream as the additions.
+HAS_VECTOR = "length(vector) > 0"
 
 
 class _Matrix:
@@ -47,26 +53,39 @@ class _Matrix:
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
         self.data = np.zeros((0, dim), np.float32)
+        self.alive = np.zeros(0, bool)  # False: removed since
         self.last_seq = 0
 
     def add(self, rows: list[tuple[int, str, bytes]]) -> None:
-        new_ids = [i for _, i, _ in rows if i not in self.index]
+        new_ids = [i for _, i, blob in rows if i not in self.index and blob]
         need = len(self.ids) + len(set(new_ids))
         if need > len(self.data):  # grow geometrically
-            grown = np.zeros((max(need, 2 * len(self.data), 1024), self.dim), np.float32)
+            size = max(need, 2 * len(self.data), 1024)
+            grown = np.zeros((size, self.dim), np.float32)
             grown[: len(self.ids)] = self.data[: len(self.ids)]
-            self.data = grown
+            alive = np.zeros(size, bool)
+            alive[: len(self.ids)] = self.alive[: len(self.ids)]
+            self.data, self.alive = grown, alive
         for seq, image_id, blob in rows:
+            self.last_seq = max(self.last_seq, seq)
             row = self.index.get(image_id)
+            if not blob:  # removed
+                if row is not None:
+                    self.alive[row] = False
+                continue
             if row is None:
                 row = self.index[image_id] = len(self.ids)
                 self.ids.append(image_id)
             self.data[row] = np.frombuffer(blob, np.float32)
-            self.last_seq = max(self.last_seq, seq)
+            self.alive[row] = True
 
     @property
     def vectors(self) -> np.ndarray:
         return self.data[: len(self.ids)]
+
+    @property
+    def live(self) -> np.ndarray:
+        return self.alive[: len(self.ids)]
 
 
 READ_WAIT_S = 5.0  # a read waits this long for a lock (only an exclusive one blocks readers in WAL mode)
@@ -152,6 +171,8 @@ class LocalStore:
                 )
                 db.executemany("INSERT OR REPLACE INTO urls (url, image_id) VALUES (?, ?)", [(u, record.id) for u in record.urls])
                 db.executemany("DELETE FROM failures WHERE url = ?", [(u,) for u in record.urls])
+                db.execute("DELETE FROM removed WHERE id = ?", (record.id,))  # stored again on purpose
+                db.executemany("DELETE FROM removed_urls WHERE url = ?", [(u,) for u in record.urls])
         return created
 
     @_answers
@@ -205,7 +226,7 @@ class LocalStore:
         marks = ",".join("?" * len(exclude))
         rows = self._db().execute(
             "SELECT record FROM images i WHERE"
-            " NOT EXISTS (SELECT 1 FROM vectors v WHERE v.model = ? AND v.id = i.id)"
+            f" NOT EXISTS (SELECT 1 FROM vectors v WHERE v.model = ? AND v.id = i.id AND {HAS_VECTOR})"
             " AND NOT EXISTS (SELECT 1 FROM embed_errors e WHERE e.model = ? AND e.id = i.id)"
             + (f" AND i.id NOT IN ({marks})" if exclude else "")
             + " ORDER BY i.rowid LIMIT ?",
@@ -254,7 +275,58 @@ class LocalStore:
     @_answers
     def get_vector(self, model: str, image_id: str) -> np.ndarray | None:
         row = self._db().execute("SELECT vector FROM vectors WHERE model = ? AND id = ?", (model, image_id)).fetchone()
-        return np.frombuffer(row[0], np.float32).copy() if row else None
+        return np.frombuffer(row[0], np.float32).copy() if row and row[0] else None
+
+    # --- removal -----------------------------------------------------------------------------
+
+    @_answers
+    def remove_images(self, ids: Sequence[str]) -> list[ImageRecord]:
+        removed = []
+        with self._tx() as db:
+            for image_id in dict.fromkeys(ids):
+                row = db.execute("SELECT record FROM images WHERE id = ?", (image_id,)).fetchone()
+                if row is None:
+                    continue
+                record = ImageRecord.model_validate_json(row[0])
+                db.execute("INSERT OR REPLACE INTO removed (id, record) VALUES (?, ?)", (image_id, row[0]))
+                db.executemany("INSERT OR REPLACE INTO removed_urls (url, image_id) VALUES (?, ?)",
+                               [(u, image_id) for u in record.urls])
+                models = [m for (m,) in db.execute("SELECT model FROM vectors WHERE id = ?", (image_id,))]
+                db.executemany("INSERT OR REPLACE INTO vectors (model, id, vector) VALUES (?, ?, x'')",
+                               [(m, image_id) for m in models])
+                for table in ("images", "embed_errors"):
+                    db.execute(f"DELETE FROM {table} WHERE id = ?", (image_id,))
+                db.execute("DELETE FROM urls WHERE image_id = ?", (image_id,))
+                removed.append(record)
+        return removed
+
+    @_answers
+    def removed_urls(self, urls: Iterable[str]) -> set[str]:
+        return self._in("removed_urls", "url", list(urls))
+
+    @_answers
+    def removed_ids(self, ids: Iterable[str]) -> set[str]:
+        return self._in("removed", "id", list(ids))
+
+    def _in(self, table: str, column: str, values: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
+            found.update(r[0] for r in self._db().execute(
+                f"SELECT {column} FROM {table} WHERE {column} IN ({','.join('?' * len(chunk))})", chunk))
+        return found
+
+    @_answers
+    def find_ids(self, *, url: str | None = None, folder: str | None = None) -> list[str]:
+        db = self._db()
+        if url is not None:
+            return [r[0] for r in db.execute("SELECT image_id FROM urls WHERE url = ? UNION "
+                                             "SELECT image_id FROM removed_urls WHERE url = ?", (url, url))]
+        prefix = str(folder).rstrip("/") + "/"
+        query = ("SELECT id FROM {table} WHERE EXISTS (SELECT 1 FROM json_each(json_extract(record, '$.paths')) "
+                 "WHERE substr(value, 1, ?) = ?)")
+        return [r[0] for table in ("images", "removed")
+                for r in db.execute(query.format(table=table), (len(prefix), prefix))]
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -310,6 +382,7 @@ class LocalStore:
             # One product at a time: it already uses every core (BLAS), and concurrent ones only
             # fight over memory bandwidth. Also keeps the matrix from growing underneath it.
             scores = matrix.vectors @ np.asarray(vector, np.float32)
+            scores[~matrix.live] = -np.inf
         if filters is not None:
             scores = np.where(self._filter_mask(matrix, filters), scores, -np.inf)
         k = min(k, len(scores), MAX_K)
@@ -324,7 +397,7 @@ class LocalStore:
     def counts(self, model: str) -> Counts:
         db = self._db()
         images = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-        embedded = db.execute("SELECT COUNT(*) FROM vectors WHERE model = ?", (model,)).fetchone()[0]
+        embedded = db.execute(f"SELECT COUNT(*) FROM vectors WHERE model = ? AND {HAS_VECTOR}", (model,)).fetchone()[0]
         errors = db.execute("SELECT COUNT(*) FROM embed_errors WHERE model = ?", (model,)).fetchone()[0]
         by_reason = dict(db.execute("SELECT reason, COUNT(*) FROM failures GROUP BY reason").fetchall())
         return Counts(images=images, embedded=embedded, pending=max(0, images - embedded - errors),

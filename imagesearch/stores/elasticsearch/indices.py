@@ -1,6 +1,6 @@
 """Index and alias lifecycle: the base indices, each model's vector index, rebuild and swap.
 
-Names (``p`` = ``IMAGESEARCH_ES_INDEX_PREFIX``): ``p-images``, ``p-failures``, and per model
+Names (``p`` = ``IMAGESEARCH_ES_INDEX_PREFIX``): ``p-images``, ``p-failures``, ``p-removed``, and per model
 ``p-vectors-<model>-v<N>`` reached through two aliases: ``p-vectors-<model>`` (searches) and
 ``p-vectors-<model>-write`` (the embed worker). Both point at one index, except during a rebuild:
 the write alias then points at a new index that the embed worker fills from the stored images while
@@ -33,6 +33,7 @@ class Indices:
         prefix = name_key(self.settings.es_index_prefix)
         self.images = f"{prefix}-images"
         self.failures = f"{prefix}-failures"
+        self.removed = f"{prefix}-removed"
         self.vectors_prefix = f"{prefix}-vectors-"
         self._base_ready = False  # the images and failures indices exist
         client.on_index_missing = self.forget
@@ -48,7 +49,8 @@ class Indices:
         if self._base_ready:
             return
         es = self.client.es
-        for index, body in ((self.images, mappings.IMAGES), (self.failures, mappings.FAILURES)):
+        for index, body in ((self.images, mappings.IMAGES), (self.failures, mappings.FAILURES),
+                            (self.removed, mappings.REMOVED)):
             if not es.indices.exists(index=index):
                 try:
                     es.indices.create(index=index, settings=self._settings(), mappings=body)
@@ -151,5 +153,5 @@ class Indices:
                 "rebuilding": search_index != write_index, "pending": self.pending_count(model) if write_index else None}
 
     def refresh(self) -> None:
-        self.client.es.indices.refresh(index=f"{self.images},{self.failures},{self.vectors_prefix}*",
+        self.client.es.indices.refresh(index=f"{self.images},{self.failures},{self.removed},{self.vectors_prefix}*",
                                        ignore_unavailable=True, allow_no_indices=True)

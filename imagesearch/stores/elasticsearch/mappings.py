@@ -30,6 +30,14 @@ FAILURES = {
     },
 }
 
+# p-removed: one document per removed image (the record as it was): its URLs and paths are not
+# downloaded or scanned in again unless asked.
+REMOVED = {
+    "dynamic": False,
+    "properties": {"id": KEYWORD, "urls": {"type": "keyword", "ignore_above": LONG_KEYWORD},
+                   "paths": {"type": "keyword", "ignore_above": LONG_KEYWORD}},
+}
+
 # The metadata copied into each vector document, so filters run inside the kNN as a pre-filter.
 FILTER_FIELDS = ("format", "sources", "width", "height")
 

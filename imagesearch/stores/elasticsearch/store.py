@@ -84,6 +84,8 @@ class ElasticsearchStore:
             self.indices.ensure_base()
             created = self.client.occ_write(self.indices.images, batch, build) if batch else set()
             self._drop_failures({u for r in batch.values() for u in r.urls})
+            self.client.bulk([{"_op_type": "delete", "_index": self.indices.removed, "_id": i} for i in batch],
+                             ignore_status=(404,))  # stored again on purpose: no longer removed
             if grown:
                 self._copy_sources(grown)
             return created
@@ -254,6 +256,66 @@ class ElasticsearchStore:
             if found.meta.status != 200 or not found.get("found"):
                 return None  # no such vector, or no index for the model at all
             return queries.decode_vector(found["_source"]["vector"])
+
+        return self.client.read(run)
+
+    # --- removal -----------------------------------------------------------------------------
+
+    def remove_images(self, ids: Sequence[str]) -> list[ImageRecord]:
+        """In an order a kill cannot spoil: the tombstone first (a rerun finds the id by URL or
+        path), then the record (out of the queue: nothing re-embeds it; searches drop hits without
+        a record), then its vectors in every vector index."""
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return []
+
+        def run() -> list[ImageRecord]:
+            self.indices.ensure_base()
+            records = self._records(ids)
+            self.client.bulk([{"_op_type": "index", "_index": self.indices.removed, "_id": i,
+                               "_source": {"id": i, "urls": r.urls, "paths": r.paths}} for i, r in records.items()])
+            self.client.bulk([{"_op_type": "delete", "_index": self.indices.images, "_id": i} for i in records],
+                             ignore_status=(404,))
+            vector_indices = list(self.es.indices.get_alias(index=f"{self.indices.vectors_prefix}*", allow_no_indices=True).body)
+            self.client.bulk([{"_op_type": "delete", "_index": index, "_id": i} for index in vector_indices for i in ids],
+                             ignore_status=(404,))  # also those of an earlier, interrupted removal
+            self.indices.refresh()
+            return list(records.values())
+
+        return self.client.write(run)
+
+    def removed_urls(self, urls: Iterable[str]) -> set[str]:
+        return self._removed_values("urls", list(dict.fromkeys(urls)))
+
+    def removed_ids(self, ids: Iterable[str]) -> set[str]:
+        return self._removed_values("id", list(dict.fromkeys(ids)))
+
+    def _removed_values(self, field: str, values: list[str]) -> set[str]:
+        def run() -> set[str]:
+            self.indices.ensure_base()
+            self.es.indices.refresh(index=self.indices.removed)
+            found: set[str] = set()
+            for start in range(0, len(values), 1000):
+                chunk = values[start : start + 1000]
+                hits = self.es.search(index=self.indices.removed, query={"terms": {field: chunk}},
+                                      source_includes=[field], size=MAX_RESULT_WINDOW)["hits"]["hits"]
+                wanted = set(chunk)
+                for hit in hits:
+                    value = hit["_source"][field]
+                    found.update(v for v in (value if isinstance(value, list) else [value]) if v in wanted)
+            return found
+
+        return self.client.read(run, patient=True)
+
+    def find_ids(self, *, url: str | None = None, folder: str | None = None) -> list[str]:
+        query = {"term": {"urls": url}} if url is not None else {"prefix": {"paths": str(folder).rstrip("/") + "/"}}
+
+        def run() -> list[str]:
+            self.indices.ensure_base()
+            self.es.indices.refresh(index=f"{self.indices.images},{self.indices.removed}")
+            hits = helpers.scan(self.es, index=f"{self.indices.images},{self.indices.removed}", query={"query": query},
+                                source=False, size=1000)
+            return list(dict.fromkeys(h["_id"] for h in hits))
 
         return self.client.read(run)
 
