@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from imagesearch.formats import FORMATS
 from imagesearch.records import SearchFilters
+from imagesearch.search import Mode
 
 MAX_DIMENSION = 1_000_000  # pixel-size filters beyond this can match nothing anyway
 
@@ -43,10 +44,14 @@ class SearchRequest(BaseModel):
     k: int = Field(10, description="how many results (1..max_k, default max 100)")
     filters: Filters | None = None
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop results below this cosine")
+    mode: Mode = Field("vector", description="with text: vector (by meaning), text (by the words of captions and "
+                                             "file names) or hybrid (both, fused by reciprocal rank)")
 
     @model_validator(mode="after")
     def _one_query(self) -> "SearchRequest":
         given = [name for name in ("text", "image_id", "image_url") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of text, image_id, image_url (got {', '.join(given) or 'none'})")
+        if self.mode != "vector" and self.text is None:
+            raise ValueError(f"mode {self.mode} needs text: an image is searched by its vector only")
         return self

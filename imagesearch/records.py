@@ -53,6 +53,14 @@ class ImageRecord(BaseModel):
         """The address a user would recognize: the first URL, else the folder path."""
         return self.urls[0] if self.urls else (self.paths[0] if self.paths else None)
 
+    @property
+    def keyword_text(self) -> str:
+        """What keyword search matches: the captions, and the words of the file names in the URLs
+        and folder paths (``Eiffel_Tower-1889.jpg`` -> ``Eiffel Tower 1889 jpg``)."""
+        names = [url.split("?")[0].split("#")[0].rstrip("/").rsplit("/", 1)[-1] for url in self.urls]
+        names += [path.rsplit("/", 1)[-1] for path in self.paths]
+        return " ".join([*self.captions, *(re.sub(r"[\W_]+", " ", name) for name in names)]).strip()
+
     def merge(self, other: "ImageRecord") -> "ImageRecord":
         """This record plus what ``other`` (same id) adds: new URLs, captions, sources, paths."""
 

@@ -12,16 +12,16 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from imagesearch.config import Settings
 from imagesearch.encoders import Encoder, make_encoder
 from imagesearch.preprocess import prepare
 from imagesearch.records import Hit, SearchFilters, is_image_id
-from imagesearch.stores import VectorStore, make_store
+from imagesearch.stores import MAX_K, VectorStore, make_store
 
 
 class QueryError(ValueError):
@@ -46,6 +46,8 @@ class SearchResult(BaseModel):
     captions: list[str]
     urls: list[str]
     sources: list[str]
+    matched: list[str] = Field(default_factory=lambda: ["vector"],
+                               description="which part found it: 'vector' (its meaning), 'text' (its words), or both")
 
 
 class SearchResponse(BaseModel):
@@ -55,12 +57,29 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
 
 
-def to_result(hit: Hit, image_base: str = "/images/") -> SearchResult:
+def to_result(hit: Hit, matched: Sequence[str] = ("vector",), image_base: str = "/images/") -> SearchResult:
     r = hit.record
     return SearchResult(
         id=hit.id, score=round(float(hit.score), 6), url=r.url, image_url=f"{image_base}{hit.id}",
         width=r.width, height=r.height, format=r.format, captions=r.captions, urls=r.urls, sources=list(r.sources),
+        matched=list(matched),
     )
+
+
+Mode = Literal["vector", "text", "hybrid"]
+RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al. 2009): a rank r adds 1 / (60 + r)
+
+
+def fuse(vector_hits: list[Hit], text_hits: list[Hit], k: int) -> list[SearchResult]:
+    """Reciprocal rank fusion of the two rankings; the score is the fused one."""
+    scores: dict[str, float] = {}
+    found: dict[str, tuple[Hit, list[str]]] = {}
+    for part, hits in (("vector", vector_hits), ("text", text_hits)):
+        for rank, hit in enumerate(hits, 1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
+            found.setdefault(hit.id, (hit, []))[1].append(part)
+    best = sorted(scores, key=lambda i: -scores[i])[:k]
+    return [to_result(found[i][0].model_copy(update={"score": scores[i]}), found[i][1]) for i in best]
 
 
 class VectorCache:
@@ -246,10 +265,24 @@ class SearchService:
             results=[to_result(h) for h in hits],
         )
 
-    def search_text(self, text: str, k: int = 10, filters: SearchFilters | None = None, min_score: float | None = None) -> SearchResponse:
+    def search_text(self, text: str, k: int = 10, filters: SearchFilters | None = None, min_score: float | None = None,
+                    mode: Mode = "vector") -> SearchResponse:
+        """``vector``: by meaning (CLIP); ``text``: by the words of captions and file names (BM25);
+        ``hybrid``: both, fused by reciprocal rank (``min_score`` then applies to the vector part)."""
         started = time.perf_counter()
         self.check_k(k)
-        return self.search_vector(self.text_vector(text), {"text": text}, k, filters, min_score, started)
+        if mode == "vector":
+            return self.search_vector(self.text_vector(text), {"text": text}, k, filters, min_score, started)
+        text = self.check_text(text)
+        query = {"text": text, "mode": mode}
+        if mode == "text":
+            results = [to_result(h, ["text"]) for h in self.store.keyword_search(text, k, filters)]
+        else:
+            candidates = min(max(4 * k, 50), MAX_K)  # deep enough that a match of either part gets both chances
+            vector_hits = self.store.search(self.model, self.text_vector(text), candidates, filters, min_score)
+            results = fuse(vector_hits, self.store.keyword_search(text, candidates, filters), k)
+        return SearchResponse(query=query, model=self.model, took_ms=round((time.perf_counter() - started) * 1000, 2),
+                              results=results)
 
     def search_image(self, data: bytes, k: int = 10, filters: SearchFilters | None = None, min_score: float | None = None, query: dict | None = None) -> SearchResponse:
         started = time.perf_counter()

@@ -447,3 +447,38 @@ def test_a_running_api_sees_what_is_embedded_after_it_started(settings, tmp_path
         assert (stats["cache_size"], stats["cache_hits"], stats["cache_misses"]) == (2, 2, 4)
         assert stats["texts_encoded"] == 4
         assert httpx.get(f"{api.url}/status", timeout=30).json()["counts"]["embedded"] == 24
+
+
+# --- keyword and hybrid search ------------------------------------------------------------------
+
+
+def test_hybrid_search_puts_an_exact_caption_match_first_and_says_what_matched(settings, tmp_path):
+    """A name the model has never seen ("Zanzibar lighthouse") is in one caption: vector search
+    cannot find it, keyword search finds only it, hybrid puts it first and keeps the visual matches."""
+    images = make_shapes(2, seed=95)
+    named = make_shapes(1, seed=96, classes=[("blue", "square")])[0]
+    with ImageServer() as server:
+        (tmp_path / "urls.txt").write_text(f"{server.add('/n.jpg', named.data)}\tZanzibar lighthouse\n")
+        ingest(settings, "--folder", str(write_folder(tmp_path / "photos", images)), "--urls", str(tmp_path / "urls.txt"))
+    named_id = hashlib.sha256(named.data).hexdigest()
+    with ApiThread(create_app(settings)) as api:
+        def search(q: str, mode: str | None = None, k: int = 5) -> list[dict]:
+            params = {"q": q, "k": k, **({"mode": mode} if mode else {})}
+            answer = httpx.get(f"{api.url}/search", params=params, timeout=30)
+            assert answer.status_code == 200, answer.text
+            return answer.json()["results"]
+
+        vector = search("Zanzibar lighthouse")
+        assert all(r["matched"] == ["vector"] for r in vector)
+        text = search("Zanzibar lighthouse", "text")
+        assert [r["id"] for r in text] == [named_id] and text[0]["matched"] == ["text"]
+        hybrid = search("Zanzibar lighthouse", "hybrid")
+        assert hybrid[0]["id"] == named_id and hybrid[0]["matched"] == ["vector", "text"] and len(hybrid) == 5
+        assert hybrid[0]["score"] > hybrid[1]["score"]  # fused: 1/61 + 1/(60 + its vector rank) against 1/61 at most
+        # a query the captions and file names do not name is still answered by meaning
+        assert all(r["id"] in {hashlib.sha256(i.data).hexdigest() for i in images if i.colour == "red"}
+                   for r in search("a red circle", "hybrid", k=2))
+        posted = httpx.post(f"{api.url}/search", json={"text": "Zanzibar", "mode": "text"}, timeout=30).json()
+        assert [r["id"] for r in posted["results"]] == [named_id] and posted["query"]["mode"] == "text"
+        bad = httpx.post(f"{api.url}/search", json={"image_id": named_id, "mode": "hybrid"}, timeout=30)
+        assert bad.status_code == 422 and "needs text" in bad.text

@@ -331,3 +331,29 @@ def test_removed_images_leave_every_answer_and_are_remembered_until_stored_again
     store.set_vectors(MODEL, [image_id(1)], vectors[1:2])
     store.refresh()
     assert store.search(MODEL, vectors[1], 1)[0].id == image_id(1)
+
+
+# --- keyword search (mode=text|hybrid) -----------------------------------------------------------
+
+
+def test_keyword_search_finds_the_words_of_captions_and_file_names(store):
+    records = [
+        record(1, urls=["https://example.com/photos/Eiffel_Tower-1889.jpg?size=large"]),
+        record(2).model_copy(update={"captions": ["Zanzibar lighthouse at dusk"]}),
+        record(3, fmt="png").model_copy(update={"captions": ["a lighthouse"]}),
+        record(4, fmt="png", source="folder", urls=[]).model_copy(update={"paths": ["/photos/zanzibar-beach.png"]}),
+        record(5).model_copy(update={"captions": ["a red circle"]}),
+    ]
+    store.upsert_images(records)
+    store.refresh()
+    assert [h.id for h in store.keyword_search("eiffel TOWER", 10)] == [image_id(1)]
+    hits = store.keyword_search("Zanzibar lighthouse", 10)
+    assert hits[0].id == image_id(2) and {h.id for h in hits} == {image_id(i) for i in (2, 3, 4)}
+    assert hits[0].score > hits[1].score > 0 and hits[0].record == records[1]
+    assert [h.id for h in store.keyword_search("Zanzibar lighthouse", 1)] == [image_id(2)]
+    png = store.keyword_search("Zanzibar lighthouse", 10, SearchFilters(format=["png"]))
+    assert {h.id for h in png} == {image_id(3), image_id(4)}
+    assert store.keyword_search("nothing matches this", 10) == [] and store.keyword_search("  ?! ", 10) == []
+    store.remove_images([image_id(2)])
+    store.refresh()
+    assert image_id(2) not in {h.id for h in store.keyword_search("Zanzibar lighthouse", 10)}

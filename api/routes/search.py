@@ -11,7 +11,7 @@ from api.context import Context
 from api.errors import ERRORS, ApiError
 from api.schemas import SearchRequest
 from imagesearch.fetch import fetch_image
-from imagesearch.search import SearchResponse
+from imagesearch.search import Mode, SearchResponse
 
 router = APIRouter(tags=["search"])
 
@@ -22,9 +22,11 @@ def search_get(
     q: Annotated[str, Query(description="what to look for, in words")],
     k: Annotated[int, Query(description="how many results (1..max_k)")] = 10,
     min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop results below this cosine")] = None,
+    mode: Annotated[Mode, Query(description="vector: by meaning; text: by the words of captions and file names; "
+                                            "hybrid: both, fused by reciprocal rank")] = "vector",
 ) -> SearchResponse:
     """Search by text."""
-    return context.backends.service().search_text(q, k, min_score=min_score)
+    return context.backends.service().search_text(q, k, min_score=min_score, mode=mode)
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS)
@@ -33,7 +35,7 @@ async def search_post(body: SearchRequest, context: Context) -> SearchResponse:
     service = await run_in_threadpool(context.backends.service)
     service.check_k(body.k)  # before any fetch
     if body.text is not None:
-        return await run_in_threadpool(service.search_text, body.text, body.k, body.filters, body.min_score)
+        return await run_in_threadpool(service.search_text, body.text, body.k, body.filters, body.min_score, body.mode)
     if body.image_id is not None:
         return await run_in_threadpool(service.search_id, body.image_id, body.k, body.filters, body.min_score)
     assert body.image_url is not None and context.http is not None  # the request model allows no other case

@@ -97,6 +97,10 @@ class VectorStore(Protocol):
         nothing and k is capped at ``MAX_K``. A model that was never set up (no ``ensure_model``, no
         vector) raises ``StoreUnavailable``: there is nothing to search with it yet."""
 
+    def keyword_search(self, text: str, k: int, filters: SearchFilters | None = None) -> list[Hit]:
+        """The top-k records whose captions or file names contain words of ``text``, by BM25 score
+        (higher is better; not comparable to the cosine of ``search``), filters applied first."""
+
     def refresh(self) -> None:
         """Make every write so far visible to ``search`` (the local store: always at once)."""
 

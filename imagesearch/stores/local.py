@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -39,6 +40,8 @@ CREATE TABLE IF NOT EXISTS embed_errors (model TEXT NOT NULL, id TEXT NOT NULL, 
 -- Removed images (the record as it was) and their URLs: not downloaded or scanned in again unless asked.
 CREATE TABLE IF NOT EXISTS removed (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS removed_urls (url TEXT PRIMARY KEY, image_id TEXT NOT NULL);
+-- Keyword search (mode=text|hybrid): captions and file names, BM25-ranked by FTS5.
+CREATE VIRTUAL TABLE IF NOT EXISTS keywords USING fts5(id UNINDEXED, text, tokenize='unicode61 remove_diacritics 2');
 """
 # A removed image's vector rows are replaced by empty ones (a newer seq), so every reader's matrix
 # sees the removal in the same ordered stream as the additions.
@@ -117,6 +120,17 @@ class LocalStore:
         self._matrices: dict[str, _Matrix] = {}
         self._matrix_lock = threading.Lock()
         self._db().executescript(SCHEMA)  # executescript manages its own transaction
+        self._fill_keywords()
+
+    def _fill_keywords(self) -> None:
+        """A store from before keyword search: index the records it holds, once."""
+        db = self._db()
+        if db.execute("SELECT 1 FROM keywords LIMIT 1").fetchone() or not db.execute("SELECT 1 FROM images LIMIT 1").fetchone():
+            return
+        with self._tx() as db:
+            rows = db.execute("SELECT id, record FROM images").fetchall()
+            db.executemany("INSERT INTO keywords (id, text) VALUES (?, ?)",
+                           [(i, ImageRecord.model_validate_json(r).keyword_text) for i, r in rows])
 
     # --- connections ------------------------------------------------------------------------
 
@@ -171,6 +185,8 @@ class LocalStore:
                 )
                 db.executemany("INSERT OR REPLACE INTO urls (url, image_id) VALUES (?, ?)", [(u, record.id) for u in record.urls])
                 db.executemany("DELETE FROM failures WHERE url = ?", [(u,) for u in record.urls])
+                db.execute("DELETE FROM keywords WHERE id = ?", (record.id,))
+                db.execute("INSERT INTO keywords (id, text) VALUES (?, ?)", (record.id, record.keyword_text))
                 db.execute("DELETE FROM removed WHERE id = ?", (record.id,))  # stored again on purpose
                 db.executemany("DELETE FROM removed_urls WHERE url = ?", [(u,) for u in record.urls])
         return created
@@ -294,7 +310,7 @@ class LocalStore:
                 models = [m for (m,) in db.execute("SELECT model FROM vectors WHERE id = ?", (image_id,))]
                 db.executemany("INSERT OR REPLACE INTO vectors (model, id, vector) VALUES (?, ?, x'')",
                                [(m, image_id) for m in models])
-                for table in ("images", "embed_errors"):
+                for table in ("images", "embed_errors", "keywords"):
                     db.execute(f"DELETE FROM {table} WHERE id = ?", (image_id,))
                 db.execute("DELETE FROM urls WHERE image_id = ?", (image_id,))
                 removed.append(record)
@@ -348,7 +364,11 @@ class LocalStore:
                 matrix.add(rows)
             return matrix
 
-    def _filter_mask(self, matrix: _Matrix, filters: SearchFilters) -> np.ndarray:
+    @staticmethod
+    def _filter_sql(filters: SearchFilters | None) -> tuple[str, list]:
+        """The filters as a WHERE condition on the images table."""
+        if filters is None:
+            return "1", []
         clauses, params = [], []
         if filters.format is not None:
             clauses.append(f"format IN ({','.join('?' * len(filters.format))})")
@@ -361,8 +381,11 @@ class LocalStore:
             if value is not None:
                 clauses.append(f"{field.split('_')[1]} {op} ?")
                 params.append(value)
+        return " AND ".join(clauses) or "1", params
+
+    def _filter_mask(self, matrix: _Matrix, filters: SearchFilters) -> np.ndarray:
+        where, params = self._filter_sql(filters)
         mask = np.zeros(len(matrix.ids), bool)
-        where = " AND ".join(clauses) or "1"
         for (image_id,) in self._db().execute(f"SELECT id FROM images WHERE {where}", params):
             row = matrix.index.get(image_id)
             if row is not None:
@@ -392,6 +415,18 @@ class LocalStore:
         records = self._get_many([matrix.ids[i] for i in kept]) if kept else {}
         return [Hit(id=matrix.ids[i], score=float(scores[i]), record=records[matrix.ids[i]])
                 for i in top if matrix.ids[i] in records]
+
+    @_answers
+    def keyword_search(self, text: str, k: int, filters: SearchFilters | None = None) -> list[Hit]:
+        words = re.findall(r"\w+", text.lower())
+        if not words or k <= 0:
+            return []
+        where, params = self._filter_sql(filters)
+        rows = self._db().execute(
+            "SELECT i.id, i.record, bm25(keywords) FROM keywords JOIN images i ON i.id = keywords.id"
+            f" WHERE keywords MATCH ? AND {where} ORDER BY bm25(keywords) LIMIT ?",
+            [" OR ".join(f'"{w}"' for w in words), *params, min(k, MAX_K)]).fetchall()
+        return [Hit(id=i, score=-rank, record=ImageRecord.model_validate_json(r)) for i, r, rank in rows]
 
     @_answers
     def counts(self, model: str) -> Counts:

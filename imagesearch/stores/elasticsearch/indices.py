@@ -57,6 +57,8 @@ class Indices:
                 except ApiError as exc:
                     if exc.error != "resource_already_exists_exception":  # another worker was first: fine
                         raise
+        # an images index from before keyword search gets the field (new and updated records fill it)
+        es.indices.put_mapping(index=self.images, properties={"keywords": mappings.KEYWORDS_TEXT})
         self._base_ready = True
 
     # --- a model's vector index --------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 LONG_KEYWORD = 8191  # longer URLs/paths are stored but not indexed (Lucene's term limit is 32k bytes)
 KEYWORD = {"type": "keyword"}
+KEYWORDS_TEXT = {"type": "text"}  # ImageRecord.keyword_text: captions and file names, for BM25 (mode=text|hybrid)
 
 # p-images: one document per image, the ImageRecord plus its embedding state per model.
 IMAGES = {
@@ -18,6 +19,7 @@ IMAGES = {
         "width": {"type": "integer"}, "height": {"type": "integer"}, "format": KEYWORD, "bytes": {"type": "long"},
         "first_seen": {"type": "date"}, "last_seen": {"type": "date"},
         "vec": {"type": "object", "dynamic": True}, "embed_errors": {"type": "object", "dynamic": True},
+        "keywords": KEYWORDS_TEXT,
     },
 }
 

@@ -23,6 +23,8 @@ from imagesearch.stores.elasticsearch.indices import Indices, name_key
 from imagesearch.stores.elasticsearch.mappings import FILTER_FIELDS
 from imagesearch.stores.elasticsearch.queries import MAX_RESULT_WINDOW
 
+NOT_RECORD = ("vec", "embed_errors", "keywords")  # fields of an images document beside the ImageRecord
+
 
 def url_id(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
@@ -71,14 +73,14 @@ class ElasticsearchStore:
 
         def build(stored: dict | None, record: ImageRecord) -> dict | None:
             if stored is None:
-                return {**record.model_dump(mode="json"), "vec": {}, "embed_errors": {}}
+                return {**record.model_dump(mode="json"), "vec": {}, "embed_errors": {}, "keywords": record.keyword_text}
             old = ImageRecord.model_validate(stored)
             new = old.merge(record)
-            if new == old:
+            if new == old and "keywords" in stored:
                 return None
             if new.sources != old.sources:
                 grown[new.id] = new.sources
-            return {**stored, **new.model_dump(mode="json")}
+            return {**stored, **new.model_dump(mode="json"), "keywords": new.keyword_text}
 
         def run() -> set[str]:
             self.indices.ensure_base()
@@ -173,7 +175,7 @@ class ElasticsearchStore:
         return self.client.read(run)
 
     def _records(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
-        docs = self.es.mget(index=self.indices.images, ids=list(ids), source_excludes=["vec", "embed_errors"])["docs"]
+        docs = self.es.mget(index=self.indices.images, ids=list(ids), source_excludes=list(NOT_RECORD))["docs"]
         return {d["_id"]: ImageRecord.model_validate(d["_source"]) for d in docs if d.get("found")}
 
     # --- vectors -----------------------------------------------------------------------------
@@ -188,7 +190,7 @@ class ElasticsearchStore:
             query = {"bool": {"filter": [self.indices.queue_states(model)["pending"]],
                               "must_not": [{"ids": {"values": list(exclude)}}] if exclude else []}}
             hits = self.es.search(index=self.indices.images, query=query, size=min(limit, MAX_RESULT_WINDOW),
-                                  sort=[{"first_seen": "asc"}, {"id": "asc"}], source_excludes=["vec", "embed_errors"])
+                                  sort=[{"first_seen": "asc"}, {"id": "asc"}], source_excludes=list(NOT_RECORD))
             return [ImageRecord.model_validate(h["_source"]) for h in hits["hits"]["hits"]]
 
         return self.client.read(run, patient=True)  # the embed worker's queue: it waits, like its writes
@@ -335,6 +337,18 @@ class ElasticsearchStore:
         found, records = self.client.read(run)
         return [Hit(id=h["_id"], score=queries.dot_product(h["_score"]), record=records[h["_id"]])
                 for h in found if h["_id"] in records]
+
+    def keyword_search(self, text: str, k: int, filters: SearchFilters | None = None) -> list[Hit]:
+        if k <= 0 or not text.strip():
+            return []
+
+        def run() -> list[dict]:
+            self.indices.ensure_base()
+            query = {"bool": {"must": {"match": {"keywords": {"query": text}}}, "filter": queries.filter_clauses(filters)}}
+            return self.es.search(index=self.indices.images, query=query, size=min(k, MAX_RESULT_WINDOW),
+                                  source_excludes=list(NOT_RECORD))["hits"]["hits"]
+
+        return [Hit(id=h["_id"], score=h["_score"], record=ImageRecord.model_validate(h["_source"])) for h in self.client.read(run)]
 
     def counts(self, model: str) -> Counts:
         def run() -> tuple[Any, Any]:

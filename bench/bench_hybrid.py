@@ -1,0 +1,61 @@
+"""What keyword and hybrid search add to a query (issue 15): the store's part of a query at 100k
+images with captions, in the local store. The text encoder's time is the same in every mode (one
+encoding of the query), so it is left out; the API adds the same on top of each.
+
+    .venv/bin/python -m bench.bench_hybrid [--size 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+from pathlib import Path
+
+from bench.bench_store import DIM, ids_for, unit_vectors
+from bench.common import cpu_description, latencies_ms, p50, pct
+from imagesearch.records import ImageRecord
+from imagesearch.search import fuse
+from imagesearch.stores.local import LocalStore
+
+WORDS = ("red blue green old new small large dog cat car tree house beach city night river mountain bridge tower "
+         "street garden harbour market church castle lake forest snow sunset train boat").split()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", type=int, default=100_000)
+    n = parser.parse_args().size
+    rng = random.Random(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalStore(Path(tmp) / "store.sqlite3")
+        vectors = unit_vectors(n, seed=1)
+        for start in range(0, n, 20_000):
+            ids = ids_for(start, min(20_000, n - start))
+            store.upsert_images([ImageRecord(id=i, urls=[f"https://example.com/{rng.choice(WORDS)}-{j}.jpg"],
+                                             captions=[" ".join(rng.sample(WORDS, 5))], width=640, height=480,
+                                             format="jpeg", bytes=1000) for j, i in enumerate(ids)])
+            store.set_vectors("bench", ids, vectors[start : start + len(ids)])
+        queries = [(unit_vectors(1, seed=100 + q)[0], " ".join(rng.sample(WORDS, 3))) for q in range(200)]
+        store.search("bench", queries[0][0], 10)  # load the matrix
+        it = iter(queries * 10)
+
+        def vector(_: int) -> None:
+            store.search("bench", next(it)[0], 10)
+
+        def text(_: int) -> None:
+            store.keyword_search(next(it)[1], 10)
+
+        def hybrid(_: int) -> None:
+            v, words = next(it)
+            fuse(store.search("bench", v, 50), store.keyword_search(words, 50), 10)
+
+        print(f"CPU: {cpu_description()}; {n} images with 5-word captions, {DIM}-d vectors, k=10 (hybrid: 50 + 50 fused)")
+        figures = {name: latencies_ms(fn, 200) for name, fn in (("vector", vector), ("text", text), ("hybrid", hybrid))}
+        for name, values in figures.items():
+            print(f"{name:>7}: p50 {p50(values):6.1f} ms  p99 {pct(values, 99):6.1f} ms")
+        print(f"hybrid adds {p50(figures['hybrid']) - p50(figures['vector']):.1f} ms at p50 to a vector query's store time")
+
+
+if __name__ == "__main__":
+    main()
