@@ -175,6 +175,20 @@ def test_a_result_shows_its_caption_a_link_to_its_source_and_the_model(stack, pa
     page.screenshot(path=str(artifacts_dir / "ui-caption-and-source.png"), full_page=True)
 
 
+def test_matching_by_words_finds_the_captioned_image_only(stack, page, artifacts_dir):
+    image, url = stack["from_url"]
+    page.goto(stack["ui"])
+    page.get_by_test_id("stRadio").get_by_text("words", exact=True).click()
+    search_text(page, "from the web")  # words of one caption only (file names are colour_shape_N.jpg)
+    expect(page.get_by_text("1 result in")).to_be_visible()
+    named = hashlib.sha256(image.data).hexdigest()[:12]
+    assert shown_classes(page, stack["classes"], 1, first=named) == [("green", "circle")]
+    page.get_by_test_id("stRadio").get_by_text("both", exact=True).click()
+    expect(page.get_by_text("12 results in")).to_be_visible()  # the vector part fills the rest
+    shown_classes(page, stack["classes"], 12, first=named)
+    page.screenshot(path=str(artifacts_dir / "ui-match-by-words.png"), full_page=True)
+
+
 def test_more_like_this(stack, page, artifacts_dir):
     page.goto(stack["ui"])
     search_text(page, "a blue circle")

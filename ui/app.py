@@ -16,6 +16,7 @@ from imagesearch.formats import FILE_SUFFIXES
 API_URL = Settings().api_url.rstrip("/")
 COLUMNS = 4
 K_CHOICES = [4, 8, 12, 16, 24, 32, 48, 64, 100]
+MODES = {"meaning": "vector", "words": "text", "both": "hybrid"}  # what the text is matched by -> the API's mode
 UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in FILE_SUFFIXES)
 
 
@@ -72,6 +73,8 @@ def search(query: dict, k: int) -> httpx.Response:
     if "upload" in query:
         upload = st.session_state.upload
         return call("POST", "/search/image", files={"file": (upload.name, upload.getvalue(), upload.type)}, data={"k": k})
+    if "text" in query:
+        query = {**query, "mode": MODES[st.session_state.get("mode", "meaning")]}
     return call("POST", "/search", json={**query, "k": k})
 
 
@@ -130,6 +133,8 @@ def main() -> None:
     text_column.text_input("Describe what you are looking for", key="text", on_change=_on_text,
                            placeholder="a dog running on a beach")
     k = k_column.selectbox("Results", K_CHOICES, index=K_CHOICES.index(12), key="k")
+    st.radio("Match the text by", list(MODES), key="mode", horizontal=True,
+             help="meaning: what the image shows (CLIP); words: its caption and file name; both: the two ranked together")
     st.file_uploader("…or search by an example image", type=UPLOAD_TYPES, key="upload", on_change=_on_upload)
 
     query = st.session_state.query
@@ -149,7 +154,8 @@ def main() -> None:
     if response.status_code != 200:
         st.warning(f"The search failed: {body.get('detail') or response.text[:300]}")
         return
-    st.caption(f"{len(body['results'])} results in {body['took_ms']:.0f} ms · model {body['model']}")
+    n = len(body["results"])
+    st.caption(f"{n} result{'' if n == 1 else 's'} in {body['took_ms']:.0f} ms · model {body['model']}")
     if not body["results"]:
         st.info("No images match.")
     results_grid(body["results"])

@@ -57,6 +57,7 @@ class _Matrix:
         self.index: dict[str, int] = {}
         self.data = np.zeros((0, dim), np.float32)
         self.alive = np.zeros(0, bool)  # False: removed since
+        self.dead = 0  # rows not alive (none: searches skip the mask)
         self.last_seq = 0
 
     def add(self, rows: list[tuple[int, str, bytes]]) -> None:
@@ -73,12 +74,15 @@ class _Matrix:
             self.last_seq = max(self.last_seq, seq)
             row = self.index.get(image_id)
             if not blob:  # removed
-                if row is not None:
+                if row is not None and self.alive[row]:
                     self.alive[row] = False
+                    self.dead += 1
                 continue
             if row is None:
                 row = self.index[image_id] = len(self.ids)
                 self.ids.append(image_id)
+            elif not self.alive[row]:
+                self.dead -= 1  # stored and embedded again
             self.data[row] = np.frombuffer(blob, np.float32)
             self.alive[row] = True
 
@@ -405,7 +409,8 @@ class LocalStore:
             # One product at a time: it already uses every core (BLAS), and concurrent ones only
             # fight over memory bandwidth. Also keeps the matrix from growing underneath it.
             scores = matrix.vectors @ np.asarray(vector, np.float32)
-            scores[~matrix.live] = -np.inf
+            if matrix.dead:
+                scores[~matrix.live] = -np.inf
         if filters is not None:
             scores = np.where(self._filter_mask(matrix, filters), scores, -np.inf)
         k = min(k, len(scores), MAX_K)
