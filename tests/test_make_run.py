@@ -21,6 +21,33 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+class MakeRun:
+    """`python -m imagesearch.run` with ``env``, its output in a log file; ``stop(sig)`` must end it
+    with status 0 and both ports closed; ``output`` is what it printed (also after a failure)."""
+
+    def __init__(self, tmp_path, env: dict[str, str], api_port: int, ui_port: int):
+        self.api_port, self.ui_port, self.output = api_port, ui_port, ""
+        self.log = (tmp_path / "run.log").open("w+")
+        self.process = subprocess.Popen([sys.executable, "-m", "imagesearch.run"], cwd=ROOT, env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> "MakeRun":
+        return self
+
+    def stop(self, sig: int) -> None:
+        self.process.send_signal(sig)
+        assert self.process.wait(60) == 0
+        assert not _listening(self.api_port) and not _listening(self.ui_port)
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.seek(0)
+        self.output = self.log.read()
+        self.log.close()
+
+
 def test_make_run_serves_api_and_ui_until_ctrl_c(tmp_path, test_model_repo, image_server):
     folder_images = make_shapes(1, seed=4)
     folder = write_folder(tmp_path / "images", folder_images)
@@ -42,10 +69,8 @@ def test_make_run_serves_api_and_ui_until_ctrl_c(tmp_path, test_model_repo, imag
         "IMAGESEARCH_UI_PORT": str(ui_port),
         "IMAGESEARCH_DECODE_WORKERS": "1",
     }
-    log = (tmp_path / "run.log").open("w+")
-    process = subprocess.Popen([sys.executable, "-m", "imagesearch.run"], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
-    try:
+    with MakeRun(tmp_path, env, api_port, ui_port) as run:
+        process = run.process
         wait_for(f"http://127.0.0.1:{api_port}/healthz", timeout=240, process=process)
         body = httpx.get(f"http://127.0.0.1:{api_port}/search", params={"q": "a green square", "k": 13}).json()
         results = body["results"]
@@ -56,18 +81,9 @@ def test_make_run_serves_api_and_ui_until_ctrl_c(tmp_path, test_model_repo, imag
         wait_for(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=120, process=process)
         assert "<html" in httpx.get(f"http://127.0.0.1:{ui_port}/").text.lower()
 
-        process.send_signal(signal.SIGINT)
-        assert process.wait(60) == 0
-        assert not _listening(api_port) and not _listening(ui_port)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.seek(0)
-        output = log.read()
-        log.close()
-    assert "[make run] stopping" in output, output
-    assert "stored 12" in output and "embedded" in output, output
+        run.stop(signal.SIGINT)
+    assert "[make run] stopping" in run.output, run.output
+    assert "stored 12" in run.output and "embedded" in run.output, run.output
 
 
 def test_make_run_exports_a_missing_model_then_stops_on_sigterm(tmp_path, test_model_repo):
@@ -83,10 +99,8 @@ def test_make_run_exports_a_missing_model_then_stops_on_sigterm(tmp_path, test_m
         IMAGESEARCH_ARCH_CONFIG=str(trained / "config"), IMAGESEARCH_URLS_FILE=str(tmp_path / "no-urls.txt"),
         IMAGESEARCH_IMAGES_FOLDER=str(folder), IMAGESEARCH_API_PORT=str(api_port), IMAGESEARCH_UI_PORT=str(ui_port),
         IMAGESEARCH_DECODE_WORKERS="1")
-    log = (tmp_path / "run.log").open("w+")
-    process = subprocess.Popen([sys.executable, "-m", "imagesearch.run"], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
-    try:
+    with MakeRun(tmp_path, env, api_port, ui_port) as run:
+        process = run.process
         wait_for(f"http://127.0.0.1:{api_port}/healthz", timeout=300, process=process)
         cards = list((tmp_path / "models").glob("*.json"))
         slug = next(c.stem for c in cards if not c.name.endswith(".tokenizer.json"))
@@ -95,14 +109,5 @@ def test_make_run_exports_a_missing_model_then_stops_on_sigterm(tmp_path, test_m
         assert status["counts"]["embedded"] == 12
         wait_for(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=120, process=process)
 
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
-        assert not _listening(api_port) and not _listening(ui_port)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.seek(0)
-        output = log.read()
-        log.close()
-    assert f"model {slug} in {tmp_path / 'models'}" in output and "[make run] stopping" in output, output
+        run.stop(signal.SIGTERM)
+    assert f"model {slug} in {tmp_path / 'models'}" in run.output and "[make run] stopping" in run.output, run.output

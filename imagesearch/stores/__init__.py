@@ -35,6 +35,14 @@ class StoreWriteError(RuntimeError):
         super().__init__(f"{len(failures)} item(s) rejected by {backend}: {sample}")
 
 
+def checked_vectors(ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` as contiguous float32 rows, one per id (``set_vectors``' argument check)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(ids) != len(vectors):
+        raise ValueError(f"{len(ids)} ids but vectors of shape {vectors.shape}")
+    return vectors
+
+
 @runtime_checkable
 class VectorStore(Protocol):
     # --- metadata (written by the downloader / folder scanner) ---------------------------------

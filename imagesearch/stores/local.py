@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import numpy as np
 
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
-from imagesearch.stores import MAX_K, StoreUnavailable, StoreWriteError
+from imagesearch.stores import MAX_K, StoreUnavailable, StoreWriteError, checked_vectors
 
 T = TypeVar("T")
 
@@ -265,9 +265,7 @@ class LocalStore:
 
     @_answers
     def set_vectors(self, model: str, ids: Sequence[str], vectors: np.ndarray) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or len(ids) != len(vectors):
-            raise ValueError(f"{len(ids)} ids but vectors of shape {vectors.shape}")
+        vectors = checked_vectors(ids, vectors)
         if not len(ids):
             return
         with self._tx() as db:

@@ -16,7 +16,7 @@ from elasticsearch import helpers
 
 from imagesearch.config import Settings
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
-from imagesearch.stores import StoreUnavailable, StoreWriteError
+from imagesearch.stores import StoreUnavailable, StoreWriteError, checked_vectors
 from imagesearch.stores.elasticsearch import queries
 from imagesearch.stores.elasticsearch.client import EsClient
 from imagesearch.stores.elasticsearch.indices import Indices, name_key
@@ -196,9 +196,7 @@ class ElasticsearchStore:
         return self.client.read(run, patient=True)  # the embed worker's queue: it waits, like its writes
 
     def set_vectors(self, model: str, ids: Sequence[str], vectors: np.ndarray) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or len(ids) != len(vectors):
-            raise ValueError(f"{len(ids)} ids but vectors of shape {vectors.shape}")
+        vectors = checked_vectors(ids, vectors)
         if not len(ids):
             return
         by_id = dict(zip(ids, vectors, strict=True))  # the last vector wins for an id given twice
