@@ -235,12 +235,15 @@ def test_compose_services_as_local_processes(test_model_repo, image_server, tmp_
         assert (counts["images"], counts["pending"], counts["failed_urls"]) == (len(images), 0, 0)
 
         # search through /search: the tiny model finds the red circles.
-        # (Elasticsearch makes new vectors searchable within its refresh interval, 1 s.)
+        # Elasticsearch makes new vectors searchable within its refresh interval (1 s): wait until all
+        # are, or the UI's search below may see more of them than this one did.
         deadline = time.monotonic() + 30
-        while len(results := httpx.get(f"{api_url}/search", params={"q": "a red circle", "k": 12},
-                                       timeout=30).json()["results"]) < 12:
-            assert time.monotonic() < deadline, f"only {len(results)} results of 12"
+        while len(found := httpx.get(f"{api_url}/search", params={"q": "a red circle", "k": len(images)},
+                                     timeout=30).json()["results"]) < len(images):
+            assert time.monotonic() < deadline, f"only {len(found)} of {len(images)} images searchable"
             time.sleep(0.5)
+        results = httpx.get(f"{api_url}/search", params={"q": "a red circle", "k": 12}, timeout=30).json()["results"]
+        assert [r["id"] for r in results] == [r["id"] for r in found[:12]]
         assert {r["url"] for r in results[:3]} <= {l for l in lines if "red_circle" in l}, [r["url"] for r in results]
 
         # ui: healthcheck fails before it runs, passes after; then the same search in Chromium.
