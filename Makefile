@@ -6,7 +6,7 @@ PYTRITON_VERSION := 0.7.0
 # Re-install only when the dependency list changes.
 STAMP := $(VENV)/.deps-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: run test lint install bench clean-cache system-deps
+.PHONY: run test compose-test lint install bench clean-cache system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: install
 
 test: install system-deps lint
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+# The stack under a real Docker engine, as a user runs it (also part of `make test`).
+compose-test: install
+	$(BIN)/python -m pytest -ra -s tests/test_compose_docker.py $(PYTEST_ARGS)
 
 run: install
 	$(BIN)/python -m imagesearch.run

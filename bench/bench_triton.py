@@ -27,7 +27,8 @@ from imagesearch.config import Settings
 from imagesearch.encoders.onnx import OnnxEncoder
 from imagesearch.encoders.triton import TritonEncoder
 from imagesearch.model_card import load_card
-from tests.support.triton_server import TritonServer, make_python_twin
+from tests.support.triton_server import TritonServer
+from tests.support.triton_twin import make_python_twin
 
 
 def images_per_second(encode, pixels: np.ndarray, batch: int, in_flight: int, rounds: int = 2) -> float:

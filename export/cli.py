@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from imagesearch.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, get_settings
@@ -25,7 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="open_clip architecture, e.g. ViT-B-32, ViT-L-14, ViT-B-16-SigLIP")
     parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED, help="open_clip pretrained tag, a local checkpoint path, or 'none' for random weights")
     parser.add_argument("--slug", default="", help="model slug (default: derived from model and pretrained)")
-    parser.add_argument("--model-config", type=Path, help="extra open_clip model config (JSON file or folder) for custom architectures")
+    parser.add_argument("--model-config", type=Path, default=os.environ.get("IMAGESEARCH_ARCH_CONFIG") or None,
+                        help="extra open_clip model config (JSON file or folder) for custom architectures (default: IMAGESEARCH_ARCH_CONFIG)")
     parser.add_argument("--repository", type=Path, help="model repository (default: IMAGESEARCH_MODEL_REPOSITORY)")
     parser.add_argument("--fp16", action="store_true", help="also write a half-precision variant (GPUs)")
     parser.add_argument("--int8", action="store_true", help="also write a dynamically quantized int8 variant (CPUs)")

@@ -14,7 +14,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from imagesearch.model_card import INPUTS, OUTPUT, TOWERS, VARIANT_FILES, ModelCard, Tower
+from imagesearch.model_card import INPUTS, OUTPUT, TOWERS, VARIANT_FILES, VARIANT_PARAMETER, ModelCard, Tower
 
 TRITON_TYPES = {"uint8": mc.TYPE_UINT8, "int64": mc.TYPE_INT64, "float32": mc.TYPE_FP32}
 
@@ -61,6 +61,9 @@ def build_config(card: ModelCard, tower: Tower, options: TritonOptions) -> mc.Mo
         ),
         instance_group=[mc.ModelInstanceGroup(count=options.instances, kind=getattr(mc.ModelInstanceGroup, options.kind))],
     )
+    # Which export this config serves, said outright for the services' reference check (the file
+    # name says it too, but only to the ONNX Runtime backend; other backends need other names).
+    config.parameters[VARIANT_PARAMETER].string_value = options.variant
     for batch in sorted({b for b in options.warmup_batch_sizes if 1 <= b <= max_batch}):
         config.model_warmup.append(mc.ModelWarmup(
             name=f"warmup_batch{batch}", batch_size=batch,

@@ -29,6 +29,9 @@ MODEL_VERSION = "1"  # Triton's version folder
 
 Variant = Literal["fp32", "fp16", "int8"]
 VARIANT_FILES: dict[str, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+# The Triton config parameter that names the variant a model serves (export writes it, the Triton
+# encoder reads it; configs from before it fall back to the file name).
+VARIANT_PARAMETER = "imagesearch_variant"
 # The parity gate: the worst per-row cosine each variant must reach against open_clip's torch output,
 # at export and again when a service loads the file (see ``reference_path``).
 PARITY_MIN: dict[str, float] = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.995}

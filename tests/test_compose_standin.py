@@ -23,7 +23,6 @@ Test-only additions, each needed because this is one shared 2-core machine: the 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -34,17 +33,17 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from tests.support import compose as c
+from tests.support.browser import search_in_browser
 from tests.support.es_node import SecuredNode, ensure_distribution, java_home
 from tests.support.search_api import make_shapes, wait_for
-from tests.support.triton_server import TritonServer, free_port, make_python_twin
+from tests.support.triton_server import TritonServer, free_port
+from tests.support.triton_twin import make_python_twin
 
-CHROMIUM = "/usr/bin/chromium"
 VENV_BIN = Path(sys.executable).parent
 TEST_ONLY_ENV = {
     "downloader": {"IMAGESEARCH_ALLOW_PRIVATE_NETWORKS": "true"},
     "embedder": {"IMAGESEARCH_DECODE_WORKERS": "1"},
 }
-HEX12 = re.compile(r"^[0-9a-f]{12}$")
 WORKDIRS = {"es": "/usr/share/elasticsearch"}  # the images' WORKDIR; ours use /home/imagesearch
 
 
@@ -265,25 +264,3 @@ def test_compose_services_as_local_processes(test_model_repo, image_server, tmp_
             triton.stop()
         if es is not None:
             es.close()
-
-
-def search_in_browser(ui_url: str, query: str, expected: int) -> list[str]:
-    """Type ``query`` into the UI in Chromium; the id prefixes of the results shown, in order."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.goto(ui_url)
-            box = page.get_by_label("Describe what you are looking for")
-            box.fill(query)
-            box.press("Enter")
-            captions = page.get_by_test_id("stCaptionContainer")
-            page.wait_for_function(
-                "n => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-                ".filter(e => /^[0-9a-f]{12}$/.test(e.innerText.trim())).length >= n", arg=expected, timeout=60_000)
-            page.locator("[data-testid=stImage] img").first.wait_for(timeout=30_000)
-            return [t.strip() for t in captions.all_inner_texts() if HEX12.match(t.strip())]
-        finally:
-            browser.close()

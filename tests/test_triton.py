@@ -17,8 +17,8 @@ from export.test_model import pixels_for
 from export.triton_config import TritonOptions, write_configs
 from imagesearch.encoders import Encoder, EncoderUnavailable, make_encoder
 from imagesearch.encoders.onnx import OnnxEncoder
-from imagesearch.encoders.triton import TritonEncoder
-from imagesearch.model_card import OUTPUT, load_card
+from imagesearch.encoders.triton import TritonEncoder, served_variant
+from imagesearch.model_card import OUTPUT, VARIANT_PARAMETER, load_card
 from tests.support.triton_server import free_port
 
 TEXTS = ["a red circle", "a photo of a blue square", "green triangle", "", "naïve café ☕ — 東京", "a very long caption " * 20]
@@ -98,6 +98,8 @@ def test_generated_configs_are_valid_for_onnxruntime_backend(test_model_repo_int
         assert visual.instance_group[0].kind == kind and visual.instance_group[0].count == options.instances
         assert visual.max_batch_size == options.visual_max_batch
         assert visual.default_model_filename == {"fp32": "model.onnx", "int8": "model.int8.onnx"}[options.variant]
+        assert {visual.parameters[VARIANT_PARAMETER].string_value, textual.parameters[VARIANT_PARAMETER].string_value} \
+            == {options.variant}
         assert [w.batch_size for w in visual.model_warmup] == list(options.warmup_batch_sizes)
         # TensorRT only where asked for and on GPU instances; response cache only for text.
         has_trt = bool(visual.optimization.execution_accelerators.gpu_execution_accelerator)
@@ -225,3 +227,13 @@ def test_repeated_text_query_is_answered_from_the_response_cache(triton_encoder,
     again = triton_encoder.encode_texts([text])
     assert stats() == (hits + 1, computed)
     np.testing.assert_array_equal(again, first)
+
+
+def test_the_served_variant_is_read_from_the_config():
+    """The export's variant parameter decides (a backend other than ONNX Runtime, such as the test
+    twin's Python backend, has no .onnx file name); older configs fall back to the file name."""
+    twin_like = mc.ModelConfig(backend="python")
+    twin_like.parameters[VARIANT_PARAMETER].string_value = "int8"
+    assert served_variant(twin_like) == "int8"
+    assert served_variant(mc.ModelConfig(default_model_filename="model.int8.onnx")) == "int8"
+    assert served_variant(mc.ModelConfig()) == "fp32"

@@ -27,13 +27,22 @@ from tritonclient.utils import InferenceServerException
 
 from imagesearch.config import Settings
 from imagesearch.encoders import EncoderUnavailable, TowerEncoder
-from imagesearch.model_card import INPUTS, OUTPUT, TOWERS, VARIANT_FILES, ModelCard, Tower
+from imagesearch.model_card import INPUTS, OUTPUT, TOWERS, VARIANT_FILES, VARIANT_PARAMETER, ModelCard, Tower
 from imagesearch.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 VARIANT_OF_FILE = {file: variant for variant, file in VARIANT_FILES.items()}
+
+
+def served_variant(config) -> str:
+    """The variant (fp32, fp16, int8) a model's Triton config serves."""
+    if VARIANT_PARAMETER in config.parameters and config.parameters[VARIANT_PARAMETER].string_value in VARIANT_FILES:
+        return config.parameters[VARIANT_PARAMETER].string_value
+    return VARIANT_OF_FILE.get(config.default_model_filename or VARIANT_FILES["fp32"], "fp32")
+
+
 # Reconnect quickly after a restart instead of gRPC's default backoff (up to 120 s).
 CHANNEL_ARGS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
@@ -108,7 +117,7 @@ class TritonEncoder(TowerEncoder):
                 )
             if config.max_batch_size > 0:
                 self.max_batch[tower] = min(self.batch_size, config.max_batch_size)
-            self.variant = VARIANT_OF_FILE.get(config.default_model_filename or VARIANT_FILES["fp32"], "fp32")
+            self.variant = served_variant(config)
             self.on_gpu = any(group.kind == group.KIND_GPU for group in config.instance_group)
 
     # --- requests ----------------------------------------------------------------------------

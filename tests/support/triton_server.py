@@ -24,15 +24,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
-from imagesearch.model_card import MODEL_VERSION, VARIANT_FILES
 from tests.support.cli import clean_env
 from tests.support.net import free_port, wait_until
+from tests.support.triton_twin import make_python_twin
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PYTHON_MODEL = Path(__file__).with_name("triton_onnx_model.py")
 CACHE_BYTES = 16 << 20  # the local response cache the textual models enable
 
 
@@ -55,29 +52,6 @@ def install_server(target: Path) -> Path:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"), dirs_exist_ok=True)
     shutil.copy2(stub, target / "backends" / "python" / "triton_python_backend_stub")
     return target
-
-
-def make_python_twin(real_repository: Path, twin: Path, onnx_threads: int = 1) -> Path:
-    """Write a twin of ``real_repository`` whose models run their ONNX file in the Python backend."""
-    twin.mkdir(parents=True, exist_ok=True)
-    for config_path in sorted(Path(real_repository).glob("*/config.pbtxt")):
-        config = text_format.Parse(config_path.read_text(), mc.ModelConfig())
-        onnx_file = config_path.parent / MODEL_VERSION / (config.default_model_filename or VARIANT_FILES["fp32"])
-        # Only backend-specific lines change; names, dims, batching, warmup and cache stay.
-        config.backend = "python"
-        config.ClearField("platform")
-        config.ClearField("default_model_filename")
-        config.ClearField("optimization")  # GPU execution accelerators belong to the ORT backend
-        for group in config.instance_group:
-            group.kind = mc.ModelInstanceGroup.KIND_CPU
-            group.ClearField("gpus")
-        config.parameters["onnx_model"].string_value = str(onnx_file.resolve())
-        config.parameters["onnx_threads"].string_value = str(onnx_threads)
-        folder = twin / config_path.parent.name
-        (folder / MODEL_VERSION).mkdir(parents=True, exist_ok=True)
-        (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
-        shutil.copy2(PYTHON_MODEL, folder / MODEL_VERSION / "model.py")
-    return twin
 
 
 class TritonServer:

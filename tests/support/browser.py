@@ -1,0 +1,31 @@
+"""The UI driven in Chromium (Debian's, through Playwright), as the compose tests use it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HEX12 = re.compile(r"^[0-9a-f]{12}$")
+
+
+def search_in_browser(ui_url: str, query: str, expected: int) -> list[str]:
+    """Type ``query`` into the UI in Chromium; the id prefixes of the results shown, in order."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(ui_url)
+            box = page.get_by_label("Describe what you are looking for")
+            box.fill(query)
+            box.press("Enter")
+            captions = page.get_by_test_id("stCaptionContainer")
+            page.wait_for_function(
+                "n => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                ".filter(e => /^[0-9a-f]{12}$/.test(e.innerText.trim())).length >= n", arg=expected, timeout=60_000)
+            page.locator("[data-testid=stImage] img").first.wait_for(timeout=30_000)
+            return [t.strip() for t in captions.all_inner_texts() if HEX12.match(t.strip())]
+        finally:
+            browser.close()

@@ -1,0 +1,277 @@
+"""`docker compose up` for real: the project's images built and the whole stack run in a real
+Docker engine, exactly as the README tells a user, checked through the published ports only.
+
+The engine, Compose v2 and the stand-ins of the three third-party images (no registry is reachable
+here) come from ``tests/support/docker_engine.py``. The project is a copy of this checkout's files
+with a ``.env`` made from ``.env.example``: the trained test model's checkpoint (in ./checkpoints)
+instead of downloaded weights, free host ports, and what this machine needs to build at all (its
+CA bundle as the build secret, PyPI's torch because the PyTorch wheel index is not reachable).
+``make compose-test`` runs this module alone.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.browser import search_in_browser
+from tests.support.docker_engine import (
+    CA_BUNDLE,
+    PYTHON_BASE,
+    DockerEngine,
+    build_standins,
+    compose_ps,
+    host_leftovers,
+    wait_for_healthy,
+)
+from tests.support.net import free_port, wait_until
+from tests.support.search_api import make_shapes
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+README_COMMAND = ["compose", "-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml"]  # the README's CPU command
+LONG_RUNNING = ["es", "triton", "api", "ui", "embedder"]
+HEALTHCHECKED = ["es", "triton", "api", "ui"]
+ONE_SHOT = ["es-certs", "export", "downloader"]
+OURS = ["export", "downloader", "embedder", "api", "ui"]  # built from this checkout
+URL_HOST = "images.test"  # the test's image server on the compose network
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    engine = DockerEngine(tmp_path_factory.mktemp("docker")).start()
+    try:
+        build_standins(engine)
+        yield engine
+    finally:
+        engine.stop()
+        left = host_leftovers()
+        assert not left, f"the Docker engine left this behind: {left}"
+
+
+class Project:
+    """A user's checkout with its .env, and `docker compose` run in it."""
+
+    def __init__(self, engine: DockerEngine, folder: Path, model_dir: Path):
+        self.engine, self.folder = engine, folder
+        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT, capture_output=True,
+                               text=True, check=True).stdout.split("\n")
+        for name in filter(None, files):
+            if (REPO_ROOT / name).is_file():
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO_ROOT / name, folder / name)
+        checkpoints = folder / "checkpoints"
+        shutil.copytree(model_dir / "config", checkpoints / "config")
+        shutil.copy2(model_dir / "checkpoint.pt", checkpoints / "checkpoint.pt")
+        self.ports = {name: free_port() for name in ("API_PORT", "UI_PORT", "ES_PORT", "TRITON_GRPC_PORT",
+                                                     "TRITON_METRICS_PORT")}
+        env = (folder / ".env.example").read_text()
+        changes = {
+            "ELASTIC_PASSWORD": "compose-test-password", "ES_HEAP": "512m", "ES_MEM_LIMIT": "1536m",
+            "IMAGESEARCH_MODEL": "shapes-tiny-compose", "IMAGESEARCH_ARCH": "shapes-tiny",
+            "IMAGESEARCH_PRETRAINED": "/checkpoints/checkpoint.pt", "IMAGESEARCH_ARCH_CONFIG": "/checkpoints/config",
+            # The image server is a container on the compose network: a private address.
+            "DOWNLOAD_ALLOWED_NETWORKS": '["172.16.0.0/12", "192.168.0.0/16"]',
+            "BUILD_CA_BUNDLE": str(CA_BUNDLE) if CA_BUNDLE.exists() else "",
+            "TORCH_INDEX_URL": "https://pypi.org/simple",  # download.pytorch.org is not reachable here
+            **{name: str(port) for name, port in self.ports.items()},
+        }
+        lines = [line for line in env.splitlines() if line.split("=", 1)[0] not in changes]
+        (folder / ".env").write_text("\n".join(lines + [f"{k}={v}" for k, v in changes.items()]) + "\n")
+        self.api = f"http://127.0.0.1:{self.ports['API_PORT']}"
+        self.ui = f"http://127.0.0.1:{self.ports['UI_PORT']}"
+        (folder / "data").mkdir(exist_ok=True)
+        (folder / "data" / "image_urls.txt").write_text("")
+
+        self.command = [*README_COMMAND, *self._sandbox_override(folder.parent / "sandbox-limits.yml"), "--project-directory", str(folder)]
+
+    @staticmethod
+    def _sandbox_override(path: Path) -> list[str]:
+        """Some test machines cannot raise resource limits (no CAP_SYS_RESOURCE, as under rootless
+        Docker): there no container gets the `memlock: -1` and `nofile: 65536` that es and triton ask
+        for. Only there, an extra file caps those limits at what the machine allows."""
+        asked = {"memlock": (resource.RLIMIT_MEMLOCK, resource.RLIM_INFINITY), "nofile": (resource.RLIMIT_NOFILE, 65536)}
+        caps = {name: hard for name, (which, wanted) in asked.items()
+                if (hard := resource.getrlimit(which)[1]) != resource.RLIM_INFINITY
+                and (wanted == resource.RLIM_INFINITY or hard < wanted)}
+        if not caps:
+            return []
+        ulimits = "".join(f"      {name}: {hard}\n" for name, hard in caps.items())
+        path.write_text(f"services:\n  es:\n    ulimits:\n{ulimits}  triton:\n    ulimits:\n{ulimits}")
+        return ["-f", str(path)]
+
+    def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        return self.engine.docker(*self.command, *args, timeout=timeout, check=check, cwd=self.folder)
+
+    def ps(self) -> dict[str, dict]:
+        return compose_ps(self.engine, self.command)
+
+    def wait_healthy(self, timeout: float = 900) -> dict[str, dict]:
+        return wait_for_healthy(self.engine, self.command, HEALTHCHECKED, timeout)
+
+    def inspect(self, service: str, template: str) -> str:
+        container = self.compose("ps", "--all", "-q", service).stdout.split()[0]
+        return self.engine.docker("inspect", "--format", template, container).stdout.strip()
+
+    def status(self) -> dict:
+        return httpx.get(f"{self.api}/status", timeout=30).json()["counts"]
+
+    def wait_embedded(self, count: int, timeout: float = 300) -> dict:
+        wait_until(lambda: self.status()["embedded"] >= count, timeout, f"{count} embedded")
+        return self.status()
+
+    def search(self, query: str, k: int) -> list[dict]:
+        response = httpx.get(f"{self.api}/search", params={"q": query, "k": k}, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()["results"]
+
+    def searchable(self, count: int) -> list[dict]:
+        """All ``count`` images, once Elasticsearch's refresh made every vector searchable."""
+        deadline = time.monotonic() + 60
+        while len(results := self.search("a red circle", count)) < count:
+            assert time.monotonic() < deadline, f"only {len(results)} of {count} searchable"
+            time.sleep(0.5)
+        return results
+
+
+class ImageHost:
+    """The test's image server: a container on the compose network, serving a folder over HTTP."""
+
+    def __init__(self, engine: DockerEngine, folder: Path, network: str):
+        self.engine, self.name = engine, "imagesearch-test-images"
+        engine.docker("rm", "-f", self.name, check=False)
+        engine.docker("run", "-d", "--name", self.name, "--network", network, "--network-alias", URL_HOST,
+                      "-v", f"{folder}:/srv:ro", PYTHON_BASE, "python3", "-m", "http.server", "80", "--directory", "/srv")
+
+    def image_requests(self) -> int:
+        log = self.engine.docker("logs", self.name).stderr
+        return sum('"GET /img/' in line for line in log.splitlines())
+
+    def close(self) -> None:
+        self.engine.docker("rm", "-f", self.name, check=False)
+
+
+def write_images(folder: Path, prefix: str, per_class: int, seed: int) -> tuple[list[str], dict[str, str]]:
+    """Images under ``folder/img``; their URLs on the image host, and the URL of each by file name."""
+    urls, classes = [], {}
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(make_shapes(per_class=per_class, seed=seed)):
+        name = f"{prefix}{image.colour}_{image.shape}_{i}.jpg"
+        (folder / "img" / name).write_bytes(image.data)
+        urls.append(f"http://{URL_HOST}/img/{name}")
+        classes[urls[-1]] = f"{image.colour}_{image.shape}"
+    return urls, classes
+
+
+@pytest.mark.timeout(3600)  # a cold first run builds everything, torch included
+def test_compose_up_for_real(engine, test_model_repo, tmp_path):
+    project = Project(engine, tmp_path / "checkout", test_model_repo.parent)
+    served = tmp_path / "served"
+    images = None
+    project.compose("down", "-v", "--remove-orphans")  # the engine's data root is kept between runs
+    try:
+        # --- first start: build our images, every service healthy or done -------------------------
+        started = time.monotonic()
+        project.compose("up", "-d", "--build", timeout=3600)
+        rows = project.wait_healthy()
+        first_up_s = time.monotonic() - started
+        for service in ONE_SHOT:
+            assert (rows[service]["State"], rows[service]["ExitCode"]) == ("exited", 0), rows[service]
+        for service in LONG_RUNNING:
+            assert rows[service]["State"] == "running", rows[service]
+        assert "exported" in project.compose("logs", "export").stdout.lower()
+
+        # --- ingest through the containers ---------------------------------------------------------
+        urls, classes = write_images(served, "", per_class=3, seed=11)
+        network = project.inspect("api", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}")
+        images = ImageHost(engine, served, network)
+        (project.folder / "data" / "image_urls.txt").write_text("\n".join(urls + urls[:1]) + "\n")
+        project.compose("run", "--rm", "downloader", timeout=600)  # the README's "ingest a new URL list"
+        assert images.image_requests() == len(urls)  # the repeated URL: fetched once
+        counts = project.wait_embedded(len(urls))
+        assert (counts["images"], counts["pending"], counts["failed_urls"]) == (len(urls), 0, 0), counts
+
+        # --- search on the published API port: text and image ---------------------------------------
+        everything = project.searchable(len(urls))
+        assert len({r["id"] for r in everything}) == len(urls)
+        top = project.search("a red circle", 3)
+        assert all(classes[r["url"]] == "red_circle" for r in top), [r["url"] for r in top]
+        example = (served / "img" / next(u.rsplit("/", 1)[1] for u in urls if classes[u] == "blue_square")).read_bytes()
+        by_image = httpx.post(f"{project.api}/search/image", files={"file": ("q.jpg", example, "image/jpeg")},
+                              data={"k": "3"}, timeout=60)
+        assert by_image.status_code == 200, by_image.text
+        assert all(classes[r["url"]] == "blue_square" for r in by_image.json()["results"]), by_image.json()
+
+        # --- the UI on its published port, in Chromium -----------------------------------------------
+        shown = search_in_browser(project.ui, "a red circle", expected=12)
+        assert shown == [r["id"][:12] for r in project.search("a red circle", 12)]
+
+        # --- down, then up again: the volumes keep images, vectors and the model -------------------
+        before = project.status()
+        project.compose("down")
+        started = time.monotonic()
+        project.compose("up", "-d", "--build", timeout=3600)
+        project.wait_healthy()
+        second_up_s = time.monotonic() - started
+        assert project.status() == before
+        assert "already" in project.compose("logs", "export").stdout  # the model was not exported again
+        wait_until(lambda: project.ps()["downloader"]["State"] == "exited", 300, "the downloader's second run")
+        assert project.ps()["downloader"]["ExitCode"] == 0
+        assert images.image_requests() == len(urls)  # nothing downloaded again
+        assert project.status() == before  # nothing embedded again
+
+        # --- SIGKILL of the embedder in the middle of embedding, then up: nothing lost or doubled ---
+        more, _ = write_images(served, "more-", per_class=25, seed=12)
+        project.compose("stop", "embedder")
+        (project.folder / "data" / "image_urls.txt").write_text("\n".join(more) + "\n")
+        project.compose("run", "--rm", "downloader", timeout=600)
+        total = len(urls) + len(more)
+        assert project.status()["images"] == total
+        project.compose("start", "embedder")
+        wait_until(lambda: project.status()["embedded"] > len(urls), 300, "the embedder under way", interval=0.1)
+        project.compose("kill", "-s", "SIGKILL", "embedder")
+        at_kill = project.status()
+        assert at_kill["embedded"] < total, f"embedding ended before the kill: {at_kill}"
+        assert project.inspect("embedder", "{{.State.ExitCode}}") == "137"
+        project.compose("up", "-d")
+        counts = project.wait_embedded(total)
+        assert (counts["images"], counts["embedded"], counts["pending"]) == (total, total, 0), counts
+        assert len({r["id"] for r in project.searchable(100)}) == 100  # the API's largest k
+
+        # --- Elasticsearch stopped: 503 with Retry-After; started: back, the API never restarted ---
+        api_started = project.inspect("api", "{{.State.StartedAt}}")
+        project.compose("stop", "es")
+        health = httpx.get(f"{project.api}/healthz", timeout=60)
+        assert health.status_code == 503, health.text
+        down = httpx.get(f"{project.api}/search", params={"q": "a red circle"}, timeout=120)
+        assert down.status_code == 503 and down.headers.get("retry-after"), (down.status_code, down.text)
+        project.compose("start", "es")
+        wait_until(lambda: httpx.get(f"{project.api}/healthz", timeout=30).status_code == 200, 300, "API healthy again")
+        assert len(project.search("a red circle", 5)) == 5
+        assert project.inspect("api", "{{.State.StartedAt}}") == api_started
+
+        # --- non-root, no restarts, no tracebacks ------------------------------------------------------
+        rows = project.ps()
+        for service in OURS:
+            user = project.inspect(service, "{{.Config.User}}")
+            assert user not in ("", "0", "root"), (service, user)
+        for service in ("api", "ui", "embedder"):
+            assert project.compose("exec", "-T", service, "id", "-u").stdout.strip() == "10001", service
+        for service in rows:
+            assert project.inspect(service, "{{.RestartCount}}") == "0", service
+        logs = project.compose("logs", "--no-color").stdout
+        assert "Traceback" not in logs, logs[logs.index("Traceback") - 2000:][:6000]
+
+        sizes = {image: engine.docker("image", "inspect", "--format", "{{.Size}}", image).stdout.strip()
+                 for image in ("imagesearch-runtime:0.1.0", "imagesearch-export:0.1.0")}
+        print(f"\n[compose] first up --build {first_up_s:.0f} s, second up --build {second_up_s:.0f} s, "
+              + ", ".join(f"{name} {int(size) / 2**20:.0f} MiB" for name, size in sizes.items()))
+    finally:
+        if images is not None:
+            images.close()
+        project.compose("down", "-v", "--remove-orphans", check=False)
