@@ -74,8 +74,11 @@ class Standin:
 
     def address(self, value: str) -> str:
         """``scheme://service:port`` or ``service:port`` -> the local stand-in's address."""
-        parts = urlsplit(value if "//" in value else f"//{value}")
-        port = self.ports.get((parts.hostname, parts.port))
+        try:
+            parts = urlsplit(value if "//" in value else f"//{value}")
+            port = self.ports.get((parts.hostname, parts.port))
+        except ValueError:  # not an address, e.g. a JSON list
+            return value
         if port is None:
             return value
         local = urlunsplit((parts.scheme, f"127.0.0.1:{port}", parts.path, parts.query, parts.fragment))
