@@ -40,6 +40,9 @@ HEALTHCHECKED = ["es", "triton", "api", "ui"]
 ONE_SHOT = ["es-certs", "export", "downloader"]
 OURS = ["export", "downloader", "embedder", "api", "ui"]  # built from this checkout
 URL_HOST = "images.test"  # the test's image server on the compose network
+# API keys in .env: the API asks for one on every route but /healthz and /metrics; the UI sends its own.
+READ = {"X-API-Key": "compose-test-read-key"}
+ADMIN = {"X-API-Key": "compose-test-admin-key"}
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +82,7 @@ class Project:
             "DOWNLOAD_ALLOWED_NETWORKS": '["172.16.0.0/12", "192.168.0.0/16"]',
             "BUILD_CA_BUNDLE": str(CA_BUNDLE) if CA_BUNDLE.exists() else "",
             "TORCH_INDEX_URL": "https://pypi.org/simple",  # download.pytorch.org is not reachable here
+            "API_KEYS": READ["X-API-Key"], "ADMIN_API_KEYS": ADMIN["X-API-Key"], "UI_API_KEY": "compose-test-ui-key",
             **{name: str(port) for name, port in self.ports.items()},
         }
         lines = [line for line in env.splitlines() if line.split("=", 1)[0] not in changes]
@@ -119,14 +123,14 @@ class Project:
         return self.engine.docker("inspect", "--format", template, container).stdout.strip()
 
     def status(self) -> dict:
-        return httpx.get(f"{self.api}/status", timeout=30).json()["counts"]
+        return httpx.get(f"{self.api}/status", headers=READ, timeout=30).json()["counts"]
 
     def wait_embedded(self, count: int, timeout: float = 300) -> dict:
         wait_until(lambda: self.status()["embedded"] >= count, timeout, f"{count} embedded")
         return self.status()
 
     def search(self, query: str, k: int) -> list[dict]:
-        response = httpx.get(f"{self.api}/search", params={"q": query, "k": k}, timeout=60)
+        response = httpx.get(f"{self.api}/search", params={"q": query, "k": k}, headers=READ, timeout=60)
         assert response.status_code == 200, response.text
         return response.json()["results"]
 
@@ -203,11 +207,16 @@ def test_compose_up_for_real(engine, test_model_repo, tmp_path):
         assert all(classes[r["url"]] == "red_circle" for r in top), [r["url"] for r in top]
         example = (served / "img" / next(u.rsplit("/", 1)[1] for u in urls if classes[u] == "blue_square")).read_bytes()
         by_image = httpx.post(f"{project.api}/search/image", files={"file": ("q.jpg", example, "image/jpeg")},
-                              data={"k": "3"}, timeout=60)
+                              data={"k": "3"}, headers=READ, timeout=60)
         assert by_image.status_code == 200, by_image.text
         assert all(classes[r["url"]] == "blue_square" for r in by_image.json()["results"]), by_image.json()
 
-        # --- the UI on its published port, in Chromium -----------------------------------------------
+        # --- the API keys from .env: none, or a wrong one, is refused; the probes stay open --------
+        assert httpx.get(f"{project.api}/search", params={"q": "a red circle"}, timeout=30).status_code == 401
+        assert httpx.get(f"{project.api}/status", headers={"X-API-Key": "wrong"}, timeout=30).status_code == 401
+        assert httpx.get(f"{project.api}/healthz", timeout=30).status_code == 200
+
+        # --- the UI on its published port, in Chromium (it sends UI_API_KEY) ------------------------
         shown = search_in_browser(project.ui, "a red circle", expected=12)
         assert shown == [r["id"][:12] for r in project.search("a red circle", 12)]
 
@@ -248,12 +257,21 @@ def test_compose_up_for_real(engine, test_model_repo, tmp_path):
         project.compose("stop", "es")
         health = httpx.get(f"{project.api}/healthz", timeout=60)
         assert health.status_code == 503, health.text
-        down = httpx.get(f"{project.api}/search", params={"q": "a red circle"}, timeout=120)
+        down = httpx.get(f"{project.api}/search", params={"q": "a red circle"}, headers=READ, timeout=120)
         assert down.status_code == 503 and down.headers.get("retry-after"), (down.status_code, down.text)
         project.compose("start", "es")
         wait_until(lambda: httpx.get(f"{project.api}/healthz", timeout=30).status_code == 200, 300, "API healthy again")
         assert len(project.search("a red circle", 5)) == 5
         assert project.inspect("api", "{{.State.StartedAt}}") == api_started
+
+        # --- removal with an admin key: the record, its vectors and its file (in the images volume) go
+        victim = project.search("a red circle", 1)[0]["id"]
+        assert httpx.delete(f"{project.api}/images/{victim}", headers=READ, timeout=60).status_code == 403
+        removed = httpx.delete(f"{project.api}/images/{victim}", headers=ADMIN, timeout=60)
+        assert removed.status_code == 200 and removed.json()["files"] == 1, removed.text
+        assert httpx.get(f"{project.api}/images/{victim}", headers=READ, timeout=30).status_code == 404
+        assert victim not in {r["id"] for r in project.search("a red circle", 100)}
+        assert project.status()["images"] == total - 1
 
         # --- non-root, no restarts, no tracebacks ------------------------------------------------------
         rows = project.ps()

@@ -38,6 +38,7 @@ PYTHON_BASE = "python:3.11.13-slim-bookworm"
 # certificates, netbase, tzdata. The version string changes the stand-in when the recipe changes.
 PYTHON_BASE_PACKAGES = "python3,python3-pip,python3-venv,ca-certificates,netbase,tzdata"
 PYTHON_BASE_RECIPE = f"bookworm minbase {PYTHON_BASE_PACKAGES} v1"
+DATA_ROOT = cache_dir() / "docker" / "data-root"  # the engine's images and build cache, kept between runs
 # The machine's CA bundle: where a TLS-intercepting proxy's CA is, pip inside builds needs it.
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -89,7 +90,7 @@ class DockerEngine:
     def __init__(self, workdir: Path):
         ensure_packages()
         self.workdir = Path(workdir)
-        self.data_root = cache_dir() / "docker" / "data-root"  # images and build cache, kept between runs
+        self.data_root = DATA_ROOT
         self.exec_root = Path(tempfile.mkdtemp(prefix="dockerd-exec-"))  # short: it holds unix sockets
         self.socket = self.exec_root / "docker.sock"
         self.config = self.workdir / "docker-config"  # DOCKER_CONFIG: the compose plugin, no user settings
@@ -167,7 +168,9 @@ def host_leftovers() -> list[str]:
     for table in ("filter", "nat"):
         rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, timeout=30).stdout
         left += [f"{table}: {line}" for line in rules.splitlines() if "DOCKER" in line]
-    pids = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True, timeout=30).stdout.split()
+    # Ours only: a daemon on the test cache's data root (a system Docker service is not ours to judge).
+    pids = subprocess.run(["pgrep", "-f", f"dockerd .*--data-root={DATA_ROOT}"], capture_output=True, text=True,
+                          timeout=30).stdout.split()
     return left + [f"dockerd pid {pid}" for pid in pids]
 
 
