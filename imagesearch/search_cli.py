@@ -14,6 +14,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", help="search by an example image: a file path or an http(s) URL")
     parser.add_argument("--id", dest="image_id", help="search by an image already in the index (more like this)")
     parser.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    parser.add_argument("--mode", choices=["vector", "text", "hybrid"], default="vector",
+                        help="for TEXT: match by meaning (vector, the default), by the words of captions and "
+                             "file names (text), or both fused (hybrid)")
     parser.add_argument("--min-score", type=float, default=None)
     parser.add_argument("--json", action="store_true", help="print the API's JSON response shape")
 
@@ -34,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     if sum(x is not None for x in (args.text, args.image, args.image_id)) != 1:
         print("give exactly one of: TEXT, --image PATH_OR_URL, --id ID", file=sys.stderr)
         return 2
+    if args.mode != "vector" and args.text is None:
+        print("--mode text|hybrid searches by TEXT; an image or an id is searched by meaning", file=sys.stderr)
+        return 2
     if not 1 <= args.k <= 1000:
         print("-k must be between 1 and 1000", file=sys.stderr)
         return 2
@@ -41,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     service = SearchService(settings)
     try:
         if args.text is not None:
-            response = service.search_text(args.text, args.k, min_score=args.min_score)
+            response = service.search_text(args.text, args.k, min_score=args.min_score, mode=args.mode)
         elif args.image:
             response = service.search_image(_image_bytes(args.image, settings), args.k, min_score=args.min_score,
                                             query={"image": args.image})
@@ -59,5 +65,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"no results ({response.model}; is anything embedded? see `imagesearch status`)")
     for rank, result in enumerate(response.results, 1):
         caption = f"  {result.captions[0]!r}" if result.captions else ""
-        print(f"{rank:3d}  {result.score:.4f}  {result.id[:12]}  {result.url}{caption}")
+        matched = f"  [{'+'.join(result.matched)}]" if args.mode != "vector" else ""
+        print(f"{rank:3d}  {result.score:.4f}  {result.id[:12]}  {result.url}{caption}{matched}")
     return 0

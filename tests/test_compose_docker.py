@@ -194,7 +194,10 @@ def test_compose_up_for_real(engine, test_model_repo, tmp_path):
         urls, classes = write_images(served, "", per_class=3, seed=11)
         network = project.inspect("api", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}")
         images = ImageHost(engine, served, network)
-        (project.folder / "data" / "image_urls.txt").write_text("\n".join(urls + urls[:1]) + "\n")
+        # One caption (URL TAB caption): the hybrid search below must find it by its words.
+        captioned = next(u for u in urls if classes[u] == "green_triangle")
+        lines = [f"{u}\tthe eiffel tower at dusk" if u == captioned else u for u in urls]
+        (project.folder / "data" / "image_urls.txt").write_text("\n".join(lines + urls[:1]) + "\n")
         project.compose("run", "--rm", "downloader", timeout=600)  # the README's "ingest a new URL list"
         assert images.image_requests() == len(urls)  # the repeated URL: fetched once
         counts = project.wait_embedded(len(urls))
@@ -210,6 +213,11 @@ def test_compose_up_for_real(engine, test_model_repo, tmp_path):
                               data={"k": "3"}, headers=READ, timeout=60)
         assert by_image.status_code == 200, by_image.text
         assert all(classes[r["url"]] == "blue_square" for r in by_image.json()["results"]), by_image.json()
+
+        # --- keyword and hybrid search over the captions (Elasticsearch BM25, fused in the API) ------
+        hybrid = httpx.get(f"{project.api}/search", params={"q": "eiffel tower", "k": 5, "mode": "hybrid"},
+                           headers=READ, timeout=60).json()["results"]
+        assert (hybrid[0]["url"], hybrid[0]["matched"]) == (captioned, ["vector", "text"]), hybrid[0]
 
         # --- the API keys from .env: none, or a wrong one, is refused; the probes stay open --------
         assert httpx.get(f"{project.api}/search", params={"q": "a red circle"}, timeout=30).status_code == 401

@@ -74,6 +74,15 @@ def test_folder_ingest_then_search_finds_the_right_shapes(tmp_path, test_model_r
     by_id = run_cli("search", "--id", example_id, "-k", "3", "--json", env=env)
     assert json.loads(by_id.stdout)["results"][0]["id"] == example_id
 
+    # `--mode text`: by the words of file names (here <colour>/<shape>-N), only the triangles.
+    by_words = run_cli("search", "triangle", "--mode", "text", "-k", "30", "--json", env=env)
+    assert by_words.returncode == 0, by_words.stderr
+    words = json.loads(by_words.stdout)["results"]
+    assert len(words) == 24 and all(r["matched"] == ["text"] and colour_shape_of(r)[1] == "triangle" for r in words), words
+    printed = run_cli("search", "a red triangle", "--mode", "hybrid", "-k", "3", env=env)
+    assert printed.returncode == 0 and printed.stdout.count("[vector+text]") >= 1, printed.stdout
+    assert run_cli("search", "--id", example_id, "--mode", "text", env=env).returncode == 2
+
     again = run_cli("ingest", "--folder", str(folder), env=env)  # re-run: no new work
     assert "known 72" in again.stdout and "stored" not in again.stdout.split("folder")[1].split("\n")[0]
     assert "0 embedded" in again.stdout
