@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.es_node import ES_VERSION, cache_dir, ensure_distribution, java_home
+from tests.support.es_node import cache_dir, ensure_distribution, java_home
 from tests.support.net import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -249,6 +249,3 @@ def compose_ps(engine: DockerEngine, compose: list[str]) -> dict[str, dict]:
     if len(rows) == 1 and isinstance(rows[0], list):
         rows = rows[0]
     return {row["Service"]: row for row in rows}
-
-
-__all__ = ["ES_VERSION", "DockerEngine", "build_standins", "compose_ps", "host_leftovers", "wait_for_healthy"]

@@ -18,7 +18,7 @@ done < <(env -0)
 if [[ -n ${ELASTIC_PASSWORD:-} ]]; then
   [[ -f config/elasticsearch.keystore ]] || elasticsearch-keystore create >/dev/null
   if ! elasticsearch-keystore list | grep -qx bootstrap.password; then
-    printf '%s' "$ELASTIC_PASSWORD" | elasticsearch-keystore add -x bootstrap.password
+    printf '%s' "$ELASTIC_PASSWORD" | elasticsearch-keystore add -x -f bootstrap.password
   fi
 fi
 exec elasticsearch "${options[@]}" "$@"
