@@ -90,3 +90,45 @@ def test_a_store_locked_for_readers_gives_503_with_retry_after_then_recovers(set
             assert httpx.get(f"{api.url}/search", params={"q": "a red circle"}, timeout=30).status_code == 200
     finally:
         lock.release()
+
+
+# --- keyword index ------------------------------------------------------------------------------
+
+def test_keyword_rows_are_found_by_rowid_and_a_store_from_the_first_version_is_reindexed(tmp_path):
+    """Re-storing and removing an image touch its one keyword row (FTS5 finds rows by rowid only:
+    the first version looked them up by id, a full scan per write); a store with the first
+    version's `keywords` table gets the new index, filled from its records, when it is opened."""
+    import hashlib
+    import sqlite3
+
+    from imagesearch.records import ImageRecord
+    from imagesearch.stores.local import keyword_rowid
+
+    def image_id(n: int) -> str:
+        return hashlib.sha256(str(n).encode()).hexdigest()
+
+    def record(n: int, caption: str) -> ImageRecord:
+        return ImageRecord(id=image_id(n), urls=[f"http://example.com/{n}.jpg"], captions=[caption], sources=["url"],
+                           width=8, height=8, format="jpeg", bytes=10)
+
+    path = tmp_path / "store.db"
+    store = LocalStore(path)
+    store.upsert_images([record(1, "lighthouse at dawn"), record(2, "harbour crane")])
+    store.upsert_images([record(1, "lighthouse at dawn")])  # stored again: still one row
+    db = sqlite3.connect(path)
+    assert sorted(db.execute("SELECT rowid, id FROM image_keywords").fetchall()) == sorted(
+        (keyword_rowid(image_id(n)), image_id(n)) for n in (1, 2))
+    store.remove_images([image_id(2)])
+    assert [i for (i,) in db.execute("SELECT id FROM image_keywords")] == [image_id(1)]
+    assert [h.id for h in store.keyword_search("lighthouse", 5)] == [image_id(1)]
+    store.close()
+
+    # The first version: `keywords` found by id, no `image_keywords`.
+    db.executescript("DROP TABLE image_keywords; CREATE VIRTUAL TABLE keywords USING fts5(id UNINDEXED, text);"
+                     f"INSERT INTO keywords (id, text) VALUES ('{image_id(1)}', 'lighthouse');")
+    db.close()
+    reopened = LocalStore(path)
+    assert [h.id for h in reopened.keyword_search("lighthouse dawn", 5)] == [image_id(1)]
+    tables = {name for (name,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "keywords" not in tables and "image_keywords" in tables
+    reopened.close()

@@ -40,9 +40,20 @@ CREATE TABLE IF NOT EXISTS embed_errors (model TEXT NOT NULL, id TEXT NOT NULL, 
 -- Removed images (the record as it was) and their URLs: not downloaded or scanned in again unless asked.
 CREATE TABLE IF NOT EXISTS removed (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS removed_urls (url TEXT PRIMARY KEY, image_id TEXT NOT NULL);
--- Keyword search (mode=text|hybrid): captions and file names, BM25-ranked by FTS5.
-CREATE VIRTUAL TABLE IF NOT EXISTS keywords USING fts5(id UNINDEXED, text, tokenize='unicode61 remove_diacritics 2');
+-- Keyword search (mode=text|hybrid): captions and file names, BM25-ranked by FTS5. The rowid comes
+-- from the image id (keyword_rowid): FTS5 indexes only its text, so finding a row by id would scan
+-- the whole table at every write. (`keywords`, the first version, was found by id: replaced.)
+DROP TABLE IF EXISTS keywords;
+CREATE VIRTUAL TABLE IF NOT EXISTS image_keywords USING fts5(id UNINDEXED, text, tokenize='unicode61 remove_diacritics 2');
 """
+
+
+def keyword_rowid(image_id: str) -> int:
+    """The image's row in ``image_keywords``: 63 bits of its sha256 (a collision among a million
+    images has odds of about 1 in 10^7)."""
+    return int(image_id[:16], 16) >> 1
+
+
 # A removed image's vector rows are replaced by empty ones (a newer seq), so every reader's matrix
 # sees the removal in the same ordered stream as the additions.
 HAS_VECTOR = "length(vector) > 0"
@@ -129,12 +140,12 @@ class LocalStore:
     def _fill_keywords(self) -> None:
         """A store from before keyword search: index the records it holds, once."""
         db = self._db()
-        if db.execute("SELECT 1 FROM keywords LIMIT 1").fetchone() or not db.execute("SELECT 1 FROM images LIMIT 1").fetchone():
+        if db.execute("SELECT 1 FROM image_keywords LIMIT 1").fetchone() or not db.execute("SELECT 1 FROM images LIMIT 1").fetchone():
             return
         with self._tx() as db:
             rows = db.execute("SELECT id, record FROM images").fetchall()
-            db.executemany("INSERT INTO keywords (id, text) VALUES (?, ?)",
-                           [(i, ImageRecord.model_validate_json(r).keyword_text) for i, r in rows])
+            db.executemany("INSERT INTO image_keywords (rowid, id, text) VALUES (?, ?, ?)",
+                           [(keyword_rowid(i), i, ImageRecord.model_validate_json(r).keyword_text) for i, r in rows])
 
     # --- connections ------------------------------------------------------------------------
 
@@ -189,8 +200,9 @@ class LocalStore:
                 )
                 db.executemany("INSERT OR REPLACE INTO urls (url, image_id) VALUES (?, ?)", [(u, record.id) for u in record.urls])
                 db.executemany("DELETE FROM failures WHERE url = ?", [(u,) for u in record.urls])
-                db.execute("DELETE FROM keywords WHERE id = ?", (record.id,))
-                db.execute("INSERT INTO keywords (id, text) VALUES (?, ?)", (record.id, record.keyword_text))
+                db.execute("DELETE FROM image_keywords WHERE rowid = ?", (keyword_rowid(record.id),))
+                db.execute("INSERT INTO image_keywords (rowid, id, text) VALUES (?, ?, ?)",
+                           (keyword_rowid(record.id), record.id, record.keyword_text))
                 db.execute("DELETE FROM removed WHERE id = ?", (record.id,))  # stored again on purpose
                 db.executemany("DELETE FROM removed_urls WHERE url = ?", [(u,) for u in record.urls])
         return created
@@ -312,8 +324,9 @@ class LocalStore:
                 models = [m for (m,) in db.execute("SELECT model FROM vectors WHERE id = ?", (image_id,))]
                 db.executemany("INSERT OR REPLACE INTO vectors (model, id, vector) VALUES (?, ?, x'')",
                                [(m, image_id) for m in models])
-                for table in ("images", "embed_errors", "keywords"):
+                for table in ("images", "embed_errors"):
                     db.execute(f"DELETE FROM {table} WHERE id = ?", (image_id,))
+                db.execute("DELETE FROM image_keywords WHERE rowid = ?", (keyword_rowid(image_id),))
                 db.execute("DELETE FROM urls WHERE image_id = ?", (image_id,))
                 removed.append(record)
         return removed
@@ -426,8 +439,8 @@ class LocalStore:
             return []
         where, params = self._filter_sql(filters)
         rows = self._db().execute(
-            "SELECT i.id, i.record, bm25(keywords) FROM keywords JOIN images i ON i.id = keywords.id"
-            f" WHERE keywords MATCH ? AND {where} ORDER BY bm25(keywords) LIMIT ?",
+            "SELECT i.id, i.record, bm25(image_keywords) FROM image_keywords JOIN images i ON i.id = image_keywords.id"
+            f" WHERE image_keywords MATCH ? AND {where} ORDER BY bm25(image_keywords) LIMIT ?",
             [" OR ".join(f'"{w}"' for w in words), *params, min(k, MAX_K)]).fetchall()
         return [Hit(id=i, score=-rank, record=ImageRecord.model_validate_json(r)) for i, r, rank in rows]
 
