@@ -28,6 +28,8 @@ class Settings(BaseSettings):
         "refuse", description="at load, a model file that misses its parity gate on this machine: refuse it or only warn")
     encoder: Literal["onnx", "triton"] = "onnx"
     onnx_threads: int = Field(0, description="intra-op threads for ONNX Runtime; 0 = all cores")
+    onnx_text_spinning: bool = Field(
+        False, description="let the text encoder's threads spin between runs (off: they sleep and leave the cores to the search)")
     onnx_providers: str = Field("", description="comma-separated ORT providers; empty = CUDA if present, else CPU")
     batch_size: int = 32
     encoder_inflight: int = Field(1, description="image batches in flight to the encoder (raise for Triton)")

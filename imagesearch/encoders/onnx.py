@@ -24,11 +24,16 @@ def _providers(requested: str) -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def make_session(path, providers: list[str] | None = None, threads: int = 0, variant: str = "fp32") -> ort.InferenceSession:
-    """An ONNX Runtime session for one exported file (shared by the encoder and the export checks)."""
+def make_session(path, providers: list[str] | None = None, threads: int = 0, variant: str = "fp32",
+                 spinning: bool = True) -> ort.InferenceSession:
+    """An ONNX Runtime session for one exported file (shared by the encoder and the export checks).
+    ``spinning=False``: the intra-op threads sleep as soon as a run ends instead of spinning for
+    the next one, leaving the cores to the work between runs (a query's exact search)."""
     options = ort.SessionOptions()
     if threads > 0:
         options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = providers or ["CPUExecutionProvider"]
     # ORT's extended CPU graph fusions crash on fp16 graphs (seen with ORT 1.2x); basic ones are safe.
     fp16_on_cpu = variant == "fp16" and providers[0] == "CPUExecutionProvider"
@@ -46,7 +51,10 @@ class OnnxEncoder(TowerEncoder):
         providers = _providers(settings.onnx_providers)
         repo, variant, threads = settings.model_repository, settings.model_variant, settings.onnx_threads
         self._visual = make_session(card.onnx_path(repo, "visual", variant), providers, threads, variant)
-        self._textual = make_session(card.onnx_path(repo, "textual", variant), providers, threads, variant)
+        # Text runs one query at a time between searches over the vectors: by default its threads do
+        # not spin on the cores the search needs (README, "Search API").
+        self._textual = make_session(card.onnx_path(repo, "textual", variant), providers, threads, variant,
+                                     spinning=settings.onnx_text_spinning)
         self.providers = self._visual.get_providers()
         self.variant = variant
         # One run at a time per session: ORT already uses all intra-op threads for one batch.
