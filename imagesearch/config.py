@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     urls_file: Path = Field(Path("data/image_urls.txt"), description="URL list `make run` ingests if present")
     images_folder: Path = Field(Path("data/images"), description="folder `make run` ingests if present")
 
+    @field_validator("arch_config", mode="before")
+    @classmethod
+    def _no_arch_config(cls, value):
+        return None if value == "" else value  # empty (as in .env.example): none, not the current folder
+
     @property
     def es_urls(self) -> list[str]:
         return [url.strip() for url in self.es_url.split(",") if url.strip()]

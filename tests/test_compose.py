@@ -312,3 +312,10 @@ def test_the_runtime_image_has_no_torch_and_all_it_runs():
                 assert not [n for n in names if n == "export" or n.startswith("export.")], f"{path} imports export"
     ignored = set((c.REPO_ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "var", "model_repository", "test-artifacts"} <= ignored
+
+
+def test_the_env_files_empty_arch_config_means_none(monkeypatch):
+    """`.env.example` leaves IMAGESEARCH_ARCH_CONFIG empty: no custom architecture, not the current folder."""
+    assert c.load_env()["IMAGESEARCH_ARCH_CONFIG"] == ""
+    monkeypatch.setenv("IMAGESEARCH_ARCH_CONFIG", "")
+    assert Settings().arch_config is None
