@@ -105,6 +105,7 @@ class DockerEngine:
                 "DOCKER_BUILDKIT": "1", "COMPOSE_STATUS_STDOUT": "1"}
 
     def start(self) -> DockerEngine:
+        _stop_stale_daemons()  # a test process killed before its teardown leaves its daemon running
         self.data_root.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -135,11 +136,37 @@ class DockerEngine:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        for link in _docker_links():
-            subprocess.run(["ip", "link", "delete", link], capture_output=True, timeout=30)
-        for table in ("filter", "nat"):
-            _delete_docker_chains(table)
+        _clean_host()
         shutil.rmtree(self.exec_root, ignore_errors=True)
+
+
+def _our_daemons() -> list[int]:
+    """dockerd processes on the test cache's data root (a system Docker service is not ours)."""
+    out = subprocess.run(["pgrep", "-f", f"dockerd .*--data-root={DATA_ROOT}"], capture_output=True, text=True,
+                         timeout=30).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def _stop_stale_daemons() -> None:
+    stale = _our_daemons()
+    if not stale:
+        return
+    for pid in stale:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while _our_daemons() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in _our_daemons():
+        os.kill(pid, signal.SIGKILL)
+    _clean_host()
+
+
+def _clean_host() -> None:
+    """Remove what dockerd adds to the host network: bridges, veths, DOCKER* firewall chains."""
+    for link in _docker_links():
+        subprocess.run(["ip", "link", "delete", link], capture_output=True, timeout=30)
+    for table in ("filter", "nat"):
+        _delete_docker_chains(table)
 
 
 def _docker_links() -> list[str]:
@@ -168,10 +195,7 @@ def host_leftovers() -> list[str]:
     for table in ("filter", "nat"):
         rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, timeout=30).stdout
         left += [f"{table}: {line}" for line in rules.splitlines() if "DOCKER" in line]
-    # Ours only: a daemon on the test cache's data root (a system Docker service is not ours to judge).
-    pids = subprocess.run(["pgrep", "-f", f"dockerd .*--data-root={DATA_ROOT}"], capture_output=True, text=True,
-                          timeout=30).stdout.split()
-    return left + [f"dockerd pid {pid}" for pid in pids]
+    return left + [f"dockerd pid {pid}" for pid in _our_daemons()]
 
 
 def build_python_base(engine: DockerEngine) -> None:
