@@ -82,6 +82,8 @@ class Project:
             "DOWNLOAD_ALLOWED_NETWORKS": '["172.16.0.0/12", "192.168.0.0/16"]',
             "BUILD_CA_BUNDLE": str(CA_BUNDLE) if CA_BUNDLE.exists() else "",
             "TORCH_INDEX_URL": "https://pypi.org/simple",  # download.pytorch.org is not reachable here
+            # The test machines' disk is large and shared: 90% used can still leave 20 GB free.
+            "ES_DISK_WATERMARK_LOW": "2gb", "ES_DISK_WATERMARK_HIGH": "1gb", "ES_DISK_WATERMARK_FLOOD": "512mb",
             "API_KEYS": READ["X-API-Key"], "ADMIN_API_KEYS": ADMIN["X-API-Key"], "UI_API_KEY": "compose-test-ui-key",
             **{name: str(port) for name, port in self.ports.items()},
         }
@@ -111,6 +113,13 @@ class Project:
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         return self.engine.docker(*self.command, *args, timeout=timeout, check=check, cwd=self.folder)
+
+    def report(self) -> None:
+        """Print every container's state and its last log lines (pytest shows them for a failed test)."""
+        print(self.compose("ps", "--all", check=False).stdout)
+        for service in (*ONE_SHOT, *LONG_RUNNING):
+            logs = self.compose("logs", "--no-color", "--tail", "40", service, check=False)
+            print(f"--- {service} ---\n{logs.stdout}{logs.stderr}")
 
     def ps(self) -> dict[str, dict]:
         return compose_ps(self.engine, self.command)
@@ -297,6 +306,9 @@ def test_compose_up_for_real(engine, test_model_repo, tmp_path):
                  for image in ("imagesearch-runtime:0.1.0", "imagesearch-export:0.1.0")}
         print(f"\n[compose] first up --build {first_up_s:.0f} s, second up --build {second_up_s:.0f} s, "
               + ", ".join(f"{name} {int(size) / 2**20:.0f} MiB" for name, size in sizes.items()))
+    except BaseException:
+        project.report()  # what each container said, so a failure on CI can be read from its log
+        raise
     finally:
         if images is not None:
             images.close()
