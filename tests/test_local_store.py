@@ -3,6 +3,8 @@ locks: writers wait and readers answer 503, never 500. The contract both stores 
 
 from __future__ import annotations
 
+import numpy as np
+
 from imagesearch.stores.local import LocalStore
 
 MODEL, DIM = "test-model", 16
@@ -131,4 +133,61 @@ def test_keyword_rows_are_found_by_rowid_and_a_store_from_the_first_version_is_r
     assert [h.id for h in reopened.keyword_search("lighthouse dawn", 5)] == [image_id(1)]
     tables = {name for (name,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "keywords" not in tables and "image_keywords" in tables
+    reopened.close()
+
+
+# --- one batch of vectors is one transaction --------------------------------------------------------
+
+BATCH_WRITER = """
+import sys
+import numpy as np
+
+from imagesearch.stores.local import LocalStore
+from tests.support.store_data import image_id, unit_vectors
+n, dim = int(sys.argv[2]), int(sys.argv[3])
+store = LocalStore(sys.argv[1])
+print("writing", flush=True)
+store.set_vectors(sys.argv[4], [image_id(i) for i in range(n)], unit_vectors(n, dim, seed=5))
+print("written", flush=True)
+"""
+
+
+def test_a_batch_of_vectors_is_seen_all_or_none_by_a_reader_and_after_a_kill(tmp_path):
+    """A reader never sees part of a `set_vectors` batch, and SIGKILL in the middle of writing one
+    leaves none of it. The kill comes at a state: once the batch's pages spill into the WAL file,
+    before the commit (a batch this large cannot stay in SQLite's page cache)."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.support.store_data import image_id, record
+
+    n, dim = 20_000, 512  # 40 MB of vectors
+    path = tmp_path / "store.db"
+    store = LocalStore(path)
+    store.upsert_images([record(i) for i in range(n)])
+    store.close()  # the last connection checkpoints and removes the WAL file
+    wal = Path(f"{path}-wal")
+    writer = subprocess.Popen([sys.executable, "-c", BATCH_WRITER, str(path), str(n), str(dim), MODEL],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert writer.stdout.readline().strip() == "writing"
+    reader = sqlite3.connect(path, timeout=30)
+    seen = set()
+    while not (wal.exists() and wal.stat().st_size > 8 * 2**20):  # 8 MB of the batch in the WAL, uncommitted
+        assert writer.poll() is None, "the batch was written before the kill"
+        seen.add(reader.execute("SELECT COUNT(*) FROM vectors WHERE model = ?", (MODEL,)).fetchone()[0])
+    os.kill(writer.pid, signal.SIGKILL)
+    assert writer.wait(30) == -signal.SIGKILL
+    seen.add(reader.execute("SELECT COUNT(*) FROM vectors WHERE model = ?", (MODEL,)).fetchone()[0])
+    reader.close()
+    assert seen == {0}, f"a reader saw part of the batch: {sorted(seen)[:5]}"
+
+    reopened = LocalStore(path)
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert reopened.counts(MODEL).embedded == 0
+    reopened.set_vectors(MODEL, [image_id(i) for i in range(n)], np.ones((n, dim), np.float32) / np.sqrt(dim))
+    assert reopened.counts(MODEL).embedded == n
     reopened.close()
