@@ -2,9 +2,10 @@
 
     .venv/bin/python -m bench.bench_es                      # 100k x 512-d, on a test node it starts itself
     .venv/bin/python -m bench.bench_es --n 20000 --types int8_hnsw --num-candidates 20,50,100
-    .venv/bin/python -m bench.bench_es --url http://localhost:9200 --n 1000000
+    .venv/bin/python -m bench.bench_es --url http://localhost:9200 --n 1000000 --data random
 
-Vectors and queries are random unit vectors (the hardest case for HNSW: no clusters); recall@k is
+Vectors and queries are "clustered" (shaped like CLIP embeddings) or "random" unit vectors (the
+hardest case for HNSW, and misleading for CLIP), see ``bench.common.bench_vectors``; recall@k is
 against exact brute force. Every figure goes through the store's real code path (set_vectors,
 search with the record lookup). The local store (exact search) runs on the same data for comparison.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import bench_vectors, cpu_description
 from imagesearch.config import Settings
 from imagesearch.records import ImageRecord
 from imagesearch.stores.elasticsearch import ElasticsearchStore
@@ -26,14 +28,8 @@ from imagesearch.stores.elasticsearch import ElasticsearchStore
 MiB = 1024 * 1024
 
 
-def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    out = rng.standard_normal((n, dim), dtype=np.float32)
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
-    return out
-
-
 def exact_top_k(data: np.ndarray, queries: np.ndarray, k: int) -> list[set[int]]:
-    scores = queries @ data.T
+    scores = np.concatenate([queries @ data[s : s + 200_000].T for s in range(0, len(data), 200_000)], axis=1)
     return [set(np.argpartition(-row, k)[:k].tolist()) for row in scores]
 
 
@@ -69,6 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000, help="vectors")
     parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--data", default="clustered", choices=["clustered", "random"], help="vectors and queries")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--types", default="int8_hnsw,hnsw,bbq_hnsw", help="index_options types to compare")
@@ -96,8 +93,7 @@ def main() -> None:
 
 
 def run(args) -> None:
-    rng = np.random.default_rng(7)
-    data, queries = unit_vectors(rng, args.n, args.dim), unit_vectors(rng, args.queries, args.dim)
+    data, queries = bench_vectors(args.data, args.n, args.dim, seed=7), bench_vectors(args.data, args.queries, args.dim, seed=8)
     recs = records(args.n)
     ids = [r.id for r in recs]
     index_of = {image_id: i for i, image_id in enumerate(ids)}
@@ -106,7 +102,8 @@ def run(args) -> None:
     prefix = f"bench{int(time.time())}"
     base = Settings(store="elasticsearch", es_url=args.url, es_index_prefix=prefix, es_hnsw_m=args.m,
                     es_hnsw_ef_construction=args.ef_construction)
-    print(f"{args.n} random unit vectors x {args.dim}-d, {args.queries} random queries, k={args.k}, "
+    print(f"CPU: {cpu_description()}")
+    print(f"{args.n} {args.data} unit vectors x {args.dim}-d, {args.queries} {args.data} queries, k={args.k}, "
           f"m={args.m}, ef_construction={args.ef_construction}, {args.url}\n")
 
     meta = ElasticsearchStore(base)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import latencies_ms, p50, pct
+from bench.common import bench_vectors, latencies_ms, p50, pct
 from imagesearch.records import ImageRecord
 from imagesearch.stores.local import LocalStore
 
@@ -23,8 +23,7 @@ DIM = 512
 
 
 def unit_vectors(n: int, seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal((n, DIM), dtype=np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    return bench_vectors("random", n, DIM, seed)
 
 
 def ids_for(start: int, n: int) -> list[str]:

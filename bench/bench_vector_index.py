@@ -5,10 +5,9 @@ float32 vectors read from SQLite, as the store keeps them). Recall@10 is against
 
     .venv/bin/python -m bench.bench_vector_index [--n 1000000] [--data random,clustered]
 
-"random" is unit vectors in 512-d (the worst case for graph indexes: every vector is almost equally
-far from every other). "clustered" is shaped like CLIP image embeddings: a shared direction, 4,000
-clusters in a 64-d subspace and a little isotropic noise, so that near neighbours are near (the
-queries are new samples of the same mixture). Needs the bench extra (usearch, faiss-cpu).
+The two kinds of vectors ("random", "clustered": CLIP-like) are described in
+``bench.common.bench_vectors``; queries are new samples of the same kind. Needs the bench extra
+(usearch, faiss-cpu).
 """
 
 from __future__ import annotations
@@ -24,41 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import cpu_description, latencies_ms, p50, pct
+from bench.common import bench_vectors, cpu_description, latencies_ms, p50, pct
 
 DIM = 512
 QUERIES = 200
 CANDIDATES = ("exact-f32", "faiss-sq8-flat", "usearch-hnsw-i8", "usearch-hnsw-f16", "faiss-hnsw-sq8")
 
 
-def unit(v: np.ndarray) -> np.ndarray:
-    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
-
-
 def dataset(kind: str, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if kind == "random":
-        return unit(rng.standard_normal((n, DIM), dtype=np.float32))
-    return clustered(rng, n)
+    return bench_vectors(kind, n, DIM, seed)
 
 
-def clustered(rng: np.random.Generator, n: int, structure_seed: int = 99) -> np.ndarray:
-    shape = np.random.default_rng(structure_seed)  # the same clusters for the data and the queries
-    basis = np.linalg.qr(shape.standard_normal((DIM, 64)))[0].T.astype(np.float32)  # 64 x 512, orthonormal
-    common = unit(shape.standard_normal((1, DIM), dtype=np.float32))
-    centres = shape.standard_normal((4000, 64), dtype=np.float32)
-    out = np.empty((n, DIM), np.float32)
-    for start in range(0, n, 100_000):
-        rows = min(100_000, n - start)
-        latent = centres[rng.integers(0, len(centres), rows)] + 0.5 * rng.standard_normal((rows, 64), dtype=np.float32)
-        noise = 0.15 * unit(rng.standard_normal((rows, DIM), dtype=np.float32))
-        out[start : start + rows] = unit(0.6 * common + 0.1 * latent @ basis + noise)
-    return out
-
-
-def queries_for(kind: str, data: np.ndarray, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return unit(rng.standard_normal((QUERIES, DIM), dtype=np.float32)) if kind == "random" else clustered(rng, QUERIES)
+def queries_for(kind: str, seed: int) -> np.ndarray:
+    return bench_vectors(kind, QUERIES, DIM, seed)
 
 
 def exact_top10(data: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -208,7 +185,7 @@ def main() -> None:
             folder = Path(tmp) / kind
             folder.mkdir()
             data = dataset(kind, args.n, seed=3)
-            queries = queries_for(kind, data, seed=4)
+            queries = queries_for(kind, seed=4)
             np.save(folder / "data.npy", data)
             np.save(folder / "queries.npy", queries)
             np.save(folder / "truth.npy", exact_top10(data, queries))
