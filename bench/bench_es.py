@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--url", help="an Elasticsearch to use (default: start a test node)")
     parser.add_argument("--heap", default="1g", help="heap of the test node")
     parser.add_argument("--no-local", action="store_true", help="skip the local store comparison")
+    parser.add_argument("--force-merge", action="store_true",
+                        help="merge each vector index into one segment before searching (one graph: the lowest recall)")
     args = parser.parse_args()
 
     node = None
@@ -123,6 +125,10 @@ def run(args) -> None:
             store.set_vectors(model, ids[start : start + args.batch], data[start : start + args.batch])
         store.refresh()
         rate = args.n / (time.perf_counter() - started)
+        if args.force_merge:
+            merge_started = time.perf_counter()
+            store.es.options(request_timeout=7200).indices.forcemerge(index=store.indices.aliases(model)[0], max_num_segments=1)
+            print(f"{index_type}: force merge to one segment {time.perf_counter() - merge_started:,.0f} s", flush=True)
         stats = index_stats(store, model)
         heap_delta = heap_used(store) - heap_before
         print(f"{index_type}: set_vectors {rate:,.0f} docs/s; disk {stats['disk'] / MiB:,.0f} MiB "
