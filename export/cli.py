@@ -8,6 +8,9 @@ import os
 from pathlib import Path
 
 from imagesearch.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, get_settings
+from imagesearch.model_card import FAMILIES
+
+BLIP2_DEFAULT = "Salesforce/blip2-itm-vit-g"
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -23,11 +26,18 @@ def _sizes(text: str) -> tuple[int, ...]:
 def configure(parser: argparse.ArgumentParser) -> None:
     from export.triton_config import TritonOptions as Defaults  # the flags' defaults are the options'
 
+    parser.add_argument("--family", choices=FAMILIES, default="open_clip",
+                        help="open_clip (CLIP models), or blip2 (transformers' BLIP-2 retrieval model, e.g. "
+                             "Salesforce/blip2-itm-vit-g: several vectors per image)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="open_clip architecture, e.g. ViT-B-32, ViT-L-14, ViT-B-16-SigLIP")
-    parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED, help="open_clip pretrained tag, a local checkpoint path, or 'none' for random weights")
+    parser.add_argument("--pretrained", default=None,
+                        help=f"open_clip: a pretrained tag (default {DEFAULT_PRETRAINED}), a local checkpoint path, or 'none' "
+                             "for random weights; blip2: a transformers model folder or hub name (default "
+                             f"{BLIP2_DEFAULT}), or 'none' for random weights of --model-config's folder")
     parser.add_argument("--slug", default="", help="model slug (default: derived from model and pretrained)")
     parser.add_argument("--model-config", type=Path, default=os.environ.get("IMAGESEARCH_ARCH_CONFIG") or None,
-                        help="extra open_clip model config (JSON file or folder) for custom architectures (default: IMAGESEARCH_ARCH_CONFIG)")
+                        help="open_clip: extra model config (JSON file or folder) for custom architectures (default: "
+                             "IMAGESEARCH_ARCH_CONFIG); blip2 with --pretrained none: a folder with config.json and the tokenizer")
     parser.add_argument("--repository", type=Path, help="model repository (default: IMAGESEARCH_MODEL_REPOSITORY)")
     parser.add_argument("--fp16", action="store_true", help="also write a half-precision variant (GPUs)")
     parser.add_argument("--int8", action="store_true", help="also write a dynamically quantized int8 variant (CPUs)")
@@ -69,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     from imagesearch.model_card import list_models, make_slug
 
     repository = args.repository or get_settings().model_repository
-    slug = args.slug or make_slug(args.model, args.pretrained)
+    blip2 = args.family == "blip2"
+    pretrained = args.pretrained or (BLIP2_DEFAULT if blip2 else DEFAULT_PRETRAINED)
+    slug = args.slug or make_slug("blip2" if blip2 else args.model, pretrained)
     if args.if_missing and slug in list_models(repository):
         print(f"model {slug} is already in {repository}; nothing to do")
         return 0
@@ -79,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("export").setLevel(logging.INFO)
     options = ExportOptions(
-        model=args.model, pretrained=args.pretrained, slug=slug, model_config=args.model_config,
+        model=args.model, pretrained=pretrained, family=args.family, slug=slug, model_config=args.model_config,
         fp16=args.fp16, int8=args.int8,
     )
     try:
@@ -88,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"export failed: {exc}")
         return 2
     worst = ", ".join(f"{k} {v:.6f}" for k, v in card.parity.items())
-    print(f"exported {card.slug} ({card.architecture}, dim {card.dim}, {card.image_size}px) to {repository}")
-    print(f"parity vs open_clip (worst cosine): {worst}")
+    vectors = f"dim {card.dim}" if card.vectors_per_image == 1 else f"{card.vectors_per_image} x {card.dim}-d vectors per image"
+    print(f"exported {card.slug} ({card.architecture}, {vectors}, {card.image_size}px) to {repository}")
+    print(f"parity vs {'transformers' if blip2 else 'open_clip'} (worst cosine): {worst}")
     return 0

@@ -1,4 +1,5 @@
-"""open_clip -> ONNX: the visual and textual towers, tokenizer, model description and Triton configs.
+"""open_clip (or BLIP-2, export/blip2.py) -> ONNX: the visual and textual towers, tokenizer, model
+description and Triton configs.
 
 The visual graph takes uint8 [B,H,W,3] RGB (already resized/cropped on the CPU side) and does the
 float conversion and mean/std normalization itself; both graphs return L2-normalized float32
@@ -16,6 +17,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -56,10 +58,13 @@ class ExportError(RuntimeError):
 
 @dataclass
 class ExportOptions:
-    model: str
+    model: str = "ViT-B-32"  # the open_clip architecture (ignored for BLIP-2)
     pretrained: str = "none"
+    family: str = "open_clip"  # open_clip | blip2
     slug: str = ""
-    model_config: Path | None = None  # extra open_clip model config (JSON file or folder)
+    # open_clip: an extra model config (JSON file or folder); BLIP-2 with random weights: a folder
+    # with config.json and the tokenizer files
+    model_config: Path | None = None
     fp16: bool = False
     int8: bool = False
     parity_batch: int = 4
@@ -94,8 +99,13 @@ def _weights_unreachable(open_clip, model: str, tag: str) -> str | None:
         host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
     else:
         host = urlsplit(cfg.get("url", "")).hostname
-    if not host:
-        return None
+    return hub_unreachable(host) if host else None
+
+
+def hub_unreachable(host: str) -> str | None:
+    """Why ``host`` cannot be reached now (one quick connect), or None."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None  # the user said: use the local cache only
     try:
         socket.create_connection((host, 443), timeout=5).close()
     except OSError as exc:
@@ -193,6 +203,62 @@ def _export_graph(module: nn.Module, example: torch.Tensor, tower: str, path: Pa
         )
 
 
+# Protobuf cannot hold a message over 2 GiB, so bigger graphs (BLIP-2's ViT-g: 1.2 billion weights)
+# keep their weights in one file beside the graph, ``<file>.data`` (ONNX Runtime and Triton read it
+# from there). Below this size everything stays in one file.
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
+def _weight_bytes(path: Path) -> int:
+    """The size of a graph's weights, wherever they are stored."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inline = sum(len(t.raw_data) for t in model.graph.initializer)
+    external = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    return inline + sum((path.parent / name).stat().st_size for name in external)
+
+
+def save_onnx(model, path: Path) -> None:
+    """Save a graph: in one file, or with its weights in ``<file>.data`` when they are large."""
+    import onnx
+
+    size = sum(len(t.raw_data) for t in model.graph.initializer)
+    if size > EXTERNAL_DATA_BYTES:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=f"{path.name}.data", size_threshold=1024)
+    else:
+        onnx.save(model, str(path))
+
+
+def _gather_weights(path: Path) -> None:
+    """After torch's export: a graph over 2 GiB comes with one file per weight tensor beside it;
+    gather them into ``<file>.data`` (and a graph over ``EXTERNAL_DATA_BYTES`` gets one too)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    scattered = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    if not scattered and _weight_bytes(path) <= EXTERNAL_DATA_BYTES:
+        return
+    model = onnx.load(str(path))  # with the weights, wherever they are
+    for name in scattered:
+        (path.parent / name).unlink()
+    save_onnx(model, path)
+
+
+def _declare_output_shape(path: Path, shape: tuple[int, ...]) -> None:
+    """Write the output's per-item shape into the graph (the exporter can leave it symbolic, as for
+    BLIP-2's [queries, dim]), so the file says what Triton's config declares. Weights stay where they are."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    for dim, size in zip(list(dims)[1:], shape, strict=True):
+        dim.Clear()
+        dim.dim_value = size
+    onnx.save(model, str(path))
+
+
 # ----------------------------------------------------------------------------------------------
 # parity
 
@@ -217,7 +283,8 @@ def _run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
 
 
 def check_parity(onnx_path: Path, reference: np.ndarray, batch: np.ndarray, minimum: float, what: str) -> float:
-    """Worst per-row cosine between ONNX and the reference; raises ExportError below ``minimum``."""
+    """Worst cosine between ONNX and the reference over every embedding (each of an image's several
+    for BLIP-2); raises ExportError below ``minimum``."""
     worst = float(row_cosines(_run_onnx(onnx_path, batch), reference).min())
     log.info("parity %s: worst cosine %.7f (need >= %s)", what, worst, minimum)
     if not worst >= minimum:
@@ -236,14 +303,16 @@ def _write_fp16(src: Path, dst: Path) -> None:
     model = onnx.load(str(src))
     # keep_io_types: uint8/int64 in, float32 out, as for fp32, so clients need not care.
     converted = convert_float_to_float16(model, keep_io_types=True)
-    onnx.save(converted, str(dst))
+    save_onnx(converted, dst)
 
 
 def _write_int8(src: Path, dst: Path) -> None:
     """Dynamic quantization in the portable format (``INT8_FORMAT``): the same results on every CPU."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
+    large = _weight_bytes(src) > EXTERNAL_DATA_BYTES
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                     use_external_data_format=large)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,17 +367,31 @@ def write_tokenizer(model_name: str, context_length: int, path: Path) -> Tokeniz
 # the whole export
 
 
-def export_model(options: ExportOptions, repository: Path, *, triton_kind: str = "KIND_GPU", triton_options=None) -> ModelCard:
-    """Export towers (+ variants), tokenizer, Triton configs and the model description into ``repository``."""
-    from export.triton_config import TritonOptions, write_configs
+@dataclass
+class Source:
+    """A loaded model as the export needs it, whatever library it came from: the two towers (torch
+    modules with the ONNX contract: uint8 pixels / token ids in, normalized embeddings out), what
+    the shared preprocessing must do for it, and how to write its tokenizer."""
 
+    family: str
+    architecture: str
+    visual: nn.Module
+    textual: nn.Module
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    resize_mode: str
+    fill_color: int
+    context_length: int
+    vocab_size: int
+    write_tokenizer: Callable[[Path], TokenizerSpec] | None  # None: parity on random token ids
+    versions: dict[str, str]  # {"open_clip_version": ..., "exported_with": ...}
+
+
+def open_clip_source(options: ExportOptions) -> Source:
     open_clip = _import_open_clip()
-    torch.manual_seed(0)
     model = load_model(options)
-    repository = Path(repository)
-    repository.mkdir(parents=True, exist_ok=True)
-    slug = options.slug or make_slug(options.model, options.pretrained)
-
     cfg = open_clip.get_model_preprocess_cfg(model)  # what open_clip's own transform uses for this model
     size = cfg.get("size", model.visual.image_size)
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
@@ -316,28 +399,57 @@ def export_model(options: ExportOptions, repository: Path, *, triton_kind: str =
     std = tuple(float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD))
     context_length = int(model.context_length)
     vocab_size = int(getattr(model, "vocab_size", 0) or open_clip.get_model_config(options.model)["text_cfg"].get("vocab_size", 49408))
+    return Source(
+        family="open_clip", architecture=options.model,
+        visual=VisualTower(model, mean, std).eval(), textual=TextualTower(model).eval(),
+        image_size=size, mean=mean, std=std,  # type: ignore[arg-type]
+        interpolation=cfg.get("interpolation", "bicubic"), resize_mode=cfg.get("resize_mode", "shortest"),
+        fill_color=int(cfg.get("fill_color", 0)), context_length=context_length, vocab_size=vocab_size,
+        write_tokenizer=(lambda path: write_tokenizer(options.model, context_length, path)) if options.tokenizer else None,
+        versions={"open_clip_version": open_clip.__version__, "exported_with": f"open_clip {open_clip.__version__}"},
+    )
 
-    visual, textual = VisualTower(model, mean, std).eval(), TextualTower(model).eval()
+
+def export_model(options: ExportOptions, repository: Path, *, triton_kind: str = "KIND_GPU", triton_options=None) -> ModelCard:
+    """Export towers (+ variants), tokenizer, Triton configs and the model description into ``repository``."""
+    from export.triton_config import TritonOptions, write_configs
+
+    torch.manual_seed(0)
+    if options.family == "blip2":
+        from export.blip2 import blip2_source
+
+        source = blip2_source(options)
+    else:
+        source = open_clip_source(options)
+    repository = Path(repository)
+    repository.mkdir(parents=True, exist_ok=True)
+    slug = options.slug or make_slug(source.architecture, options.pretrained)
+    visual, textual, size, context_length = source.visual, source.textual, source.image_size, source.context_length
+
     images = parity_images(options.parity_batch, size)
     rng = np.random.default_rng(7)
-    tokens = rng.integers(1, vocab_size - 1, size=(len(PARITY_TEXTS), context_length), dtype=np.int64)
+    tokens = rng.integers(1, source.vocab_size - 1, size=(len(PARITY_TEXTS), context_length), dtype=np.int64)
 
     with tempfile.TemporaryDirectory(prefix=f"{slug}-", dir=repository) as tmp:
         staging = Path(tmp)
         tokenizer_spec = None
-        if options.tokenizer:
-            tokenizer_spec = write_tokenizer(options.model, context_length, staging / f"{slug}.tokenizer.json")
+        if source.write_tokenizer:
+            tokenizer_spec = source.write_tokenizer(staging / f"{slug}.tokenizer.json")
             from imagesearch.tokenizer import Tokenizer
 
             tokens = Tokenizer(tokenizer_spec, staging / tokenizer_spec.file)(PARITY_TEXTS)
         with torch.no_grad():
             ref_image = visual(torch.from_numpy(images)).numpy()
             ref_text = textual(torch.from_numpy(tokens)).numpy()
-        dim = int(ref_image.shape[1])
+        dim = int(ref_image.shape[-1])
+        vectors_per_image = int(ref_image.shape[1]) if ref_image.ndim == 3 else 1
 
         paths = {t: version_dir(staging, slug, t) for t in TOWERS}
         _export_graph(visual, torch.from_numpy(images[:2]), "visual", paths["visual"] / VARIANT_FILES["fp32"])
         _export_graph(textual, torch.from_numpy(tokens[:2]), "textual", paths["textual"] / VARIANT_FILES["fp32"])
+        for folder, reference in ((paths["visual"], ref_image), (paths["textual"], ref_text)):
+            _gather_weights(folder / VARIANT_FILES["fp32"])
+            _declare_output_shape(folder / VARIANT_FILES["fp32"], reference.shape[1:])
         parity = {
             "visual_fp32": check_parity(paths["visual"] / VARIANT_FILES["fp32"], ref_image, images, PARITY_MIN["fp32"], f"{slug} visual fp32"),
             "textual_fp32": check_parity(paths["textual"] / VARIANT_FILES["fp32"], ref_text, tokens, PARITY_MIN["fp32"], f"{slug} textual fp32"),
@@ -358,12 +470,12 @@ def export_model(options: ExportOptions, repository: Path, *, triton_kind: str =
             variants.append(variant)
 
         card = ModelCard(
-            slug=slug, architecture=options.model, pretrained=options.pretrained, dim=dim, image_size=size,
-            mean=mean, std=std, interpolation=cfg.get("interpolation", "bicubic"),
-            resize_mode=cfg.get("resize_mode", "shortest"), fill_color=int(cfg.get("fill_color", 0)),
+            slug=slug, family=source.family, architecture=source.architecture, pretrained=options.pretrained,
+            dim=dim, vectors_per_image=vectors_per_image, image_size=size, mean=source.mean, std=source.std,
+            interpolation=source.interpolation, resize_mode=source.resize_mode, fill_color=source.fill_color,
             context_length=context_length,
             tokenizer=tokenizer_spec or TokenizerSpec(kind="clip_bpe", file="", context_length=context_length),
-            variants=variants, open_clip_version=open_clip.__version__, parity=parity,
+            variants=variants, **source.versions, parity=parity,
             int8_format=INT8_FORMAT if options.int8 else "", reference=f"{slug}.reference.npz",
         )
         # The parity batch and torch's outputs, so a service can check the file it loads (any CPU).

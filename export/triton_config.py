@@ -54,7 +54,8 @@ def build_config(card: ModelCard, tower: Tower, options: TritonOptions) -> mc.Mo
         max_batch_size=max_batch,  # > 0: Triton adds the batch dimension in front of `dims`
         default_model_filename=VARIANT_FILES[options.variant],
         input=[mc.ModelInput(name=input_name, data_type=data_type, dims=dims)],
-        output=[mc.ModelOutput(name=OUTPUT, data_type=TRITON_TYPES["float32"], dims=[card.dim])],
+        output=[mc.ModelOutput(name=OUTPUT, data_type=TRITON_TYPES["float32"],
+                               dims=list(card.image_shape()) if tower == "visual" else [card.dim])],
         dynamic_batching=mc.ModelDynamicBatching(
             preferred_batch_size=sorted({b for b in options.preferred_batch_sizes if 1 <= b <= max_batch}),
             max_queue_delay_microseconds=options.queue_delay_us,

@@ -22,7 +22,9 @@ from pydantic import BaseModel, Field
 Tower = Literal["visual", "textual"]
 TOWERS: tuple[Tower, ...] = ("visual", "textual")
 # Each tower's one input: (tensor name, numpy dtype). Pixels are uint8 [B,H,W,3] RGB at the model's
-# size, tokens int64 [B,context]; the one output is float32 [B,dim], L2-normalized.
+# size, tokens int64 [B,context] (0-padded); the one output is float32, L2-normalized: [B,dim] for a
+# text, and for an image [B,dim] (CLIP) or [B,vectors_per_image,dim] (BLIP-2: one per Q-Former query,
+# an image scoring its best one against a text).
 INPUTS: dict[str, tuple[str, str]] = {"visual": ("pixels", "uint8"), "textual": ("tokens", "int64")}
 OUTPUT = "embedding"
 MODEL_VERSION = "1"  # Triton's version folder
@@ -44,11 +46,17 @@ PARITY_MIN: dict[str, float] = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.995}
 INT8_FORMAT = "dynamic; int8 weights, 7-bit range (reduce_range), per channel; uint8 activations"
 
 
+Family = Literal["open_clip", "blip2"]
+FAMILIES: tuple[Family, ...] = ("open_clip", "blip2")
+
+
 class TokenizerSpec(BaseModel):
     kind: Literal["clip_bpe", "hf"] = "clip_bpe"
     file: str = Field(description="tokenizer.json (HF tokenizers format), relative to the repository")
     context_length: int
-    clean: str = "lower"  # open_clip's text cleaning: lower | whitespace | canonicalize
+    # open_clip's text cleaning: lower | whitespace | canonicalize; none: the tokenizer file's own
+    # normalizer only (BLIP-2's BERT tokenizer, as transformers runs it)
+    clean: str = "lower"
     strip_sep_token: bool = False
     pad_id: int = 0
     sot_id: int | None = None  # CLIP BPE only
@@ -57,9 +65,11 @@ class TokenizerSpec(BaseModel):
 
 class ModelCard(BaseModel):
     slug: str
+    family: Family = "open_clip"
     architecture: str
     pretrained: str
     dim: int
+    vectors_per_image: int = Field(1, ge=1, description="embeddings per image (BLIP-2: one per Q-Former query)")
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -70,12 +80,17 @@ class ModelCard(BaseModel):
     tokenizer: TokenizerSpec
     variants: list[Variant] = ["fp32"]
     open_clip_version: str = ""
+    exported_with: str = Field("", description="the library the weights were read with, and its version")
     parity: dict[str, float] = Field(default_factory=dict, description="worst cosine vs torch, per check")
     int8_format: str = Field("", description="how the int8 variant was quantized (INT8_FORMAT); empty when none")
     reference: str = Field("", description="the parity batch and torch's outputs for it (.npz), relative to the repository")
 
     def model_name(self, tower: Tower) -> str:
         return model_name(self.slug, tower)
+
+    def image_shape(self) -> tuple[int, ...]:
+        """One image's embedding shape: (dim,) or (vectors_per_image, dim)."""
+        return (self.dim,) if self.vectors_per_image == 1 else (self.vectors_per_image, self.dim)
 
     @property
     def visual_name(self) -> str:
@@ -121,7 +136,8 @@ def make_slug(architecture: str, pretrained: str) -> str:
         tag = Path(pretrained).stem  # a local checkpoint
     else:
         tag = pretrained
-    raw = f"{architecture}-{tag}".lower()
+    # `blip2` + `Salesforce/blip2-itm-vit-g` -> `blip2-itm-vit-g`, not `blip2-blip2-...`
+    raw = (tag if tag.lower().startswith(architecture.lower()) else f"{architecture}-{tag}").lower()
     return re.sub(r"[^a-z0-9]+", "-", raw).strip("-")
 
 

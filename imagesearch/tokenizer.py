@@ -4,7 +4,8 @@
   with the same ``ftfy``/``regex`` calls; the byte-level BPE itself runs in Hugging Face
   ``tokenizers`` from the vocabulary that ``imagesearch export`` wrote.
 * ``hf`` (SigLIP and other models with a Hugging Face tokenizer): the exported ``tokenizer.json``
-  after open_clip's cleaning, truncated and padded to the context length as open_clip does.
+  after open_clip's cleaning, truncated and padded to the context length as open_clip does. BLIP-2's
+  BERT WordPiece tokenizer is one too, with no cleaning (``clean="none"``) as transformers runs it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def _whitespace_clean(text: str) -> str:
 
 
 def clean_text(text: str, mode: str) -> str:
-    """open_clip's ``get_clean_fn(mode)``."""
+    """open_clip's ``get_clean_fn(mode)``; ``none`` leaves the text to the tokenizer's normalizer."""
+    if mode == "none":
+        return text
     text = _basic_clean(text)
     if mode == "lower":
         return _whitespace_clean(text).lower()

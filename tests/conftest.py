@@ -33,6 +33,20 @@ def test_model_repo_int8(test_model_repo) -> Path:
     return ensure_test_model(int8=True)
 
 
+@pytest.fixture(scope="session")
+def blip2_repo(tmp_path_factory) -> Path:
+    """A model repository with a tiny random-weight BLIP-2 (slug ``blip2-tiny``, fp32 and int8),
+    exported from its transformers model folder (``blip2_repo.parent / "blip2-tiny-hf"``)."""
+    from export.onnx_export import ExportOptions, export_model
+    from export.tiny_blip2 import build
+
+    root = tmp_path_factory.mktemp("blip2")
+    folder = build(root / "blip2-tiny-hf")
+    export_model(ExportOptions(family="blip2", pretrained=str(folder), slug="blip2-tiny", int8=True),
+                 root / "models", triton_kind="KIND_CPU")
+    return root / "models"
+
+
 @pytest.fixture()
 def settings(tmp_path: Path, test_model_repo: Path) -> Settings:
     """Settings for the embedded default on a fresh data directory with the test model."""

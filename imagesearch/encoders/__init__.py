@@ -31,6 +31,8 @@ class ReferenceCheckFailed(EncoderUnavailable):
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each pair of vectors along the last axis ([B, D] or [B, Q, D]), flattened."""
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
     a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
     b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
     return (a * b).sum(1)
@@ -41,7 +43,8 @@ class Encoder(Protocol):
     card: ModelCard
 
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 [B, H, W, 3] RGB at the model's size -> float32 [B, D], L2-normalized."""
+        """uint8 [B, H, W, 3] RGB at the model's size -> float32 [B, *card.image_shape()] ([B, D], or
+        [B, Q, D] for a model with several vectors per image), L2-normalized."""
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> float32 [B, D], L2-normalized."""
@@ -67,7 +70,7 @@ class TowerEncoder:
         if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
             raise ValueError(f"expected uint8 [B,{size},{size},3], got {pixels.shape}")
         if len(pixels) == 0:
-            return np.zeros((0, self.card.dim), np.float32)
+            return np.zeros((0, *self.card.image_shape()), np.float32)
         return self._run("visual", pixels)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
