@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     store = ElasticsearchStore(settings)
     try:
         if args.action == "rebuild":
-            index = store.begin_rebuild(card.slug, card.dim, args.index_type, args.m, args.ef_construction)
+            index = store.begin_rebuild(card.slug, card.dim, args.index_type, args.m, args.ef_construction,
+                                          card.vectors_per_image)
             print(f"rebuilding {card.slug} into {index}: run `imagesearch ingest embed`, then `imagesearch index swap`")
         elif args.action == "swap":
             print(f"searches for {card.slug} now read {store.swap(card.slug, force=args.force)}")

@@ -21,7 +21,7 @@ from imagesearch.config import Settings
 from imagesearch.encoders import Encoder, make_encoder
 from imagesearch.preprocess import prepare
 from imagesearch.records import Hit, SearchFilters, is_image_id
-from imagesearch.stores import MAX_K, VectorStore, make_store
+from imagesearch.stores import MAX_K, VectorStore, make_store, query_vector
 
 
 class QueryError(ValueError):
@@ -239,7 +239,7 @@ class SearchService:
 
     def image_vector(self, data: bytes) -> np.ndarray:
         pixels = prepare(data, self.card, max_pixels=self.settings.max_image_pixels, draft=self.settings.jpeg_draft)
-        return self.encoder.encode_images(pixels[None])[0]
+        return query_vector(self.encoder.encode_images(pixels[None])[0])
 
     def id_vector(self, image_id: str) -> np.ndarray:
         if not is_image_id(image_id):
@@ -249,7 +249,7 @@ class SearchService:
             if self.store.get(image_id) is None:
                 raise QueryError(f"no image with id {image_id}", "not_found")
             raise QueryError(f"image {image_id} has no vector for model {self.model} yet (still pending)", "pending")
-        return vector
+        return query_vector(vector)
 
     # --- searches ----------------------------------------------------------------------------------
 
@@ -301,8 +301,11 @@ class SearchService:
                 "cache_misses": self.text_cache.misses, "encoder_calls": batcher.batches if batcher else 0,
                 "texts_encoded": batcher.texts if batcher else 0}
 
-    def close(self) -> None:
+    def stop_batcher(self) -> None:
         if self._batcher is not None:
             self._batcher.close()
+
+    def close(self) -> None:
+        self.stop_batcher()
         self.encoder.close()
         self.store.close()

@@ -1,4 +1,4 @@
-"""The embed worker: records without a vector for the active model -> decode/resize -> encoder -> store.
+"""The embed worker: records without a vector for a model -> decode/resize -> encoder -> store.
 
 Decoding and resizing run in worker threads while the encoder works on the previous batches in
 another thread (Pillow, ONNX Runtime and gRPC all release the GIL), so on a CPU box the two overlap, and with Triton
@@ -82,7 +82,7 @@ class EmbedWorker:
         """Embed until nothing is pending; with ``follow``, keep polling for new records (until
         ``idle_exit_s`` seconds pass with nothing to do, if given)."""
         summary, started = EmbedSummary(), time.monotonic()
-        self.store.ensure_model(self.model, self.card.dim)
+        self.store.ensure_model(self.model, self.card.dim, self.card.vectors_per_image)
         unwritten: set[str] = set()  # handed out but not yet written: not fetched again
         futures: deque[tuple[list[str], Future]] = deque()
         idle_since = time.monotonic()
@@ -150,3 +150,33 @@ class EmbedWorker:
                 finish_one()
         summary.seconds = time.monotonic() - started
         return summary
+
+
+def embed_all(workers: list[EmbedWorker], follow: bool = False, idle_exit_s: float | None = None,
+              poll_s: float = 2.0) -> dict[str, EmbedSummary]:
+    """Run each model's worker until nothing is pending for any (with ``follow``: keep polling).
+
+    One model at a time, round robin: on a CPU two encoders at once only fight over the cores, and
+    a model added later catches up on every image while the others have nothing to do.
+    """
+    if len(workers) == 1:
+        return {workers[0].model: workers[0].run(follow=follow, idle_exit_s=idle_exit_s, poll_s=poll_s)}
+    summaries = {worker.model: EmbedSummary() for worker in workers}
+    idle_since = time.monotonic()
+    while not any(worker.stopping.is_set() for worker in workers):
+        worked = False
+        for worker in workers:
+            done = worker.run()
+            total = summaries[worker.model]
+            total.embedded += done.embedded
+            total.seconds += done.seconds
+            for reason, n in done.failed.items():
+                total.failed[reason] = total.failed.get(reason, 0) + n
+            worked = worked or bool(done.embedded or done.failed)
+        if worked:
+            idle_since = time.monotonic()
+            continue
+        if not follow or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
+            break
+        workers[0].stopping.wait(poll_s)
+    return summaries

@@ -191,3 +191,34 @@ def test_a_batch_of_vectors_is_seen_all_or_none_by_a_reader_and_after_a_kill(tmp
     reopened.set_vectors(MODEL, [image_id(i) for i in range(n)], np.ones((n, dim), np.float32) / np.sqrt(dim))
     assert reopened.counts(MODEL).embedded == n
     reopened.close()
+
+
+def test_a_store_from_before_multi_vector_models_is_migrated_when_opened(tmp_path):
+    """Stores written before BLIP-2 have no ``models.vectors_per_image``: opening one adds it (1 for
+    the models it holds) and their vectors are searched as before."""
+    import sqlite3
+
+    import numpy as np
+
+    from imagesearch.records import ImageRecord
+    from imagesearch.stores.local import LocalStore
+
+    path = tmp_path / "store.sqlite3"
+    image = ImageRecord(id="a" * 64, width=10, height=10, format="png", bytes=10, sources=["folder"])
+    vector = np.eye(8, dtype=np.float32)[2]
+    with sqlite3.connect(path) as db:  # the tables as the previous version created them
+        db.executescript("""
+            CREATE TABLE images (id TEXT PRIMARY KEY, record TEXT NOT NULL, format TEXT NOT NULL, width INTEGER NOT NULL,
+                height INTEGER NOT NULL, sources TEXT NOT NULL);
+            CREATE TABLE models (model TEXT PRIMARY KEY, dim INTEGER NOT NULL);
+            CREATE TABLE vectors (seq INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, id TEXT NOT NULL,
+                vector BLOB NOT NULL, UNIQUE (model, id));""")
+        db.execute("INSERT INTO images VALUES (?, ?, 'png', 10, 10, '[\"folder\"]')", (image.id, image.model_dump_json()))
+        db.execute("INSERT INTO models VALUES ('old-model', 8)")
+        db.execute("INSERT INTO vectors (model, id, vector) VALUES ('old-model', ?, ?)", (image.id, vector.tobytes()))
+    store = LocalStore(path)
+    assert [(h.id, round(h.score, 6)) for h in store.search("old-model", vector, 3)] == [(image.id, 1.0)]
+    store.ensure_model("old-model", 8)  # one vector per image, as stored
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT dim, vectors_per_image FROM models").fetchall() == [(8, 1)]
+    store.close()

@@ -171,6 +171,43 @@ def test_search_ranks_by_dot_product_with_filters_and_min_score(store):
     assert store.search(MODEL, query, 5, min_score=1.01) == []
 
 
+def test_several_vectors_per_image_score_by_their_best(store):
+    """A BLIP-2 image is Q vectors; it scores a query by the best of them (max over queries), with
+    filters, min_score, rewrites, removal and the model's fixed shape kept as for one vector."""
+    n, q, model = 40, 4, "multi-model"
+    records = [record(i, fmt=("jpeg", "png")[i % 2]) for i in range(n)]
+    vectors = unit_vectors(n * q, DIM, seed=21).reshape(n, q, DIM)
+    query = unit_vectors(1, DIM, seed=22)[0]
+    store.upsert_images(records)
+    store.set_vectors(model, [r.id for r in records], vectors)
+    store.set_vectors(model, [r.id for r in records[:5]], vectors[:5])  # rewritten: still one image each
+    store.refresh()
+    scores = (vectors @ query).max(1)
+    best = [records[i].id for i in np.argsort(-scores)]
+    hits = store.search(model, query, 10)
+    assert [h.id for h in hits] == best[:10]
+    np.testing.assert_allclose([h.score for h in hits], np.sort(scores)[::-1][:10], atol=1e-5)
+    pngs = [i for i in best if store.get(i).format == "png"]
+    assert [h.id for h in store.search(model, query, 5, SearchFilters(format=["png"]))] == pngs[:5]
+    fourth = float(np.sort(scores)[::-1][3])
+    assert [h.id for h in store.search(model, query, 10, min_score=fourth - 1e-6)] == best[:4]
+    np.testing.assert_array_equal(store.get_vector(model, records[7].id), vectors[7])
+    assert store.counts(model).embedded == n
+
+    for wrong in (unit_vectors(3, DIM, seed=23)[None], unit_vectors(1, DIM, seed=24)):  # 3 queries; one vector
+        with pytest.raises(StoreWriteError) as error:
+            store.set_vectors(model, [records[0].id], wrong)
+        assert list(error.value.failures) == [records[0].id] and "4 16-d vectors per image" in str(error.value)
+    np.testing.assert_array_equal(store.get_vector(model, records[0].id), vectors[0])
+    with pytest.raises(ValueError):
+        store.ensure_model(model, DIM)
+    store.ensure_model(model, DIM, q)  # idempotent with its own shape
+
+    store.remove_images([best[0]])
+    store.refresh()
+    assert [h.id for h in store.search(model, query, 3)] == best[1:4]
+
+
 def test_a_model_never_set_up_is_unavailable_and_an_empty_one_answers_nothing(store):
     store.upsert_images([record(1)])
     query = unit_vectors(1, DIM, seed=11)[0]

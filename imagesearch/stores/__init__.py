@@ -1,4 +1,5 @@
-"""The vector-store interface: image metadata, URL failures and one set of vectors per model.
+"""The vector-store interface: image metadata, URL failures and one embedding per image and model
+(one vector, or several for BLIP-2, scored by the best).
 
 The store is also the work queue: the downloader writes records, the embed worker asks for the
 records that have no vector for the active model and fills them in. Two implementations, chosen by
@@ -36,11 +37,31 @@ class StoreWriteError(RuntimeError):
 
 
 def checked_vectors(ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
-    """``vectors`` as contiguous float32 rows, one per id (``set_vectors``' argument check)."""
+    """``vectors`` as contiguous float32, one entry per id: [N, D], or [N, Q, D] for a model with
+    several vectors per image (``set_vectors``' argument check)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or len(ids) != len(vectors):
+    if vectors.ndim not in (2, 3) or len(ids) != len(vectors):
         raise ValueError(f"{len(ids)} ids but vectors of shape {vectors.shape}")
     return vectors
+
+
+def vector_layout(vectors: np.ndarray) -> tuple[int, int]:
+    """(dim, vectors per image) of a checked [N, D] or [N, Q, D] batch."""
+    return (vectors.shape[2], vectors.shape[1]) if vectors.ndim == 3 else (vectors.shape[1], 1)
+
+
+def describe_layout(dim: int, vectors_per_image: int) -> str:
+    return f"{dim}-d vectors" if vectors_per_image == 1 else f"{vectors_per_image} {dim}-d vectors per image"
+
+
+def query_vector(vector: np.ndarray) -> np.ndarray:
+    """An image's embedding as one query vector: itself, or for a model with several vectors per image
+    ([Q, D], BLIP-2) their mean, normalized: the direction they share, as search by example uses it."""
+    vector = np.asarray(vector, np.float32)
+    if vector.ndim == 1:
+        return vector
+    mean = vector.reshape(-1, vector.shape[-1]).mean(0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
 
 @runtime_checkable
@@ -61,23 +82,25 @@ class VectorStore(Protocol):
     def get(self, image_id: str) -> ImageRecord | None: ...
 
     # --- vectors (the embed worker's queue) ----------------------------------------------------
-    def ensure_model(self, model: str, dim: int) -> None:
+    def ensure_model(self, model: str, dim: int, vectors_per_image: int = 1) -> None:
         """Create what the model's vectors need (table, index); idempotent. ``ValueError`` if the
-        model is stored with another dimension."""
+        model is stored with another dimension or number of vectors per image."""
 
     def pending(self, model: str, limit: int, exclude: Sequence[str] = ()) -> list[ImageRecord]:
         """Records with neither a vector nor an embed error for ``model``, oldest first."""
 
     def set_vectors(self, model: str, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Write (or replace) vectors; the first write sets the model up like ``ensure_model``. A
-        vector clears the image's embed error for the model. Ids without a record, and vectors of
-        another dimension than the model's, raise ``StoreWriteError`` after the rest is written."""
+        """Write (or replace) each image's embedding: ``vectors`` is [N, D], or [N, Q, D] for a model
+        with Q vectors per image (BLIP-2); the first write sets the model up like ``ensure_model``.
+        A vector clears the image's embed error for the model. Ids without a record, and vectors of
+        another shape than the model's, raise ``StoreWriteError`` after the rest is written."""
 
     def set_embed_errors(self, model: str, errors: dict[str, str]) -> None:
         """id -> reason for images that could not be embedded (kept out of ``pending``). Ids
         without a record raise ``StoreWriteError`` after the rest is written."""
 
-    def get_vector(self, model: str, image_id: str) -> np.ndarray | None: ...
+    def get_vector(self, model: str, image_id: str) -> np.ndarray | None:
+        """The image's embedding as written ([D] or [Q, D]), or None."""
 
     # --- removal -------------------------------------------------------------------------------
     def remove_images(self, ids: Sequence[str]) -> list[ImageRecord]:
@@ -100,7 +123,8 @@ class VectorStore(Protocol):
         self, model: str, vector: np.ndarray, k: int,
         filters: SearchFilters | None = None, min_score: float | None = None,
     ) -> list[Hit]:
-        """Top-k by dot product (vectors are L2-normalized, so this is cosine), best first.
+        """Top-k by dot product (vectors are L2-normalized, so this is cosine), best first; an image
+        with several vectors (BLIP-2) scores the best of them, as the model's own ITC score does.
         ``filters`` apply before the top k is taken; ``min_score`` drops hits below it; k <= 0 gives
         nothing and k is capped at ``MAX_K``. A model that was never set up (no ``ensure_model``, no
         vector) raises ``StoreUnavailable``: there is nothing to search with it yet."""

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import numpy as np
 
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
-from imagesearch.stores import MAX_K, StoreUnavailable, StoreWriteError, checked_vectors
+from imagesearch.stores import MAX_K, StoreUnavailable, StoreWriteError, checked_vectors, describe_layout, vector_layout
 
 T = TypeVar("T")
 
@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS images (
     height INTEGER NOT NULL, sources TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS urls (url TEXT PRIMARY KEY, image_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS failures (url TEXT PRIMARY KEY, record TEXT NOT NULL, reason TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, dim INTEGER NOT NULL);
+-- vectors_per_image: 1, or BLIP-2's query count (added later: see MIGRATIONS)
+CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, dim INTEGER NOT NULL, vectors_per_image INTEGER NOT NULL DEFAULT 1);
 -- AUTOINCREMENT: a replaced vector gets a larger rowid, so readers can refresh incrementally.
 CREATE TABLE IF NOT EXISTS vectors (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, id TEXT NOT NULL, vector BLOB NOT NULL,
@@ -48,6 +49,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS image_keywords USING fts5(id UNINDEXED, text,
 """
 
 
+# Columns added after a table first shipped: (table, column, definition), added where missing.
+MIGRATIONS = [("models", "vectors_per_image", "INTEGER NOT NULL DEFAULT 1")]
+
+
 def keyword_rowid(image_id: str) -> int:
     """The image's row in ``image_keywords``: 63 bits of its sha256 (a collision among a million
     images has odds of about 1 in 10^7)."""
@@ -60,13 +65,14 @@ HAS_VECTOR = "length(vector) > 0"
 
 
 class _Matrix:
-    """The in-memory mirror of one model's vectors."""
+    """The in-memory mirror of one model's vectors: a row per image (its Q vectors side by side)."""
 
-    def __init__(self, dim: int):
-        self.dim = dim
+    def __init__(self, dim: int, vectors_per_image: int = 1):
+        self.per_image = vectors_per_image
+        self.dim = dim * vectors_per_image
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
-        self.data = np.zeros((0, dim), np.float32)
+        self.data = np.zeros((0, self.dim), np.float32)
         self.alive = np.zeros(0, bool)  # False: removed since
         self.dead = 0  # rows not alive (none: searches skip the mask)
         self.last_seq = 0
@@ -135,7 +141,18 @@ class LocalStore:
         self._matrices: dict[str, _Matrix] = {}
         self._matrix_lock = threading.Lock()
         self._db().executescript(SCHEMA)  # executescript manages its own transaction
+        self._migrate()
         self._fill_keywords()
+
+    def _migrate(self) -> None:
+        def missing(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+            return [(t, c, d) for t, c, d in MIGRATIONS if c not in {row[1] for row in db.execute(f"PRAGMA table_info({t})")}]
+
+        if not missing(self._db()):  # a read: opening a current store never waits for a writer
+            return
+        with self._tx() as db:
+            for table, column, definition in missing(db):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def _fill_keywords(self) -> None:
         """A store from before keyword search: index the records it holds, once."""
@@ -245,12 +262,13 @@ class LocalStore:
     # --- vectors -----------------------------------------------------------------------------
 
     @_answers
-    def ensure_model(self, model: str, dim: int) -> None:
+    def ensure_model(self, model: str, dim: int, vectors_per_image: int = 1) -> None:
         with self._tx() as db:
-            row = db.execute("SELECT dim FROM models WHERE model = ?", (model,)).fetchone()
-            if row and row[0] != dim:
-                raise ValueError(f"model {model} is stored with dim {row[0]}, not {dim}")
-            db.execute("INSERT OR IGNORE INTO models (model, dim) VALUES (?, ?)", (model, dim))
+            row = db.execute("SELECT dim, vectors_per_image FROM models WHERE model = ?", (model,)).fetchone()
+            if row and tuple(row) != (dim, vectors_per_image):
+                raise ValueError(f"model {model} is stored with {describe_layout(*row)}, not {describe_layout(dim, vectors_per_image)}")
+            db.execute("INSERT OR IGNORE INTO models (model, dim, vectors_per_image) VALUES (?, ?, ?)",
+                       (model, dim, vectors_per_image))
 
     @_answers
     def pending(self, model: str, limit: int, exclude: Sequence[str] = ()) -> list[ImageRecord]:
@@ -280,12 +298,13 @@ class LocalStore:
         vectors = checked_vectors(ids, vectors)
         if not len(ids):
             return
+        given = vector_layout(vectors)
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO models (model, dim) VALUES (?, ?)", (model, vectors.shape[1]))
-            dim = db.execute("SELECT dim FROM models WHERE model = ?", (model,)).fetchone()[0]
+            db.execute("INSERT OR IGNORE INTO models (model, dim, vectors_per_image) VALUES (?, ?, ?)", (model, *given))
+            stored = tuple(db.execute("SELECT dim, vectors_per_image FROM models WHERE model = ?", (model,)).fetchone())
             rejected = {i: "no image record with this id" for i in self._missing(db, ids)}
-            if vectors.shape[1] != dim:
-                rejected.update({i: f"a {vectors.shape[1]}-d vector, but model {model} is stored with {dim}-d" for i in ids})
+            if given != stored:
+                rejected.update({i: f"{describe_layout(*given)}, but model {model} is stored with {describe_layout(*stored)}" for i in ids})
             written = [(i, v) for i, v in zip(ids, vectors, strict=True) if i not in rejected]
             db.executemany("INSERT OR REPLACE INTO vectors (model, id, vector) VALUES (?, ?, ?)",
                            [(model, i, v.tobytes()) for i, v in written])
@@ -304,8 +323,13 @@ class LocalStore:
 
     @_answers
     def get_vector(self, model: str, image_id: str) -> np.ndarray | None:
-        row = self._db().execute("SELECT vector FROM vectors WHERE model = ? AND id = ?", (model, image_id)).fetchone()
-        return np.frombuffer(row[0], np.float32).copy() if row and row[0] else None
+        row = self._db().execute(
+            "SELECT v.vector, m.dim, m.vectors_per_image FROM vectors v JOIN models m ON m.model = v.model"
+            " WHERE v.model = ? AND v.id = ?", (model, image_id)).fetchone()
+        if not row or not row[0]:
+            return None
+        vector = np.frombuffer(row[0], np.float32).copy()
+        return vector if row[2] == 1 else vector.reshape(row[2], row[1])
 
     # --- removal -----------------------------------------------------------------------------
 
@@ -366,10 +390,10 @@ class LocalStore:
         with self._matrix_lock:
             matrix = self._matrices.get(model)
             if matrix is None:
-                row = self._db().execute("SELECT dim FROM models WHERE model = ?", (model,)).fetchone()
+                row = self._db().execute("SELECT dim, vectors_per_image FROM models WHERE model = ?", (model,)).fetchone()
                 if row is None:
                     return None
-                matrix = self._matrices[model] = _Matrix(row[0])
+                matrix = self._matrices[model] = _Matrix(*row)
             # "+model" keeps SQLite on the seq (rowid) range instead of scanning the (model, id) index:
             # with nothing new this is ~0.01 ms instead of ~35 ms at 100k vectors.
             rows = self._db().execute(
@@ -419,7 +443,11 @@ class LocalStore:
         with self._matrix_lock:
             # One product at a time: it already uses every core (BLAS), and concurrent ones only
             # fight over memory bandwidth. Also keeps the matrix from growing underneath it.
-            scores = matrix.vectors @ np.asarray(vector, np.float32)
+            vectors, query = matrix.vectors, np.asarray(vector, np.float32)
+            if matrix.per_image == 1:
+                scores = vectors @ query
+            else:  # an image scores its best vector (BLIP-2's ITC score): one product, then a max per row
+                scores = (vectors.reshape(-1, len(query)) @ query).reshape(len(vectors), matrix.per_image).max(1)
             if matrix.dead:
                 scores[~matrix.live] = -np.inf
         if filters is not None:

@@ -15,7 +15,7 @@ import re
 
 from elasticsearch import ApiError
 
-from imagesearch.stores import StoreUnavailable
+from imagesearch.stores import StoreUnavailable, describe_layout
 from imagesearch.stores.elasticsearch import mappings, queries
 from imagesearch.stores.elasticsearch.client import EsClient, reason
 
@@ -36,11 +36,15 @@ class Indices:
         self.removed = f"{prefix}-removed"
         self.vectors_prefix = f"{prefix}-vectors-"
         self._base_ready = False  # the images and failures indices exist
+        self._layouts: dict[str, tuple[int, int]] = {}  # index -> (dim, vectors per image)
+        self._model_layouts: dict[str, tuple[int, int]] = {}  # model -> the layout of its search index
         client.on_index_missing = self.forget
 
     def forget(self) -> None:
         """An index was deleted under us: check (and create) the base indices again next time."""
         self._base_ready = False
+        self._layouts.clear()
+        self._model_layouts.clear()
 
     def _settings(self) -> dict:
         return mappings.index_settings(self.settings.es_shards, self.settings.es_replicas)
@@ -80,47 +84,60 @@ class Indices:
     def queue_states(self, model: str) -> dict[str, dict]:
         return queries.queue_states(self.write_index(model), name_key(model))
 
-    def _create_vector_index(self, name: str, dim: int, aliases: dict, index_type: str | None = None,
-                             m: int | None = None, ef_construction: int | None = None) -> None:
+    def _create_vector_index(self, name: str, dim: int, vectors_per_image: int, aliases: dict,
+                             index_type: str | None = None, m: int | None = None, ef_construction: int | None = None) -> None:
         s = self.settings
         body = mappings.vector_index(
             dim, index_type=index_type or s.es_index_type, m=m or s.es_hnsw_m,
             ef_construction=ef_construction or s.es_hnsw_ef_construction, shards=s.es_shards,
-            replicas=s.es_replicas, refresh_interval=s.es_refresh_interval)
+            replicas=s.es_replicas, refresh_interval=s.es_refresh_interval, vectors_per_image=vectors_per_image)
         try:
             self.client.es.indices.create(index=name, aliases=aliases, **body)
         except ApiError as exc:
             if exc.error != "resource_already_exists_exception":  # another worker was first: fine
                 raise ValueError(f"cannot create vector index {name}: {reason(exc.body.get('error') if isinstance(exc.body, dict) else exc.body)}") from exc
 
-    def _dims(self, index: str) -> int:
-        mapping = self.client.es.indices.get_mapping(index=index)
-        return next(iter(mapping.body.values()))["mappings"]["properties"]["vector"]["dims"]
+    def layout(self, index: str) -> tuple[int, int]:
+        """(dim, vectors per image) of a vector index; remembered (an index's mapping of it is fixed)."""
+        if index not in self._layouts:
+            mapping = self.client.es.indices.get_mapping(index=index)
+            self._layouts[index] = mappings.layout(next(iter(mapping.body.values()))["mappings"])
+        return self._layouts[index]
 
-    def ensure_model(self, model: str, dim: int) -> str:
+    def search_layout(self, model: str) -> tuple[int, int] | None:
+        """The layout of ``model``'s search index, or None when it has none; remembered per model
+        (a model's layout never changes: a rebuild re-embeds the same model)."""
+        if model not in self._model_layouts:
+            found = self.client.es.options(ignore_status=404).indices.get_mapping(index=self.aliases(model)[0])
+            if found.meta.status != 200:
+                return None
+            self._model_layouts[model] = mappings.layout(next(iter(found.body.values()))["mappings"])
+        return self._model_layouts[model]
+
+    def ensure_model(self, model: str, dim: int, vectors_per_image: int = 1) -> str:
         """-> the model's write index, created (with both aliases) if there is none."""
         self.ensure_base()
         read, write = self.aliases(model)
         index = self.alias_target(write)
         if index is None:
             index = f"{read}-v1"
-            self._create_vector_index(index, dim, {read: {}, write: {}})
-        if (stored := self._dims(index)) != dim:
-            raise ValueError(f"index {index} holds {stored}-d vectors but model {model} gives {dim}-d; "
+            self._create_vector_index(index, dim, vectors_per_image, {read: {}, write: {}})
+        if (stored := self.layout(index)) != (dim, vectors_per_image):
+            raise ValueError(f"index {index} holds {describe_layout(*stored)} but model {model} gives {describe_layout(dim, vectors_per_image)}; "
                              f"re-embed it into a new index: `imagesearch index rebuild --model {model}`")
         return index
 
     def begin_rebuild(self, model: str, dim: int, index_type: str | None = None,
-                      m: int | None = None, ef_construction: int | None = None) -> str:
+                      m: int | None = None, ef_construction: int | None = None, vectors_per_image: int = 1) -> str:
         """Start re-embedding ``model`` into a new index (new weights, dims or index options): from
         now on the queue hands out every image again for it and new vectors fill the new index,
         while searches keep reading the current one until ``swap``. Returns its name."""
         read, write = self.aliases(model)
         current = self.alias_target(write)
         if current is None:  # nothing to rebuild yet: this is the first index
-            return self.ensure_model(model, dim)
+            return self.ensure_model(model, dim, vectors_per_image)
         new = f"{read}-v{int(current.rsplit('-v', 1)[1]) + 1}"
-        self._create_vector_index(new, dim, {}, index_type, m, ef_construction)
+        self._create_vector_index(new, dim, vectors_per_image, {}, index_type, m, ef_construction)
         self.client.es.indices.update_aliases(actions=[
             {"remove": {"index": current, "alias": write}}, {"add": {"index": new, "alias": write}},
         ])

@@ -48,9 +48,25 @@ def index_settings(shards: int, replicas: int) -> dict:
     return {"number_of_shards": shards, "number_of_replicas": replicas}
 
 
+# A model with several vectors per image (BLIP-2) keeps them as nested documents under this field: a
+# nested kNN scores each image by its best-matching vector, the model's own max-over-queries score.
+NESTED_VECTORS = "vectors"
+
+
+def vector_field(vectors_per_image: int) -> str:
+    """The ``dense_vector`` field a kNN search targets."""
+    return "vector" if vectors_per_image == 1 else f"{NESTED_VECTORS}.vector"
+
+
 def vector_index(dim: int, *, index_type: str, m: int, ef_construction: int, shards: int, replicas: int,
-                 refresh_interval: str) -> dict:
+                 refresh_interval: str, vectors_per_image: int = 1) -> dict:
     """Settings and mappings of a model's vector index (``indices.create(**vector_index(...))``)."""
+    vector = {
+        "type": "dense_vector", "dims": dim, "index": True, "similarity": "dot_product",
+        "index_options": {"type": index_type, "m": m, "ef_construction": ef_construction},
+    }
+    vectors = {"vector": vector} if vectors_per_image == 1 else {
+        NESTED_VECTORS: {"type": "nested", "properties": {"vector": vector}}}
     return {
         "settings": {
             **index_settings(shards, replicas), "refresh_interval": refresh_interval,
@@ -58,12 +74,18 @@ def vector_index(dim: int, *, index_type: str, m: int, ef_construction: int, sha
         },
         "mappings": {
             "dynamic": "strict",
+            "_meta": {"dim": dim, "vectors_per_image": vectors_per_image},
             "properties": {
-                "vector": {
-                    "type": "dense_vector", "dims": dim, "index": True, "similarity": "dot_product",
-                    "index_options": {"type": index_type, "m": m, "ef_construction": ef_construction},
-                },
+                **vectors,
                 "format": KEYWORD, "sources": KEYWORD, "width": {"type": "integer"}, "height": {"type": "integer"},
             },
         },
     }
+
+
+def layout(mapping: dict) -> tuple[int, int]:
+    """(dim, vectors per image) of a vector index, from its mapping (indices from before ``_meta`` too)."""
+    properties = mapping["properties"]
+    if "vector" in properties:
+        return properties["vector"]["dims"], 1
+    return properties[NESTED_VECTORS]["properties"]["vector"]["dims"], mapping["_meta"]["vectors_per_image"]

@@ -8,6 +8,7 @@ import numpy as np
 
 from imagesearch.records import SearchFilters
 from imagesearch.stores import MAX_K
+from imagesearch.stores.elasticsearch.mappings import NESTED_VECTORS
 
 MAX_RESULT_WINDOW = MAX_K  # Elasticsearch's limit for k, num_candidates and size; the store contract's cap on k
 
@@ -28,10 +29,12 @@ def filter_clauses(filters: SearchFilters | None) -> list[dict]:
     return clauses
 
 
-def knn(vector: np.ndarray, k: int, *, num_candidates: int, rescore_oversample: float,
+def knn(vector: np.ndarray, k: int, *, num_candidates: int, rescore_oversample: float, field: str = "vector",
         filters: SearchFilters | None = None, min_score: float | None = None) -> dict:
-    """The ``knn`` section of a search for the top ``k`` (k <= MAX_RESULT_WINDOW)."""
-    body: dict = {"field": "vector", "query_vector": encode_vector(np.asarray(vector, np.float32).ravel()), "k": k,
+    """The ``knn`` section of a search for the top ``k`` (k <= MAX_RESULT_WINDOW). On a nested field
+    (several vectors per image) Elasticsearch scores each image by its best vector; the filters are
+    on the image's own fields either way."""
+    body: dict = {"field": field, "query_vector": encode_vector(np.asarray(vector, np.float32).ravel()), "k": k,
                   "num_candidates": min(MAX_RESULT_WINDOW, max(k, num_candidates))}
     if clauses := filter_clauses(filters):
         body["filter"] = clauses
@@ -57,6 +60,20 @@ def queue_states(write_index: str, model_key: str) -> dict[str, dict]:
 def encode_vector(vector: np.ndarray) -> str:
     """Elasticsearch takes float vectors as base64 of big-endian float32: 4x less JSON than numbers."""
     return base64.b64encode(np.asarray(vector, ">f4").tobytes()).decode()
+
+
+def vector_source(vector: np.ndarray) -> dict:
+    """The vector part of a vector document: ``vector``, or nested ``vectors`` for [Q, D]."""
+    if vector.ndim == 1:
+        return {"vector": encode_vector(vector)}
+    return {NESTED_VECTORS: [{"vector": encode_vector(v)} for v in vector]}
+
+
+def source_vector(source: dict) -> np.ndarray:
+    """``vector_source`` read back: [D] or [Q, D]."""
+    if "vector" in source:
+        return decode_vector(source["vector"])
+    return np.stack([decode_vector(v["vector"]) for v in source[NESTED_VECTORS]])
 
 
 def decode_vector(value) -> np.ndarray:

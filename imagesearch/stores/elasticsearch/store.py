@@ -16,8 +16,8 @@ from elasticsearch import helpers
 
 from imagesearch.config import Settings
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
-from imagesearch.stores import StoreUnavailable, StoreWriteError, checked_vectors
-from imagesearch.stores.elasticsearch import queries
+from imagesearch.stores import StoreUnavailable, StoreWriteError, checked_vectors, describe_layout, vector_layout
+from imagesearch.stores.elasticsearch import mappings, queries
 from imagesearch.stores.elasticsearch.client import EsClient
 from imagesearch.stores.elasticsearch.indices import Indices, name_key
 from imagesearch.stores.elasticsearch.mappings import FILTER_FIELDS
@@ -40,13 +40,14 @@ class ElasticsearchStore:
 
     # --- index lifecycle (`imagesearch index ...`) -------------------------------------------
 
-    def ensure_model(self, model: str, dim: int) -> None:
-        self.client.write(lambda: self.indices.ensure_model(model, dim))
+    def ensure_model(self, model: str, dim: int, vectors_per_image: int = 1) -> None:
+        self.client.write(lambda: self.indices.ensure_model(model, dim, vectors_per_image))
 
     def begin_rebuild(self, model: str, dim: int, index_type: str | None = None,
-                      m: int | None = None, ef_construction: int | None = None) -> str:
+                      m: int | None = None, ef_construction: int | None = None, vectors_per_image: int = 1) -> str:
         """See ``Indices.begin_rebuild``; returns the new index."""
-        return self.client.write(lambda: self.indices.begin_rebuild(model, dim, index_type, m, ef_construction))
+        return self.client.write(
+            lambda: self.indices.begin_rebuild(model, dim, index_type, m, ef_construction, vectors_per_image))
 
     def swap(self, model: str, force: bool = False) -> str:
         """See ``Indices.swap``; returns the index searches now read."""
@@ -208,12 +209,16 @@ class ElasticsearchStore:
             docs = self.es.mget(index=images, ids=ids, source_includes=list(FILTER_FIELDS))
             return {d["_id"]: d["_source"] for d in docs["docs"] if d.get("found")}
 
+        given = vector_layout(vectors)
+
         def run() -> dict[str, str]:
-            index = self.indices.alias_target(self.indices.aliases(model)[1]) or self.indices.ensure_model(model, vectors.shape[1])
+            index = self.indices.alias_target(self.indices.aliases(model)[1]) or self.indices.ensure_model(model, *given)
+            if (stored := self.indices.layout(index)) != given:
+                return {i: f"{describe_layout(*given)}, but model {model} is stored with {describe_layout(*stored)}" for i in by_id}
             fields = filter_fields(by_id)
             rejected = {i: "no image record with this id" for i in by_id if i not in fields}
             _, failed = self.client.bulk([
-                {"_op_type": "index", "_index": index, "_id": i, "_source": {"vector": queries.encode_vector(v), **fields[i]}}
+                {"_op_type": "index", "_index": index, "_id": i, "_source": {**queries.vector_source(v), **fields[i]}}
                 for i, v in by_id.items() if i in fields
             ])
             rejected.update({i: why for i, (_, why) in failed.items()})
@@ -252,10 +257,11 @@ class ElasticsearchStore:
     def get_vector(self, model: str, image_id: str) -> np.ndarray | None:
         def run() -> np.ndarray | None:
             found = self.es.options(ignore_status=404).get(
-                index=self.indices.aliases(model)[0], id=image_id, source_includes=["vector"], source_exclude_vectors=False)
+                index=self.indices.aliases(model)[0], id=image_id, source_includes=["vector", mappings.NESTED_VECTORS],
+                source_exclude_vectors=False)
             if found.meta.status != 200 or not found.get("found"):
                 return None  # no such vector, or no index for the model at all
-            return queries.decode_vector(found["_source"]["vector"])
+            return queries.source_vector(found["_source"])
 
         return self.client.read(run)
 
@@ -326,9 +332,11 @@ class ElasticsearchStore:
         if k <= 0:
             return []
         k = min(k, MAX_RESULT_WINDOW)
-        knn = queries.knn(vector, k, num_candidates=self.settings.es_num_candidates,
-                          rescore_oversample=self.settings.es_rescore_oversample, filters=filters, min_score=min_score)
         def run() -> tuple[list[dict], dict[str, ImageRecord]]:
+            layout = self.indices.search_layout(model)  # None: no index; the search below says so
+            knn = queries.knn(vector, k, field=mappings.vector_field(layout[1] if layout else 1),
+                              num_candidates=self.settings.es_num_candidates,
+                              rescore_oversample=self.settings.es_rescore_oversample, filters=filters, min_score=min_score)
             found = self.es.search(index=self.indices.aliases(model)[0], knn=knn, size=k, source=False)["hits"]["hits"]
             return found, self._records([h["_id"] for h in found]) if found else {}
 
