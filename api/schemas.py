@@ -34,6 +34,9 @@ class Filters(SearchFilters):
     max_height: int | None = Field(None, ge=0, le=MAX_DIMENSION)
 
 
+MODEL_HELP = "which served model to search with (slug, as /status lists them); default: the first"
+
+
 class SearchRequest(BaseModel):
     """Exactly one of ``text``, ``image_id`` (an indexed image: "more like this") or ``image_url``."""
 
@@ -46,6 +49,7 @@ class SearchRequest(BaseModel):
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop results below this cosine")
     mode: Mode = Field("vector", description="with text: vector (by meaning), text (by the words of captions and "
                                              "file names) or hybrid (both, fused by reciprocal rank)")
+    model: str | None = Field(None, max_length=200, description=MODEL_HELP)
 
     @model_validator(mode="after")
     def _one_query(self) -> "SearchRequest":

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
 
     # --- model and encoder -------------------------------------------------------------------
     model: str = Field("", description="active model slug; empty = the only/first model in the repository")
+    models: str = Field("", description="several models side by side: comma-separated slugs, each image embedded with "
+                        "every one and each served by the API, the first the default; empty = IMAGESEARCH_MODEL alone")
     model_variant: Literal["fp32", "fp16", "int8"] = "fp32"
     reference_check: Literal["refuse", "warn"] = Field(
         "refuse", description="at load, a model file that misses its parity gate on this machine: refuse it or only warn")
@@ -125,6 +127,15 @@ class Settings(BaseSettings):
     @classmethod
     def _no_arch_config(cls, value):
         return None if value == "" else value  # empty (as in .env.example): none, not the current folder
+
+    @property
+    def model_slugs(self) -> list[str]:
+        """The models to embed with and serve, the default first ("" = the only/first one exported)."""
+        return [slug.strip() for slug in self.models.split(",") if slug.strip()] or [self.model]
+
+    def for_model(self, slug: str) -> "Settings":
+        """These settings with ``slug`` as the model (what one encoder and its search service read)."""
+        return self.model_copy(update={"model": slug})
 
     @property
     def es_urls(self) -> list[str]:

@@ -19,6 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "file names (text), or both fused (hybrid)")
     parser.add_argument("--min-score", type=float, default=None)
     parser.add_argument("--json", action="store_true", help="print the API's JSON response shape")
+    parser.add_argument("--model", default="", metavar="SLUG",
+                        help="search with this model (default: the first of IMAGESEARCH_MODELS, or IMAGESEARCH_MODEL)")
 
 
 def _image_bytes(source: str, settings) -> bytes:
@@ -44,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
         print("-k must be between 1 and 1000", file=sys.stderr)
         return 2
     settings = get_settings()
-    service = SearchService(settings)
+    settings = settings.for_model(args.model or settings.model_slugs[0])
+    try:
+        service = SearchService(settings)
+    except FileNotFoundError as exc:  # no such model exported
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         if args.text is not None:
             response = service.search_text(args.text, args.k, min_score=args.min_score, mode=args.mode)

@@ -18,32 +18,38 @@ def run(args: argparse.Namespace) -> int:
     from imagesearch.stores import make_store
 
     settings = get_settings()
-    card = load_card(settings.model_repository, settings.model)
+    cards = [load_card(settings.model_repository, slug) for slug in settings.model_slugs]
     store = make_store(settings)
     try:
-        counts = store.counts(card.slug)
+        counts = [store.counts(card.slug) for card in cards]
         health = store.health()
     finally:
         store.close()
-    try:  # loading the encoder runs its reference check: a file that misbehaves here says so
-        encoder = make_encoder(settings, card)
-        encoder_health = encoder.health()
-        encoder.close()
-    except Exception as exc:
-        encoder_health = {"ok": False, "error": str(exc)}
+    encoder_health = []
+    for card in cards:
+        try:  # loading the encoder runs its reference check: a file that misbehaves here says so
+            encoder = make_encoder(settings.for_model(card.slug), card)
+            encoder_health.append(encoder.health())
+            encoder.close()
+        except Exception as exc:
+            encoder_health.append({"ok": False, "error": str(exc)})
     where = health.get("path") or health.get("url")  # without credentials
-    status = {"model": card.slug, "architecture": card.architecture, "pretrained": card.pretrained,
-              "encoder": settings.encoder, "store": settings.store, "store_location": where,
-              "store_ok": health.get("ok", False), "counts": counts.model_dump(), "encoder_health": encoder_health}
+    models = [{"model": card.slug, "family": card.family, "architecture": card.architecture, "pretrained": card.pretrained,
+               "counts": n.model_dump(), "encoder_health": h} for card, n, h in zip(cards, counts, encoder_health, strict=True)]
+    # the top level describes the default (first) model, as before several models could be served
+    status = {**models[0], "encoder": settings.encoder, "store": settings.store, "store_location": where,
+              "store_ok": health.get("ok", False), "models": models}
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    print(f"model:   {card.slug} ({card.architecture}, {card.pretrained}, dim {card.dim}) via {settings.encoder}")
-    print(f"encoder: {_describe_encoder(settings.model_variant, encoder_health)}")
+    for card, n, h in zip(cards, counts, encoder_health, strict=True):
+        vectors = f"dim {card.dim}" if card.vectors_per_image == 1 else f"{card.vectors_per_image} x {card.dim}-d vectors per image"
+        print(f"model:   {card.slug} ({card.architecture}, {card.pretrained}, {vectors}) via {settings.encoder}")
+        print(f"encoder: {_describe_encoder(settings.model_variant, h)}")
+        print(f"images:  {n.images}  embedded: {n.embedded}  pending: {n.pending}  embed failures: {n.embed_failed}")
     print(f"store:   {settings.store} at {where} ({'ok' if status['store_ok'] else 'DOWN: ' + str(health.get('error'))})")
-    print(f"images:  {counts.images}  embedded: {counts.embedded}  pending: {counts.pending}  embed failures: {counts.embed_failed}")
-    reasons = ", ".join(f"{k} {v}" for k, v in sorted(counts.failed_by_reason.items())) or "none"
-    print(f"failed URLs: {counts.failed_urls} ({reasons})")
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(counts[0].failed_by_reason.items())) or "none"
+    print(f"failed URLs: {counts[0].failed_urls} ({reasons})")
     return 0
 
 

@@ -24,6 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-removed", action="store_true", help="also store again what `imagesearch remove` took out")
     parser.add_argument("--follow", action="store_true", help="embed: keep waiting for new records (for a concurrent download)")
     parser.add_argument("--idle-exit", type=float, default=None, metavar="S", help="with --follow: exit after S idle seconds")
+    parser.add_argument("--model", action="append", default=[], metavar="SLUG",
+                        help="embed with this model only (repeatable; default: every model of IMAGESEARCH_MODELS)")
 
 
 def _download(args, store, settings, lines: list[str]) -> bool:
@@ -63,22 +65,34 @@ def _download(args, store, settings, lines: list[str]) -> bool:
 
 def _embed(args, store, settings, lines: list[str]) -> None:
     from imagesearch.encoders import make_encoder
-    from ingest.embed import EmbedWorker
+    from ingest.embed import EmbedWorker, embed_all
     from ingest.progress import Progress
 
-    encoder = make_encoder(settings)
+    workers, progresses = [], []
     try:
-        progress = Progress(f"embed ({encoder.card.slug})", total=store.counts(encoder.card.slug).pending)
-        worker = EmbedWorker(store, encoder, settings, progress)
+        for slug in args.model or settings.model_slugs:  # each image is embedded with every model
+            encoder = make_encoder(settings.for_model(slug))
+            progress = Progress(f"embed ({encoder.card.slug})", total=store.counts(encoder.card.slug).pending)
+            workers.append(EmbedWorker(store, encoder, settings, progress))
+            progresses.append(progress)
         if args.follow:  # `docker compose stop` (SIGTERM) or Ctrl-C: finish the batches in flight, then exit 0
+            def stop(*_) -> None:
+                for worker in workers:
+                    worker.stop()
+
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: worker.stop())
-        summary = worker.run(follow=args.follow, idle_exit_s=args.idle_exit)
-        progress.close()
+                signal.signal(sig, stop)
+        summaries = embed_all(workers, follow=args.follow, idle_exit_s=args.idle_exit)
+        for progress in progresses:
+            progress.close()
     finally:
-        encoder.close()
-    failed = ", ".join(f"{k} {v}" for k, v in summary.failed.items()) or "none"
-    lines.append(f"embed: {summary.embedded} embedded in {summary.seconds:.1f}s ({summary.rate:.1f} img/s), failed: {failed}")
+        for worker in workers:
+            worker.encoder.close()
+    for slug, summary in summaries.items():
+        failed = ", ".join(f"{k} {v}" for k, v in summary.failed.items()) or "none"
+        name = "" if len(summaries) == 1 else f" {slug}"
+        lines.append(f"embed{name}: {summary.embedded} embedded in {summary.seconds:.1f}s ({summary.rate:.1f} img/s), "
+                     f"failed: {failed}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,9 +115,11 @@ def run(args: argparse.Namespace) -> int:
             ok = _download(args, store, settings, lines)
         if args.stage in (None, "embed"):
             _embed(args, store, settings, lines)
-        counts = store.counts(settings.model or _active_slug(settings))
-        lines.append(f"store: {counts.images} images, {counts.embedded} embedded, {counts.pending} pending, "
-                     f"{counts.failed_urls} failed URLs {counts.failed_by_reason or ''}".rstrip())
+        for slug in args.model or settings.model_slugs:
+            counts = store.counts(slug or _active_slug(settings))
+            name = "" if len(args.model or settings.model_slugs) == 1 else f" ({slug})"
+            lines.append(f"store{name}: {counts.images} images, {counts.embedded} embedded, {counts.pending} pending, "
+                         f"{counts.failed_urls} failed URLs {counts.failed_by_reason or ''}".rstrip())
     except (EncoderUnavailable, StoreUnavailable, ImagesFolderFull) as exc:  # a message to act on, not a traceback
         print("\n".join(lines + [f"error: {exc.strerror if isinstance(exc, OSError) else exc}"]), file=sys.stderr)
         return 1

@@ -237,3 +237,35 @@ def test_the_served_variant_is_read_from_the_config():
     assert served_variant(twin_like) == "int8"
     assert served_variant(mc.ModelConfig(default_model_filename="model.int8.onnx")) == "int8"
     assert served_variant(mc.ModelConfig()) == "fp32"
+
+
+def test_blip2_is_served_by_a_real_tritonserver(blip2_repo, tmp_path):
+    """BLIP-2's configs are valid for Triton's ONNX Runtime backend, and a real tritonserver serves its
+    [queries, dim] image embeddings and its text embeddings as ONNX Runtime computes them in-process."""
+    from imagesearch.config import Settings
+    from tests.support.search_api import make_shapes
+    from tests.support.triton_server import TritonServer
+    from tests.support.triton_twin import make_python_twin
+
+    card = load_card(blip2_repo, "blip2-tiny")
+    configs = {p.parent.name: _assert_valid_for_onnxruntime(p) for p in blip2_repo.glob("*/config.pbtxt")}
+    assert list(configs[card.visual_name].output[0].dims) == [4, 16]
+    assert list(configs[card.textual_name].output[0].dims) == [16]
+    server = TritonServer(make_python_twin(blip2_repo, tmp_path / "twin"), tmp_path).start()
+    try:
+        settings = Settings(model_repository=blip2_repo, model=card.slug, batch_size=8)
+        triton = make_encoder(settings.model_copy(update={"encoder": "triton", "triton_url": server.grpc_url}))
+        local = OnnxEncoder(card, settings)
+        from imagesearch.preprocess import prepare
+
+        pixels = np.stack([prepare(s.data, card) for s in make_shapes(2, seed=8)])  # more than one request
+        via_triton, in_process = triton.encode_images(pixels), local.encode_images(pixels)
+        assert via_triton.shape == in_process.shape == (len(pixels), 4, 16)
+        np.testing.assert_allclose(via_triton, in_process, atol=1e-5)
+        np.testing.assert_allclose(triton.encode_texts(TEXTS), local.encode_texts(TEXTS), atol=1e-5)
+        assert triton.encode_images(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 4, 16)
+        health = triton.health()
+        assert health["ok"] is True and health["reference_check"]["checked"] is True, health
+        triton.close()
+    finally:
+        server.stop()

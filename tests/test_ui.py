@@ -212,3 +212,34 @@ def test_api_down_is_said_plainly(page, artifacts_dir):
         page.screenshot(path=str(artifacts_dir / "ui-api-down.png"), full_page=True)
     finally:
         stop(ui)
+
+
+def test_a_model_selector_when_the_api_serves_two_models(tmp_path, test_model_repo, blip2_repo, page, artifacts_dir):
+    repository = tmp_path / "models"  # CLIP (the trained test model) and the tiny BLIP-2, side by side
+    repository.mkdir()
+    for source in (test_model_repo, blip2_repo):
+        for entry in source.iterdir():
+            (repository / entry.name).symlink_to(entry)
+    settings = Settings(data_dir=tmp_path / "var", model_repository=repository, models="shapes-tiny,blip2-tiny")
+    ingest(settings, "--folder", str(write_folder(tmp_path / "folder", make_shapes(1, seed=12))))
+    with ApiThread(create_app(settings)) as api:
+        expected = [r["id"][:12] for r in httpx.get(f"{api.url}/search", params={
+            "q": "a red circle", "k": 8, "model": "blip2-tiny"}).json()["results"]]
+        ui, url = start_ui(api.url)
+        try:
+            page.goto(url)
+            sidebar = page.get_by_test_id("stSidebar")
+            expect(sidebar.get_by_text("4 × 16-d per image · 12 embedded")).to_be_visible()  # BLIP-2's entry
+            page.get_by_test_id("stSelectbox").filter(has_text="Model").click()
+            page.get_by_role("option", name="blip2-tiny", exact=True).click()
+            page.get_by_test_id("stSelectbox").filter(has_text="Results").click()
+            page.get_by_role("option", name="8", exact=True).click()
+            search_text(page, "a red circle")
+            expect(page.get_by_text(re.compile(r"8 results in \d+ ms · model blip2-tiny"))).to_be_visible()
+            deadline = time.monotonic() + TIMEOUT_MS / 1000
+            while result_ids(page) != expected and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert result_ids(page) == expected  # BLIP-2's ranking, as the API gives it
+            page.screenshot(path=str(artifacts_dir / "ui-model-selector.png"), full_page=True)
+        finally:
+            stop(ui)

@@ -69,13 +69,23 @@ def _more_like(image_id: str) -> None:
     st.session_state.query = {"image_id": image_id}
 
 
-def search(query: dict, k: int) -> httpx.Response:
+def search(query: dict, k: int, model: str | None) -> httpx.Response:
     if "upload" in query:
         upload = st.session_state.upload
-        return call("POST", "/search/image", files={"file": (upload.name, upload.getvalue(), upload.type)}, data={"k": k})
+        form = {"k": k, **({"model": model} if model else {})}
+        return call("POST", "/search/image", files={"file": (upload.name, upload.getvalue(), upload.type)}, data=form)
     if "text" in query:
         query = {**query, "mode": MODES[st.session_state.get("mode", "meaning")]}
-    return call("POST", "/search", json={**query, "k": k})
+    return call("POST", "/search", json={**query, "k": k, "model": model})
+
+
+def model_choice(status: dict | None) -> str | None:
+    """With several models served (e.g. CLIP and BLIP-2), a selector; the first is the API's default."""
+    models = [m["slug"] for m in (status or {}).get("models", [])]
+    if len(models) < 2:
+        return None
+    return st.selectbox("Model", models, key="model", help="each image is embedded with every model; "
+                        "they rank differently (BLIP-2 scores an image by the best of its 32 query vectors)")
 
 
 def sidebar() -> None:
@@ -84,8 +94,9 @@ def sidebar() -> None:
     if health.get("ok"):
         st.sidebar.success("API healthy")
     else:
-        problems = [f"{name}: {part.get('error') or 'not ok'}" for name in ("encoder", "store")
-                    if not (part := health.get(name) or {}).get("ok")]
+        parts = {**{f"model {slug}": part for slug, part in (health.get("models") or {}).items()},
+                 "store": health.get("store") or {}}
+        problems = [f"{name}: {part.get('error') or 'not ok'}" for name, part in parts.items() if not part.get("ok")]
         st.sidebar.error("API unhealthy — " + "; ".join(problems))
     if status:
         counts, model = status["counts"], status["model"]
@@ -94,7 +105,11 @@ def sidebar() -> None:
         right.metric("Embedded", counts["embedded"])
         left.metric("Pending", counts["pending"])
         right.metric("Failed URLs", counts["failed_urls"])
-        st.sidebar.markdown(f"**Model** `{model['slug']}`  \n{model['architecture']} · {model['dim']}-d")
+        for served in status.get("models") or [model]:
+            vectors = f"{served['dim']}-d" if served.get("vectors_per_image", 1) == 1 else \
+                f"{served['vectors_per_image']} × {served['dim']}-d per image"
+            embedded = f" · {served['counts']['embedded']} embedded" if "counts" in served else ""
+            st.sidebar.markdown(f"**Model** `{served['slug']}`  \n{served['architecture']} · {vectors}{embedded}")
         st.sidebar.caption(f"encoder {status['backends']['encoder']} · store {status['backends']['store']}")
     st.sidebar.caption(f"API: {API_URL}")
 
@@ -136,6 +151,7 @@ def main() -> None:
     st.radio("Match the text by", list(MODES), key="mode", horizontal=True,
              help="meaning: what the image shows (CLIP); words: its caption and file name; both: the two ranked together")
     st.file_uploader("…or search by an example image", type=UPLOAD_TYPES, key="upload", on_change=_on_upload)
+    model = model_choice(api_state()[1])
 
     query = st.session_state.query
     if not query:
@@ -146,7 +162,7 @@ def main() -> None:
     elif "upload" in query:
         st.subheader(f"Similar to {st.session_state.upload.name}")
     try:
-        response = search(query, k)
+        response = search(query, k, model)
     except ApiDown as exc:
         st.error(f"The search API at {API_URL} stopped answering ({exc}). Try again when it is back.")
         return

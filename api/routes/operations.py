@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.auth import require_read
 from api.context import Context
 from api.errors import ErrorBody
+from imagesearch.model_card import ModelCard
 
 router = APIRouter(tags=["operations"])
 VERSIONED = ("imagesearch", "fastapi", "onnxruntime", "numpy", "pillow", "elasticsearch", "tritonclient")
@@ -37,21 +38,27 @@ def healthz(context: Context) -> JSONResponse:
 @router.get("/status", responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
             dependencies=[Depends(require_read)])
 def status(context: Context) -> dict:
-    """Counts, the model, the backends, limits and versions."""
+    """Counts, the models, the backends, limits and versions."""
     settings = context.settings
-    service = context.backends.service()
-    card = service.card
+    service = context.backends.service()  # the default model: 503 when it cannot answer
+    models = [{**describe(s.card, settings.model_variant), "counts": s.store.counts(s.model).model_dump()}
+              for s in context.backends.services()]
     return {
-        "model": {"slug": card.slug, "architecture": card.architecture, "pretrained": card.pretrained,
-                  "dim": card.dim, "image_size": card.image_size, "context_length": card.context_length,
-                  "variant": settings.model_variant},
+        "model": describe(service.card, settings.model_variant),
         "counts": service.store.counts(service.model).model_dump(),
+        "models": models,  # every served model that can answer now, the default first
         "backends": {"encoder": settings.encoder, "store": settings.store},
         "limits": {"max_k": settings.max_k, "max_query_chars": settings.max_query_chars,
                    "max_upload_bytes": settings.max_upload_bytes},
         "text_queries": service.stats(),
         "versions": versions(),
     }
+
+
+def describe(card: ModelCard, variant: str) -> dict:
+    return {"slug": card.slug, "family": card.family, "architecture": card.architecture, "pretrained": card.pretrained,
+            "dim": card.dim, "vectors_per_image": card.vectors_per_image, "image_size": card.image_size,
+            "context_length": card.context_length, "variant": variant}
 
 
 @router.get("/metrics", response_class=Response)

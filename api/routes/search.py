@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.context import Context
 from api.errors import ERRORS, ApiError
-from api.schemas import SearchRequest
+from api.schemas import MODEL_HELP, SearchRequest
 from imagesearch.fetch import fetch_image
 from imagesearch.search import Mode, SearchResponse
 
@@ -24,15 +24,16 @@ def search_get(
     min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop results below this cosine")] = None,
     mode: Annotated[Mode, Query(description="vector: by meaning; text: by the words of captions and file names; "
                                             "hybrid: both, fused by reciprocal rank")] = "vector",
+    model: Annotated[str | None, Query(max_length=200, description=MODEL_HELP)] = None,
 ) -> SearchResponse:
     """Search by text."""
-    return context.backends.service().search_text(q, k, min_score=min_score, mode=mode)
+    return context.backends.service(model).search_text(q, k, min_score=min_score, mode=mode)
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS)
 async def search_post(body: SearchRequest, context: Context) -> SearchResponse:
     """Search by text, by an indexed image (``image_id``) or by an image on the web (``image_url``)."""
-    service = await run_in_threadpool(context.backends.service)
+    service = await run_in_threadpool(context.backends.service, body.model)
     service.check_k(body.k)  # before any fetch
     if body.text is not None:
         return await run_in_threadpool(service.search_text, body.text, body.k, body.filters, body.min_score, body.mode)
@@ -50,9 +51,10 @@ async def search_image(
     file: Annotated[UploadFile, File(description="the example image (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
     k: Annotated[int, Form(description="how many results (1..max_k)")] = 10,
     min_score: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
+    model: Annotated[str | None, Form(max_length=200, description=MODEL_HELP)] = None,
 ) -> SearchResponse:
     """Search by an uploaded image (multipart form field ``file``)."""
-    service = await run_in_threadpool(context.backends.service)
+    service = await run_in_threadpool(context.backends.service, model)
     service.check_k(k)
     cap = context.settings.max_upload_bytes
     data = await file.read(cap + 1)

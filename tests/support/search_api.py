@@ -52,8 +52,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "IMAGESEARCH_DATA_DIR": str(settings.data_dir),
         "IMAGESEARCH_MODEL_REPOSITORY": str(settings.model_repository),
         "IMAGESEARCH_MODEL": settings.model,
+        "IMAGESEARCH_MODELS": settings.models,
         "IMAGESEARCH_ALLOW_PRIVATE_NETWORKS": str(settings.allow_private_networks).lower(),
         "IMAGESEARCH_DECODE_WORKERS": "1",
+        "IMAGESEARCH_STORE": settings.store,
+        "IMAGESEARCH_ES_URL": settings.es_url,
+        "IMAGESEARCH_ES_INDEX_PREFIX": settings.es_index_prefix,
+        "IMAGESEARCH_ES_INDEX_TYPE": settings.es_index_type,
     })
 
 
