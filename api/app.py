@@ -26,10 +26,8 @@ from api.metrics import Metrics
 from api.routes import images, operations, search
 from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings, get_settings
-from imagesearch.encoders import EncoderUnavailable
 from imagesearch.fetch import FetchOptions, make_client
 from imagesearch.search import SearchService
-from imagesearch.stores import StoreUnavailable
 
 log = logging.getLogger("imagesearch.api")
 BODY_SLACK = 65536  # multipart framing and form fields around an upload of the maximum size
@@ -47,10 +45,9 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         context.http = make_client(fetch_options, max_connections=16)
-        try:
-            await run_in_threadpool(context.backends.service)  # load the model now, not on the first query
-        except (EncoderUnavailable, StoreUnavailable) as exc:
-            log.warning("starting without a working backend (see /healthz): %s", exc)
+        await run_in_threadpool(context.backends.services)  # load every model now, not on the first query
+        for problem in context.backends.errors.values():
+            log.warning("starting without a working backend (see /healthz): %s", problem)
         yield
         await context.http.aclose()
         context.backends.close()

@@ -46,6 +46,11 @@ class Backends:
             if encoder is not None and self._store is not None and requested not in self._services:
                 self._services[requested] = SearchService(self.settings.for_model(encoder.card.slug), encoder, self._store)
 
+    @property
+    def errors(self) -> dict[str, str]:
+        """Why a part cannot answer now: "store", or a model as configured -> the message."""
+        return dict(self._errors)
+
     def slug(self, requested: str) -> str:
         """The model's slug (the configured name until its encoder has loaded)."""
         encoder = self._encoders.get(requested)

@@ -24,6 +24,9 @@ from tests.support import compose as c
 
 BASE = [c.COMPOSE_FILE]
 CPU = [c.COMPOSE_FILE, c.CPU_OVERRIDE]
+BLIP2 = [c.COMPOSE_FILE, c.BLIP2_OVERRIDE]
+CPU_BLIP2 = [c.COMPOSE_FILE, c.CPU_OVERRIDE, c.BLIP2_OVERRIDE]
+ALL = pytest.mark.parametrize("files", [BASE, CPU, BLIP2, CPU_BLIP2], ids=["base", "base+cpu", "base+blip2", "base+cpu+blip2"])
 DOCKERFILES = [c.REPO_ROOT / "docker" / "Dockerfile", c.REPO_ROOT / "docker" / "Dockerfile.export"]
 # What each of our commands needs set (beyond defaults) to run in the distributed mode.
 NEEDED = {
@@ -51,7 +54,7 @@ def ours(services: dict) -> dict[str, dict]:
 
 # -- the Compose Specification ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("files", [BASE, CPU], ids=["base", "base+cpu"])
+@ALL
 def test_compose_files_validate_against_the_compose_spec_schema(files):
     """Compose checks each file against its own copy of the schema; the merged result must also
     pass the Compose Specification's schema kept in shared/."""
@@ -83,7 +86,8 @@ def test_the_services_the_deployment_needs_are_there():
 
 def test_env_example_documents_every_variable_and_matches_the_defaults():
     env = c.load_env()
-    used = {**c.variables(BASE), **c.variables(CPU)}  # the CPU override resets the GPU's variables away
+    # the CPU override resets the GPU's variables away; BLIP-2's are used with its override only
+    used = {**c.variables(BASE), **c.variables(CPU), **c.variables(BLIP2)}
     assert sorted(set(used) - set(env)) == [], "variables missing from .env.example"
     assert sorted(set(env) - set(used)) == [], ".env.example documents variables nothing uses"
     for name, variable in used.items():
@@ -120,7 +124,7 @@ def test_env_file_is_neither_committed_nor_sent_to_docker():
 
 # -- commands, settings, ports ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("files", [BASE, CPU], ids=["base", "base+cpu"])
+@ALL
 def test_every_service_command_is_a_real_imagesearch_command(files):
     for name, service in ours(c.load_project(files)["services"]).items():
         argv = c.command_argv(service)
@@ -160,7 +164,30 @@ def test_one_model_slug_everywhere():
         assert model in (None, slug), name
 
 
-@pytest.mark.parametrize("files", [BASE, CPU], ids=["base", "base+cpu"])
+def test_blip2_override_exports_and_serves_both_models():
+    """With docker-compose.blip2.yml: a second export job writes BLIP-2 after the first, Triton loads
+    both models' towers, and the embedder and the API embed with and serve both, CLIP first."""
+    env = c.load_env()
+    clip, blip2 = env["IMAGESEARCH_MODEL"], env["BLIP2_MODEL"]
+    for files, kind, variant in ((BLIP2, "gpu", "fp16"), (CPU_BLIP2, "cpu", "int8")):
+        changed = {**env, **({"BLIP2_TRITON_KIND": "cpu", "BLIP2_VARIANT": "int8"} if kind == "cpu" else {})}
+        services = c.load_project(files, changed)["services"]
+        argv = c.command_argv(services["export-blip2"])
+        args = build_parser(argv[1:]).parse_args(argv[1:])
+        assert (args.family, args.slug, args.pretrained, args.if_missing) == ("blip2", blip2, env["BLIP2_PRETRAINED"], True)
+        assert (args.triton_kind, args.triton_variant, getattr(args, variant)) == (kind, variant, True)
+        assert services["export-blip2"]["depends_on"]["export"]["condition"] == "service_completed_successfully"
+        assert services["triton"]["depends_on"]["export-blip2"]["condition"] == "service_completed_successfully"
+        loaded = [a.split("=", 1)[1] for a in c.command_argv(services["triton"]) if a.startswith("--load-model=")]
+        assert sorted(loaded) == sorted(f"{m}_{t}" for m in (clip, blip2) for t in ("visual", "textual"))
+        base_triton = [a for a in c.command_argv(c.load_project(BASE)["services"]["triton"]) if not a.startswith("--load-model=")]
+        assert [a for a in c.command_argv(services["triton"]) if not a.startswith("--load-model=")] == base_triton
+        for name in ("embedder", "api"):
+            assert c.environment(services[name])["IMAGESEARCH_MODELS"] == f"{clip},{blip2}", name
+        assert {"volumes": services["export-blip2"]["volumes"]} == {"volumes": services["export"]["volumes"]}
+
+
+@ALL
 def test_every_imagesearch_variable_is_a_setting_and_the_needed_ones_are_set(files, monkeypatch):
     for name, service in c.load_project(files)["services"].items():
         env = {k: v for k, v in c.environment(service).items() if k.startswith("IMAGESEARCH_")}

@@ -34,11 +34,13 @@ from tests.support.net import free_port, wait_until
 from tests.support.search_api import make_shapes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-README_COMMAND = ["compose", "-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml"]  # the README's CPU command
+# the README's CPU command with BLIP-2 beside the CLIP model
+README_COMMAND = ["compose", "-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml", "-f", "docker-compose.blip2.yml"]
 LONG_RUNNING = ["es", "triton", "api", "ui", "embedder"]
 HEALTHCHECKED = ["es", "triton", "api", "ui"]
-ONE_SHOT = ["es-certs", "export", "downloader"]
-OURS = ["export", "downloader", "embedder", "api", "ui"]  # built from this checkout
+ONE_SHOT = ["es-certs", "export", "export-blip2", "downloader"]
+OURS = ["export", "export-blip2", "downloader", "embedder", "api", "ui"]  # built from this checkout
+BLIP2 = "blip2-tiny-compose"
 URL_HOST = "images.test"  # the test's image server on the compose network
 # API keys in .env: the API asks for one on every route but /healthz and /metrics; the UI sends its own.
 READ = {"X-API-Key": "compose-test-read-key"}
@@ -60,7 +62,7 @@ def engine(tmp_path_factory):
 class Project:
     """A user's checkout with its .env, and `docker compose` run in it."""
 
-    def __init__(self, engine: DockerEngine, folder: Path, model_dir: Path):
+    def __init__(self, engine: DockerEngine, folder: Path, model_dir: Path, blip2_dir: Path):
         self.engine, self.folder = engine, folder
         files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT, capture_output=True,
                                text=True, check=True).stdout.split("\n")
@@ -71,6 +73,9 @@ class Project:
         checkpoints = folder / "checkpoints"
         shutil.copytree(model_dir / "config", checkpoints / "config")
         shutil.copy2(model_dir / "checkpoint.pt", checkpoints / "checkpoint.pt")
+        shutil.copytree(blip2_dir, checkpoints / "blip2-tiny-hf")  # a transformers model folder, as downloaded
+        for path in (checkpoints / "blip2-tiny-hf").iterdir():
+            path.chmod(0o644)  # transformers saves its weights 0600; the export container's user must read them
         self.ports = {name: free_port() for name in ("API_PORT", "UI_PORT", "ES_PORT", "TRITON_GRPC_PORT",
                                                      "TRITON_METRICS_PORT")}
         env = (folder / ".env.example").read_text()
@@ -78,6 +83,8 @@ class Project:
             "ELASTIC_PASSWORD": "compose-test-password", "ES_HEAP": "512m", "ES_MEM_LIMIT": "1536m",
             "IMAGESEARCH_MODEL": "shapes-tiny-compose", "IMAGESEARCH_ARCH": "shapes-tiny",
             "IMAGESEARCH_PRETRAINED": "/checkpoints/checkpoint.pt", "IMAGESEARCH_ARCH_CONFIG": "/checkpoints/config",
+            "BLIP2_MODEL": BLIP2, "BLIP2_PRETRAINED": "/checkpoints/blip2-tiny-hf", "BLIP2_VARIANT": "int8",
+            "BLIP2_TRITON_KIND": "cpu",
             # The image server is a container on the compose network: a private address.
             "DOWNLOAD_ALLOWED_NETWORKS": '["172.16.0.0/12", "192.168.0.0/16"]',
             "BUILD_CA_BUNDLE": str(CA_BUNDLE) if CA_BUNDLE.exists() else "",
@@ -134,8 +141,13 @@ class Project:
     def status(self) -> dict:
         return httpx.get(f"{self.api}/status", headers=READ, timeout=30).json()["counts"]
 
+    def model_counts(self) -> dict[str, dict]:
+        models = httpx.get(f"{self.api}/status", headers=READ, timeout=30).json()["models"]
+        return {m["slug"]: m["counts"] for m in models}
+
     def wait_embedded(self, count: int, timeout: float = 300) -> dict:
-        wait_until(lambda: self.status()["embedded"] >= count, timeout, f"{count} embedded")
+        """Until ``count`` images are embedded with every model; the default model's counts."""
+        wait_until(lambda: all(c["embedded"] >= count for c in self.model_counts().values()), timeout, f"{count} embedded")
         return self.status()
 
     def search(self, query: str, k: int) -> list[dict]:
@@ -182,8 +194,8 @@ def write_images(folder: Path, prefix: str, per_class: int, seed: int) -> tuple[
 
 
 @pytest.mark.timeout(3600)  # a cold first run builds everything, torch included
-def test_compose_up_for_real(engine, test_model_repo, tmp_path):
-    project = Project(engine, tmp_path / "checkout", test_model_repo.parent)
+def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
+    project = Project(engine, tmp_path / "checkout", test_model_repo.parent, blip2_repo.parent / "blip2-tiny-hf")
     served = tmp_path / "served"
     images = None
     project.compose("down", "-v", "--remove-orphans")  # the engine's data root is kept between runs
@@ -198,6 +210,7 @@ def test_compose_up_for_real(engine, test_model_repo, tmp_path):
         for service in LONG_RUNNING:
             assert rows[service]["State"] == "running", rows[service]
         assert "exported" in project.compose("logs", "export").stdout.lower()
+        assert f"exported {BLIP2} (blip2, 4 x 16-d vectors per image" in project.compose("logs", "export-blip2").stdout
 
         # --- ingest through the containers ---------------------------------------------------------
         urls, classes = write_images(served, "", per_class=3, seed=11)
@@ -211,6 +224,13 @@ def test_compose_up_for_real(engine, test_model_repo, tmp_path):
         assert images.image_requests() == len(urls)  # the repeated URL: fetched once
         counts = project.wait_embedded(len(urls))
         assert (counts["images"], counts["pending"], counts["failed_urls"]) == (len(urls), 0, 0), counts
+        assert set(project.model_counts()) == {"shapes-tiny-compose", BLIP2}  # CLIP the default, BLIP-2 beside it
+
+        # --- BLIP-2 through Triton: every image, by the best of its query vectors --------------------
+        blip2 = httpx.get(f"{project.api}/search", params={"q": "a red circle", "k": len(urls), "model": BLIP2},
+                          headers=READ, timeout=60)
+        assert blip2.status_code == 200 and blip2.json()["model"] == BLIP2, blip2.text
+        assert {r["url"] for r in blip2.json()["results"]} == set(urls)
 
         # --- search on the published API port: text and image ---------------------------------------
         everything = project.searchable(len(urls))
@@ -246,6 +266,7 @@ def test_compose_up_for_real(engine, test_model_repo, tmp_path):
         second_up_s = time.monotonic() - started
         assert project.status() == before
         assert "already" in project.compose("logs", "export").stdout  # the model was not exported again
+        assert "already" in project.compose("logs", "export-blip2").stdout
         wait_until(lambda: project.ps()["downloader"]["State"] == "exited", 300, "the downloader's second run")
         assert project.ps()["downloader"]["ExitCode"] == 0
         assert images.image_requests() == len(urls)  # nothing downloaded again
