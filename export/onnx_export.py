@@ -483,6 +483,8 @@ def export_model(options: ExportOptions, repository: Path, *, triton_kind: str =
         np.savez_compressed(staging / card.reference, **arrays)
         write_configs(card, staging, triton_options or TritonOptions(kind=triton_kind))
 
+        for path in staging.rglob("*"):  # readable by the services' users (onnx writes weight files 0600)
+            path.chmod(0o755 if path.is_dir() else 0o644)
         # Move into place only after every check passed: a failed export leaves the old model intact.
         for tower in TOWERS:
             dest = repository / model_name(slug, tower)

@@ -218,7 +218,9 @@ def test_a_model_too_big_for_one_protobuf_keeps_its_weights_beside_the_graph(tmp
             graph = onnx.load(str(card.onnx_path(tmp_path, tower, variant)), load_external_data=False)
             stored = {e.value for t in graph.graph.initializer for e in t.external_data if e.key == "location"}
             assert stored == {f"{card.onnx_path(tmp_path, tower, variant).name}.data"}, (tower, variant, stored)
-    assert sorted(p.name for p in card.onnx_path(tmp_path, "visual").parent.iterdir()) == [
+    folder = card.onnx_path(tmp_path, "visual").parent
+    assert {oct(p.stat().st_mode & 0o777) for p in folder.iterdir()} == {"0o644"}  # other users (Triton) read them
+    assert sorted(p.name for p in folder.iterdir()) == [
         "model.fp16.onnx", "model.fp16.onnx.data", "model.int8.onnx", "model.int8.onnx.data", "model.onnx", "model.onnx.data"]
     split = make_encoder(Settings(model_repository=tmp_path, model=SLUG))
     whole = make_encoder(Settings(model_repository=blip2_repo, model=SLUG))

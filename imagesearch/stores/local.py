@@ -444,6 +444,9 @@ class LocalStore:
             # One product at a time: it already uses every core (BLAS), and concurrent ones only
             # fight over memory bandwidth. Also keeps the matrix from growing underneath it.
             vectors, query = matrix.vectors, np.asarray(vector, np.float32)
+            if query.shape != (matrix.dim // matrix.per_image,):  # a caller's mistake, never a silent reshape
+                raise ValueError(f"a query of shape {query.shape} for model {model}, whose images have "
+                                 f"{describe_layout(matrix.dim // matrix.per_image, matrix.per_image)}")
             if matrix.per_image == 1:
                 scores = vectors @ query
             else:  # an image scores its best vector (BLIP-2's ITC score): one product, then a max per row
