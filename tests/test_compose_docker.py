@@ -150,15 +150,17 @@ class Project:
         wait_until(lambda: all(c["embedded"] >= count for c in self.model_counts().values()), timeout, f"{count} embedded")
         return self.status()
 
-    def search(self, query: str, k: int) -> list[dict]:
-        response = httpx.get(f"{self.api}/search", params={"q": query, "k": k}, headers=READ, timeout=60)
+    def search(self, query: str, k: int, model: str | None = None) -> list[dict]:
+        params = {"q": query, "k": k, **({"model": model} if model else {})}
+        response = httpx.get(f"{self.api}/search", params=params, headers=READ, timeout=60)
         assert response.status_code == 200, response.text
+        assert response.json()["model"] == (model or "shapes-tiny-compose")
         return response.json()["results"]
 
-    def searchable(self, count: int) -> list[dict]:
+    def searchable(self, count: int, model: str | None = None) -> list[dict]:
         """All ``count`` images, once Elasticsearch's refresh made every vector searchable."""
         deadline = time.monotonic() + 60
-        while len(results := self.search("a red circle", count)) < count:
+        while len(results := self.search("a red circle", count, model)) < count:
             assert time.monotonic() < deadline, f"only {len(results)} of {count} searchable"
             time.sleep(0.5)
         return results
@@ -227,10 +229,7 @@ def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
         assert set(project.model_counts()) == {"shapes-tiny-compose", BLIP2}  # CLIP the default, BLIP-2 beside it
 
         # --- BLIP-2 through Triton: every image, by the best of its query vectors --------------------
-        blip2 = httpx.get(f"{project.api}/search", params={"q": "a red circle", "k": len(urls), "model": BLIP2},
-                          headers=READ, timeout=60)
-        assert blip2.status_code == 200 and blip2.json()["model"] == BLIP2, blip2.text
-        assert {r["url"] for r in blip2.json()["results"]} == set(urls)
+        assert {r["url"] for r in project.searchable(len(urls), model=BLIP2)} == set(urls)
 
         # --- search on the published API port: text and image ---------------------------------------
         everything = project.searchable(len(urls))

@@ -203,6 +203,15 @@ def test_several_vectors_per_image_score_by_their_best(store):
         store.ensure_model(model, DIM)
     store.ensure_model(model, DIM, q)  # idempotent with its own shape
 
+    # a record found again from a folder: its sources change and the vector documents follow (a
+    # partial update, which must keep the nested vectors Elasticsearch does not keep in _source)
+    moved = store.get(best[1])
+    store.upsert_images([moved.model_copy(update={"sources": ["folder"]})])
+    store.refresh()
+    assert [h.id for h in store.search(model, query, 3, SearchFilters(source=["folder"]))] == [best[1]]
+    assert store.search(model, query, 1)[0].id == best[0]
+    np.testing.assert_array_equal(store.get_vector(model, best[1]), vectors[[r.id for r in records].index(best[1])])
+
     store.remove_images([best[0]])
     store.refresh()
     assert [h.id for h in store.search(model, query, 3)] == best[1:4]
