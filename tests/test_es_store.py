@@ -275,6 +275,29 @@ def test_es_down_mid_ingest_then_back(es_node, tmp_path, settings):
     assert store.health()["ok"] is True
 
 
+def test_a_multi_vector_model_is_rebuilt_and_swapped_like_a_single_vector_one(store):
+    """BLIP-2's nested vectors through the rebuild/swap lifecycle: the new index gets the same
+    layout, is filled from the queue, and after the swap searches score by the best vector there."""
+    n, q, model = 40, 4, "blip2-like"
+    store.upsert_images([record(i) for i in range(n)])
+    ids = [image_id(i) for i in range(n)]
+    old, new = (unit_vectors(n * q, 16, seed=s).reshape(n, q, 16) for s in (31, 32))
+    store.set_vectors(model, ids, old)
+    new_index = store.begin_rebuild(model, 16, index_type="hnsw", vectors_per_image=q)
+    assert store.indices.layout(new_index) == (16, q)
+    while batch := store.pending(model, 16):
+        rows = [ids.index(r.id) for r in batch]
+        store.set_vectors(model, [ids[i] for i in rows], new[rows])
+    store.refresh()
+    assert store.swap(model) == new_index
+    query = new[9, 2]
+    hits = store.search(model, query, 3)
+    assert hits[0].id == ids[9] and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    expected = np.argsort(-(new @ query).max(1))[:3]
+    assert [h.id for h in hits] == [ids[i] for i in expected]
+    np.testing.assert_array_equal(store.get_vector(model, ids[5]), new[5])
+
+
 def test_alias_swap_re_embeds_into_a_new_index_while_searches_keep_answering(store):
     n = 300
     store.upsert_images([record(i) for i in range(n)])
