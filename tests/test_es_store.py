@@ -153,7 +153,9 @@ def test_ingest_then_search_with_the_test_model_and_reruns_add_nothing(es_node, 
     folder = write_folder(tmp_path / "photos", images)
     distinct = len({hashlib.sha256(i.data).hexdigest() for i in images})
     env = cli_env(tmp_path / "var", test_model_repo, IMAGESEARCH_STORE="elasticsearch", IMAGESEARCH_ES_URL=es_node.url,
-                  IMAGESEARCH_ES_INDEX_PREFIX=f"t{uuid.uuid4().hex[:10]}", IMAGESEARCH_DECODE_WORKERS="1")
+                  IMAGESEARCH_ES_INDEX_PREFIX=f"t{uuid.uuid4().hex[:10]}", IMAGESEARCH_DECODE_WORKERS="1",
+                  # no periodic refresh: a finished ingest must make its vectors searchable itself
+                  IMAGESEARCH_ES_REFRESH_INTERVAL="-1")
 
     local_env = cli_env(tmp_path / "local", test_model_repo, IMAGESEARCH_DECODE_WORKERS="1")  # the embedded store
 
