@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
             ok = _download(args, store, settings, lines)
         if args.stage in (None, "embed"):
             _embed(args, store, settings, lines)
-            store.refresh()  # a finished ingest is searchable at once, not after Elasticsearch's next refresh
+            if not args.follow:  # searchable at once (Elasticsearch), the local store's index saved for the API
+                store.refresh()
         for slug in args.model or settings.model_slugs:
             counts = store.counts(slug or _active_slug(settings))
             name = "" if len(args.model or settings.model_slugs) == 1 else f" ({slug})"

@@ -1,5 +1,5 @@
-"""One contract, both stores: every test here runs on ``LocalStore`` and on ``ElasticsearchStore``
-(a real node, tests/support/es_node.py). The behaviour is the one the ``VectorStore`` docstrings in
+"""One contract, both stores: every test here runs on ``LocalStore`` (exact, and through its HNSW
+index) and on ``ElasticsearchStore`` (a real node, tests/support/es_node.py). The behaviour is the one the ``VectorStore`` docstrings in
 ``imagesearch/stores/__init__.py`` describe; where the stores differed, they were made to agree."""
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ MODEL, DIM = "contract-model", 16
 def settings_for(kind: str, request, tmp_path, **overrides) -> Settings:
     if kind == "local":
         return Settings(data_dir=tmp_path / "var", store="local", **overrides)
+    if kind == "local-hnsw":  # the local store through its graph index from the first vector on
+        return Settings(data_dir=tmp_path / "var", store="local", local_index_min_vectors=0, **overrides)
     node = request.getfixturevalue("es_node")
     # float HNSW: on these few vectors its ranking is the exact one, which the tests compare against
     return Settings(data_dir=tmp_path / "var", store="elasticsearch", es_url=node.url, es_index_type="hnsw",
                     es_index_prefix=f"t{uuid.uuid4().hex[:10]}", **overrides)
 
 
-@pytest.fixture(params=["local", "elasticsearch"])
+@pytest.fixture(params=["local", "local-hnsw", "elasticsearch"])
 def store(request, tmp_path):
     store = make_store(settings_for(request.param, request, tmp_path))
     assert isinstance(store, VectorStore)

@@ -151,4 +151,5 @@ def make_store(settings: Settings) -> VectorStore:
         return ElasticsearchStore(settings)
     from imagesearch.stores.local import LocalStore
 
-    return LocalStore(settings.data_dir / "store.sqlite3", write_wait_s=settings.dependency_wait_s)
+    return LocalStore(settings.data_dir / "store.sqlite3", write_wait_s=settings.dependency_wait_s,
+                      index_min_vectors=settings.local_index_min_vectors)

@@ -1,16 +1,23 @@
-"""The embedded vector store: one SQLite database on disk (WAL), exact search in memory with numpy.
+"""The embedded vector store: one SQLite database on disk (WAL), searched in memory.
 
 Why this design: SQLite gives crash-safe transactions (``kill -9`` at any point loses at most the
-uncommitted batch) and lets other processes (the API) read while ingest writes. Search is exact:
-the vectors of a model are mirrored into one float32 matrix, refreshed incrementally by row id,
-and a query is one matrix-vector product (recall 1.0 by construction; ~4 ms at 100k x 512 on 2
-cores — see bench/bench_store.py for measured figures).
+uncommitted batch) and lets other processes (the API) read while ingest writes. It is the one
+source of truth; what is in memory is rebuilt from it.
+
+- Up to ``index_min_vectors`` vectors of a model (100k by default), search is exact: the vectors
+  are mirrored into one float32 matrix, refreshed incrementally by row id, and a query is one
+  matrix-vector product (recall 1.0 by construction; ~8 ms at 100k x 512 on 2 cores).
+- From there on, a model with one vector per image is searched through an HNSW graph index
+  (``vector_index.py``, saved beside the database), and its candidates are rescored with the
+  float32 vectors from SQLite: exact scores, ~1 ms at 1M. Several vectors per image (BLIP-2) stay
+  exact. bench/bench_store.py measures both.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 import sqlite3
 import threading
@@ -21,8 +28,10 @@ import numpy as np
 
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
 from imagesearch.stores import MAX_K, StoreUnavailable, StoreWriteError, checked_vectors, describe_layout, vector_layout
+from imagesearch.stores.vector_index import MIN_CANDIDATES, SAVE_EVERY, VectorIndex
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -129,17 +138,26 @@ def _answers(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+INDEX_MIN_VECTORS = 100_000  # below: exact search (~8 ms at 100k x 512), no index to build or keep
+# A search through the index that finds fewer than k filtered candidates asks for 4x more, up to
+# this many (or 8k); past that the filter is so narrow that exact search over its matches is cheap.
+MAX_FILTER_CANDIDATES = 4_096
+
+
 class LocalStore:
-    def __init__(self, path: Path, write_wait_s: float = 300.0):
+    def __init__(self, path: Path, write_wait_s: float = 300.0, index_min_vectors: int = INDEX_MIN_VECTORS):
         self.path = Path(path)
         self.write_wait_ms = int(write_wait_s * 1000)  # a write waits this long for another writer
+        self.index_min_vectors = index_min_vectors
+        self.index_folder = self.path.with_name(self.path.name + ".index")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(f"cannot create the folder of the local store at {self.path}: {exc}") from exc
         self._local = threading.local()
         self._matrices: dict[str, _Matrix] = {}
-        self._matrix_lock = threading.Lock()
+        self._indexes: dict[str, VectorIndex] = {}
+        self._memory_lock = threading.RLock()  # over the matrices and indexes: one search or update at a time
         self._db().executescript(SCHEMA)  # executescript manages its own transaction
         self._migrate()
         self._fill_keywords()
@@ -385,23 +403,66 @@ class LocalStore:
 
     # --- queries -----------------------------------------------------------------------------
 
-    def _matrix(self, model: str) -> _Matrix | None:
-        """The model's vectors, refreshed with whatever was written since the last call."""
-        with self._matrix_lock:
-            matrix = self._matrices.get(model)
-            if matrix is None:
-                row = self._db().execute("SELECT dim, vectors_per_image FROM models WHERE model = ?", (model,)).fetchone()
-                if row is None:
-                    return None
-                matrix = self._matrices[model] = _Matrix(*row)
-            # "+model" keeps SQLite on the seq (rowid) range instead of scanning the (model, id) index:
-            # with nothing new this is ~0.01 ms instead of ~35 ms at 100k vectors.
-            rows = self._db().execute(
-                "SELECT seq, id, vector FROM vectors WHERE seq > ? AND +model = ? ORDER BY seq", (matrix.last_seq, model)
-            ).fetchall()
-            if rows:
-                matrix.add(rows)
+    def _searcher(self, model: str) -> VectorIndex | _Matrix | None:
+        """What searches the model now, caught up with every write so far: its graph index (a
+        snapshot, or built once the model has ``index_min_vectors``), else its exact matrix."""
+        with self._memory_lock:
+            index, matrix = self._indexes.get(model), self._matrices.get(model)
+            if index is None and (matrix is None or (matrix.per_image == 1 and len(matrix.ids) - matrix.dead >= self.index_min_vectors)):
+                if matrix is None:  # the first search of this model in this process
+                    row = self._db().execute("SELECT dim, vectors_per_image FROM models WHERE model = ?", (model,)).fetchone()
+                    if row is None:
+                        return None
+                    dim, per_image = row
+                else:
+                    dim, per_image = matrix.dim, 1
+                if per_image == 1:
+                    index = self._open_index(model, dim)
+                if index is None and matrix is None:
+                    matrix = self._matrices[model] = _Matrix(dim, per_image)
+            if index is not None:
+                self._catch_up(model, index)
+                if index.unsaved >= SAVE_EVERY:  # the next process to open the store starts from here
+                    index.save(self.index_folder, model)
+                return index
+            assert matrix is not None
+            self._catch_up_matrix(model, matrix)
             return matrix
+
+    def _open_index(self, model: str, dim: int) -> VectorIndex | None:
+        """The model's saved index, or a new one when it has enough vectors (None: stay exact)."""
+        index = VectorIndex.load(self.index_folder, model, dim)
+        last = self._db().execute("SELECT seq FROM sqlite_sequence WHERE name = 'vectors'").fetchone()
+        if index is not None and index.seq > (last[0] if last else 0):  # a database restored from an older backup
+            log.warning("the vector index of %s is newer than the store (seq %d): it is rebuilt", model, index.seq)
+            index = None
+        if index is None:
+            count = self._db().execute("SELECT COUNT(*) FROM vectors WHERE model = ?", (model,)).fetchone()[0]
+            if count < self.index_min_vectors:
+                return None
+            log.info("building the vector index of %s from %d vectors (once: it is saved beside the store)", model, count)
+            index = VectorIndex(dim)
+        self._indexes[model] = index
+        self._matrices.pop(model, None)  # the index and SQLite replace it
+        return index
+
+    def _catch_up(self, model: str, index: VectorIndex) -> None:
+        """Add the vectors written since the index's last seq (in chunks: a first build reads them all)."""
+        cursor = self._db().execute(
+            f"SELECT seq, vector FROM vectors WHERE seq > ? AND +model = ? AND {HAS_VECTOR} ORDER BY seq", (index.seq, model))
+        while rows := cursor.fetchmany(50_000):
+            seqs = np.fromiter((seq for seq, _ in rows), np.int64, len(rows))
+            index.add(seqs, np.frombuffer(b"".join(blob for _, blob in rows), np.float32).reshape(len(rows), index.dim))
+
+    def _catch_up_matrix(self, model: str, matrix: _Matrix) -> None:
+        """Add what was written since the matrix's last seq."""
+        # "+model" keeps SQLite on the seq (rowid) range instead of scanning the (model, id) index:
+        # with nothing new this is ~0.01 ms instead of ~35 ms at 100k vectors.
+        rows = self._db().execute(
+            "SELECT seq, id, vector FROM vectors WHERE seq > ? AND +model = ? ORDER BY seq", (matrix.last_seq, model)
+        ).fetchall()
+        if rows:
+            matrix.add(rows)
 
     @staticmethod
     def _filter_sql(filters: SearchFilters | None) -> tuple[str, list]:
@@ -434,19 +495,36 @@ class LocalStore:
     @_answers
     def search(self, model: str, vector: np.ndarray, k: int,
                filters: SearchFilters | None = None, min_score: float | None = None) -> list[Hit]:
-        matrix = self._matrix(model)
-        if matrix is None:
+        searcher = self._searcher(model)
+        if searcher is None:
             raise StoreUnavailable(f"the local store at {self.path} has no vectors for model {model}: "
                                    "nothing has been embedded with it yet (run `imagesearch ingest`)")
-        if k <= 0 or not matrix.ids:
+        query = np.asarray(vector, np.float32)
+        per_image = searcher.per_image if isinstance(searcher, _Matrix) else 1
+        dim = searcher.dim // per_image
+        if query.shape != (dim,):  # a caller's mistake, never a silent reshape
+            raise ValueError(f"a query of shape {query.shape} for model {model}, whose images have "
+                             f"{describe_layout(dim, per_image)}")
+        if k <= 0:
             return []
-        with self._matrix_lock:
+        k = min(k, MAX_K)
+        if isinstance(searcher, VectorIndex):
+            scored = self._index_search(model, searcher, query, k, filters)
+        else:
+            scored = self._exact_search(searcher, query, k, filters)
+        kept = [(i, score) for i, score in scored if min_score is None or score >= min_score]
+        records = self._get_many([i for i, _ in kept]) if kept else {}
+        return [Hit(id=i, score=score, record=records[i]) for i, score in kept if i in records]
+
+    def _exact_search(self, matrix: _Matrix, query: np.ndarray, k: int,
+                      filters: SearchFilters | None) -> list[tuple[str, float]]:
+        """The exact top k of the in-memory matrix, best first."""
+        if not matrix.ids:
+            return []
+        with self._memory_lock:
             # One product at a time: it already uses every core (BLAS), and concurrent ones only
             # fight over memory bandwidth. Also keeps the matrix from growing underneath it.
-            vectors, query = matrix.vectors, np.asarray(vector, np.float32)
-            if query.shape != (matrix.dim // matrix.per_image,):  # a caller's mistake, never a silent reshape
-                raise ValueError(f"a query of shape {query.shape} for model {model}, whose images have "
-                                 f"{describe_layout(matrix.dim // matrix.per_image, matrix.per_image)}")
+            vectors = matrix.vectors
             if matrix.per_image == 1:
                 scores = vectors @ query
             else:  # an image scores its best vector (BLIP-2's ITC score): one product, then a max per row
@@ -455,13 +533,59 @@ class LocalStore:
                 scores[~matrix.live] = -np.inf
         if filters is not None:
             scores = np.where(self._filter_mask(matrix, filters), scores, -np.inf)
-        k = min(k, len(scores), MAX_K)
+        return self._top(matrix.ids, scores, k)
+
+    @staticmethod
+    def _top(ids: Sequence[str], scores: np.ndarray, k: int) -> list[tuple[str, float]]:
+        k = min(k, len(scores))
+        if k <= 0:
+            return []
         top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top])]
-        kept = [int(i) for i in top if np.isfinite(scores[i]) and (min_score is None or scores[i] >= min_score)]
-        records = self._get_many([matrix.ids[i] for i in kept]) if kept else {}
-        return [Hit(id=matrix.ids[i], score=float(scores[i]), record=records[matrix.ids[i]])
-                for i in top if matrix.ids[i] in records]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+    def _index_search(self, model: str, index: VectorIndex, query: np.ndarray, k: int,
+                      filters: SearchFilters | None) -> list[tuple[str, float]]:
+        """The index's nearest candidates, rescored exactly with the float32 vectors from SQLite.
+        Stale keys (replaced or removed vectors) are dropped from the index as they are met."""
+        where, params = self._filter_sql(filters)
+        count = max(2 * k, MIN_CANDIDATES)
+        while True:
+            with self._memory_lock:
+                seqs = index.candidates(query, count)
+                size = len(index)
+            ids, vectors, found = [], [], set()
+            for start in range(0, len(seqs), 500):
+                chunk = [int(seq) for seq in seqs[start : start + 500]]
+                rows = self._db().execute(
+                    f"SELECT v.seq, v.id, v.vector, ({where}) FROM vectors v JOIN images ON images.id = v.id"
+                    f" WHERE v.seq IN ({','.join('?' * len(chunk))})", [*params, *chunk]).fetchall()
+                for seq, image_id, blob, matches in rows:
+                    found.add(seq)
+                    if matches:
+                        ids.append(image_id)
+                        vectors.append(np.frombuffer(blob, np.float32))
+            stale = [int(seq) for seq in seqs if int(seq) not in found]
+            if stale:
+                with self._memory_lock:
+                    index.remove(stale)
+            if len(ids) >= k or count >= size:  # enough, or the whole index was asked for
+                break
+            if filters is not None and count >= max(MAX_FILTER_CANDIDATES, 8 * k):
+                return self._exact_filtered(model, query, k, where, params)
+            count *= 4
+        return self._top(ids, np.stack(vectors) @ query if vectors else np.zeros(0, np.float32), k)
+
+    def _exact_filtered(self, model: str, query: np.ndarray, k: int, where: str, params: list) -> list[tuple[str, float]]:
+        """Exact search over the images a narrow filter lets through, their vectors read from SQLite."""
+        ids, scores = [], []
+        cursor = self._db().execute(
+            f"SELECT v.id, v.vector FROM vectors v JOIN images ON images.id = v.id"
+            f" WHERE v.model = ? AND length(v.vector) > 0 AND ({where})", [model, *params])
+        while rows := cursor.fetchmany(10_000):
+            ids += [image_id for image_id, _ in rows]
+            scores.append(np.frombuffer(b"".join(blob for _, blob in rows), np.float32).reshape(len(rows), -1) @ query)
+        return self._top(ids, np.concatenate(scores) if scores else np.zeros(0, np.float32), k)
 
     @_answers
     def keyword_search(self, text: str, k: int, filters: SearchFilters | None = None) -> list[Hit]:
@@ -485,8 +609,22 @@ class LocalStore:
         return Counts(images=images, embedded=embedded, pending=max(0, images - embedded - errors),
                       embed_failed=errors, failed_urls=sum(by_reason.values()), failed_by_reason=by_reason)
 
+    @_answers
     def refresh(self) -> None:
-        """Nothing to do: every committed write is visible to the next search."""
+        """Every committed write is visible to the next search already. This brings the graph
+        indexes up to date and saves them, so that the next process to open the store (the API)
+        starts from them instead of catching up or building one (ingest calls it when it ends)."""
+        models = self._db().execute("SELECT model, dim FROM models WHERE vectors_per_image = 1").fetchall()
+        for model, dim in models:
+            with self._memory_lock:
+                index = self._indexes.get(model)
+                if index is None:
+                    index = self._open_index(model, dim)
+                if index is None:
+                    continue  # small enough for exact search: nothing to keep
+                self._catch_up(model, index)
+                if index.unsaved:
+                    index.save(self.index_folder, model)
 
     def health(self) -> dict:
         try:
