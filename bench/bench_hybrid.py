@@ -12,8 +12,8 @@ import random
 import tempfile
 from pathlib import Path
 
-from bench.bench_store import DIM, ids_for, unit_vectors
-from bench.common import cpu_description, latencies_ms, p50, pct
+from bench.bench_store import DIM, ids_for
+from bench.common import bench_vectors, cpu_description, latencies_ms, p50, pct
 from imagesearch.records import ImageRecord
 from imagesearch.search import fuse
 from imagesearch.stores.local import LocalStore
@@ -37,14 +37,14 @@ def main() -> None:
         return " ".join(rng.choices(words, weights, k=n))
     with tempfile.TemporaryDirectory() as tmp:
         store = LocalStore(Path(tmp) / "store.sqlite3")
-        vectors = unit_vectors(n, seed=1)
+        vectors = bench_vectors("random", n, DIM, seed=1)
         for start in range(0, n, 20_000):
             ids = ids_for(start, min(20_000, n - start))
             store.upsert_images([ImageRecord(id=i, urls=[f"https://example.com/{some(1)}-{j}.jpg"],
                                              captions=[some(5)], width=640, height=480,
                                              format="jpeg", bytes=1000) for j, i in enumerate(ids)])
             store.set_vectors("bench", ids, vectors[start : start + len(ids)])
-        queries = [(unit_vectors(1, seed=100 + q)[0], some(3)) for q in range(200)]
+        queries = [(bench_vectors("random", 1, DIM, seed=100 + q)[0], some(3)) for q in range(200)]
         store.search("bench", queries[0][0], 10)  # load the matrix
         it = iter(queries * 10)
 

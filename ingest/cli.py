@@ -1,7 +1,8 @@
-"""`imagesearch ingest`: download (URL list, folder) and embed; by default both, one after the other.
+"""`imagesearch ingest`: download (URL list, folder) and embed; by default both at once: the embedder
+starts on the first stored records while the download or scan goes on (the store is the queue).
 
 `imagesearch ingest download ...` and `imagesearch ingest embed` run the stages separately, also at
-the same time in two processes (the store is the work queue between them).
+the same time in two processes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from imagesearch.config import get_settings
@@ -63,18 +65,21 @@ def _download(args, store, settings, lines: list[str]) -> bool:
     return ok
 
 
-def _embed(args, store, settings, lines: list[str]) -> None:
+def _embed(args, store, settings, lines: list[str], until: threading.Event | None = None,
+           progresses: dict | None = None) -> None:
     from imagesearch.encoders import make_encoder
     from ingest.embed import EmbedWorker, embed_all
     from ingest.progress import Progress
 
-    workers, progresses = [], []
+    workers = []
+    progresses = {} if progresses is None else progresses  # slug: its bar (the download sets their totals when it ends)
     try:
         for slug in args.model or settings.model_slugs:  # each image is embedded with every model
             encoder = make_encoder(settings.for_model(slug))
-            progress = Progress(f"embed ({encoder.card.slug})", total=store.counts(encoder.card.slug).pending)
+            progress = progresses[encoder.card.slug] = Progress(f"embed ({encoder.card.slug})")
+            if until is None or until.is_set():  # else the total is not known yet
+                progress.set_total(store.counts(encoder.card.slug).pending)
             workers.append(EmbedWorker(store, encoder, settings, progress))
-            progresses.append(progress)
         if args.follow:  # `docker compose stop` (SIGTERM) or Ctrl-C: finish the batches in flight, then exit 0
             def stop(*_) -> None:
                 for worker in workers:
@@ -82,8 +87,9 @@ def _embed(args, store, settings, lines: list[str]) -> None:
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, stop)
-        summaries = embed_all(workers, follow=args.follow, idle_exit_s=args.idle_exit)
-        for progress in progresses:
+        summaries = embed_all(workers, follow=args.follow, idle_exit_s=args.idle_exit,
+                              poll_s=0.25 if until is not None else 2.0, until=until)
+        for progress in progresses.values():
             progress.close()
     finally:
         for worker in workers:
@@ -93,6 +99,39 @@ def _embed(args, store, settings, lines: list[str]) -> None:
         name = "" if len(summaries) == 1 else f" {slug}"
         lines.append(f"embed{name}: {summary.embedded} embedded in {summary.seconds:.1f}s ({summary.rate:.1f} img/s), "
                      f"failed: {failed}")
+
+
+def _download_while_embedding(args, store, settings, lines: list[str]) -> bool:
+    """Both stages at once: the download (or scan) in a thread, the embedder here on what it has
+    stored so far, until the download has ended and nothing is left. Hashing and verifying the
+    images overlaps the encoder instead of running before it."""
+    downloaded = threading.Event()
+    download_lines: list[str] = []
+    ok: list[bool] = []
+    errors: list[BaseException] = []
+    progresses: dict = {}
+
+    def download_stage() -> None:
+        try:
+            ok.append(_download(args, store, settings, download_lines))
+            for slug, progress in list(progresses.items()):  # everything is stored: the embed bars get their totals
+                progress.set_total(progress.done + store.counts(slug).pending)
+        except BaseException as exc:  # noqa: BLE001 - raised again below, in this thread
+            errors.append(exc)
+        finally:
+            downloaded.set()
+
+    thread = threading.Thread(target=download_stage, name="download", daemon=True)
+    thread.start()
+    embed_lines: list[str] = []
+    try:
+        _embed(args, store, settings, embed_lines, until=downloaded, progresses=progresses)
+    finally:
+        thread.join()  # an embedder that failed (encoder down) still lets every download finish and be kept
+        lines.extend(download_lines + embed_lines)
+    if errors:
+        raise errors[0]
+    return ok == [True]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,10 +150,12 @@ def run(args: argparse.Namespace) -> int:
     lines: list[str] = []
     ok = True
     try:
-        if args.stage in (None, "download"):
+        if args.stage == "download":
             ok = _download(args, store, settings, lines)
-        if args.stage in (None, "embed"):
+        elif args.stage == "embed":
             _embed(args, store, settings, lines)
+        else:
+            ok = _download_while_embedding(args, store, settings, lines)
             if not args.follow:  # searchable at once (Elasticsearch), the local store's index saved for the API
                 store.refresh()
         for slug in args.model or settings.model_slugs:

@@ -78,9 +78,11 @@ class EmbedWorker:
         """Ask a running ``run`` to write what it has in flight and return (SIGTERM with --follow)."""
         self.stopping.set()
 
-    def run(self, follow: bool = False, idle_exit_s: float | None = None, poll_s: float = 2.0) -> EmbedSummary:
+    def run(self, follow: bool = False, idle_exit_s: float | None = None, poll_s: float = 2.0,
+            until: threading.Event | None = None) -> EmbedSummary:
         """Embed until nothing is pending; with ``follow``, keep polling for new records (until
-        ``idle_exit_s`` seconds pass with nothing to do, if given)."""
+        ``idle_exit_s`` seconds pass with nothing to do, if given); with ``until``, keep polling
+        until it is set (a download beside it has ended), then embed what is left and return."""
         summary, started = EmbedSummary(), time.monotonic()
         self.store.ensure_model(self.model, self.card.dim, self.card.vectors_per_image)
         unwritten: set[str] = set()  # handed out but not yet written: not fetched again
@@ -119,6 +121,9 @@ class EmbedWorker:
                         finish_one()
                     if self.store.pending(self.model, 1):
                         continue
+                    if until is not None and not until.is_set():
+                        until.wait(poll_s)
+                        continue
                     if not follow or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
                         break
                     self.stopping.wait(poll_s)
@@ -153,14 +158,15 @@ class EmbedWorker:
 
 
 def embed_all(workers: list[EmbedWorker], follow: bool = False, idle_exit_s: float | None = None,
-              poll_s: float = 2.0) -> dict[str, EmbedSummary]:
-    """Run each model's worker until nothing is pending for any (with ``follow``: keep polling).
+              poll_s: float = 2.0, until: threading.Event | None = None) -> dict[str, EmbedSummary]:
+    """Run each model's worker until nothing is pending for any (with ``follow``: keep polling;
+    with ``until``: keep polling until it is set).
 
     One model at a time, round robin: on a CPU two encoders at once only fight over the cores, and
     a model added later catches up on every image while the others have nothing to do.
     """
     if len(workers) == 1:
-        return {workers[0].model: workers[0].run(follow=follow, idle_exit_s=idle_exit_s, poll_s=poll_s)}
+        return {workers[0].model: workers[0].run(follow=follow, idle_exit_s=idle_exit_s, poll_s=poll_s, until=until)}
     summaries = {worker.model: EmbedSummary() for worker in workers}
     idle_since = time.monotonic()
     while not any(worker.stopping.is_set() for worker in workers):
@@ -175,6 +181,9 @@ def embed_all(workers: list[EmbedWorker], follow: bool = False, idle_exit_s: flo
             worked = worked or bool(done.embedded or done.failed)
         if worked:
             idle_since = time.monotonic()
+            continue
+        if until is not None and not until.is_set():
+            until.wait(poll_s)
             continue
         if not follow or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
             break

@@ -37,9 +37,12 @@ class Progress:
             self._last_log = time.monotonic()
             log.info("%s: %s (%.1f/s)", self.desc, self.summary(), self.rate())
 
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
     def rate(self) -> float:
-        done = sum(self.counts.values())
-        return done / max(1e-9, time.monotonic() - self.started)
+        return self.done / max(1e-9, time.monotonic() - self.started)
 
     def summary(self) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "nothing to do"

@@ -6,6 +6,7 @@ catches up from, and every way a snapshot can be missing, stale or broken. The s
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 
@@ -215,3 +216,40 @@ def test_a_snapshot_newer_than_a_database_restored_from_a_backup_is_rebuilt(tmp_
             assert restored.search(MODEL, later[i], 1)[0].id == image_id(10_000 + i)
     assert "newer than the store" in caplog.text
     restored.close()
+
+
+def test_the_setting_decides_over_a_saved_snapshot(tmp_path):
+    """Raising the threshold (say, for vectors a graph cannot search well) brings exact search back,
+    even where an index was saved before."""
+    path = tmp_path / "store.db"
+    store, vectors = filled_store(path, 1_500)
+    store.refresh()
+    assert snapshots(store)
+    store.close()
+    exact = LocalStore(path, index_min_vectors=10**9)
+    query = clip_like(1, seed=8)[0]
+    assert [h.id for h in exact.search(MODEL, query, 10)] == exact_top(vectors, query, 10)
+    assert exact._matrices and not exact._indexes
+    exact.close()
+
+
+def test_a_new_index_measures_its_recall_and_warns_when_the_vectors_do_not_suit_a_graph(tmp_path, caplog):
+    """CLIP-like vectors: the build logs a recall near 1. Uniformly random 512-d ones, the worst case
+    for any graph index: the build says so, and how to get exact search back."""
+    with caplog.at_level(logging.INFO, logger="imagesearch.stores.local"):
+        store, _ = filled_store(tmp_path / "clip.db", 3_000)
+        store.refresh()
+    found = re.search(r"recall@10 on 20 of its own vectors: ([\d.]+)", caplog.text)
+    assert found and float(found.group(1)) >= 0.95, caplog.text
+    assert "too evenly spread" not in caplog.text
+    caplog.clear()
+
+    n = 20_000
+    spread = LocalStore(tmp_path / "random.db", index_min_vectors=1_000)
+    spread.upsert_images([record(i) for i in range(n)])
+    spread.set_vectors("random", [image_id(i) for i in range(n)], unit_vectors(n, 512, seed=9))
+    with caplog.at_level(logging.INFO, logger="imagesearch.stores.local"):
+        spread.refresh()
+    found = re.search(r"recall@10 on 20 of its own vectors: ([\d.]+)", caplog.text)
+    assert found and float(found.group(1)) < 0.9, caplog.text
+    assert "too evenly spread for a graph index" in caplog.text and "IMAGESEARCH_LOCAL_INDEX_MIN_VECTORS above 20000" in caplog.text

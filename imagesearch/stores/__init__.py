@@ -134,7 +134,8 @@ class VectorStore(Protocol):
         (higher is better; not comparable to the cosine of ``search``), filters applied first."""
 
     def refresh(self) -> None:
-        """Make every write so far visible to ``search`` (the local store: always at once)."""
+        """Make every write so far visible to ``search`` (the local store: always at once; there it
+        saves its graph indexes, so that the next process starts from them)."""
 
     def counts(self, model: str) -> Counts: ...
 

@@ -138,3 +138,39 @@ class VectorIndex:
                 continue
             return cls(dim, float(meta["scale"]), seq, index)
         return None
+
+
+class RecallProbe:
+    """How well a freshly built index finds neighbours, measured while the build streams every
+    vector past it once: a few of the vectors are queries, their exact top k is kept as the rest
+    goes by, and at the end the index's candidates are checked against it. Graph indexes do well
+    on CLIP-like vectors and badly on uniformly spread ones; this tells the user which they have."""
+
+    def __init__(self, queries: int = 20, k: int = 10):
+        self.size, self.k = queries, k
+        self.queries: np.ndarray | None = None
+        self.query_seqs = np.zeros(0, np.int64)
+        self.best_seqs = np.zeros((0, 0), np.int64)
+        self.best_scores = np.zeros((0, 0), np.float32)
+
+    def see(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        if self.queries is None:  # the first chunk's vectors, spread over it, are the queries
+            picked = np.linspace(0, len(seqs) - 1, min(self.size, len(seqs))).astype(int)
+            self.queries, self.query_seqs = vectors[picked].copy(), seqs[picked]
+            self.best_seqs = np.zeros((len(picked), 0), np.int64)
+            self.best_scores = np.zeros((len(picked), 0), np.float32)
+        scores = self.queries @ vectors.T
+        scores[self.query_seqs[:, None] == seqs[None, :]] = -np.inf  # a query is not its own neighbour
+        all_scores = np.concatenate([self.best_scores, scores], axis=1)
+        all_seqs = np.concatenate([self.best_seqs, np.broadcast_to(seqs, scores.shape)], axis=1)
+        top = np.argsort(-all_scores, axis=1)[:, : self.k]
+        self.best_scores = np.take_along_axis(all_scores, top, 1)
+        self.best_seqs = np.take_along_axis(all_seqs, top, 1)
+
+    def recall(self, index: VectorIndex) -> float | None:
+        """Of the exact top k, the share among the index's candidates (what rescoring then orders)."""
+        if self.queries is None or self.best_seqs.shape[1] < self.k or not np.isfinite(self.best_scores).all():
+            return None  # too few vectors to say
+        found = [len(set(index.candidates(q, MIN_CANDIDATES).tolist()) & set(best.tolist()))
+                 for q, best in zip(self.queries, self.best_seqs, strict=True)]
+        return float(np.mean(found)) / self.k
