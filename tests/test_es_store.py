@@ -511,7 +511,7 @@ def test_kill_minus_9_in_the_middle_of_embedding_then_rerun_gives_every_image_ex
     assert process.wait(30) == -signal.SIGKILL
 
     counts = store.counts(MODEL)
-    assert counts.images == len(expected) and 64 <= counts.embedded < len(expected)
+    assert 64 <= counts.embedded < len(expected) and counts.embedded <= counts.images <= len(expected)  # the scan may go on
     store.refresh()
     vector_docs = store.es.count(index=store.indices.aliases(MODEL)[0])["count"]
     assert counts.embedded <= vector_docs < len(expected)  # a vector is written before the queue marks it done
