@@ -43,9 +43,10 @@ def status(context: Context) -> dict:
     service = context.backends.service()  # the default model: 503 when it cannot answer
     models = [{**describe(s.card, settings.model_variant), "counts": s.store.counts(s.model).model_dump()}
               for s in context.backends.services()]
+    default = next((m for m in models if m["slug"] == service.model), None)
     return {
         "model": describe(service.card, settings.model_variant),
-        "counts": service.store.counts(service.model).model_dump(),
+        "counts": default["counts"] if default else service.store.counts(service.model).model_dump(),
         "models": models,  # every served model that can answer now, the default first
         "backends": {"encoder": settings.encoder, "store": settings.store},
         "limits": {"max_k": settings.max_k, "max_query_chars": settings.max_query_chars,

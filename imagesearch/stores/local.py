@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, dim INTEGER NOT NULL,
 CREATE TABLE IF NOT EXISTS vectors (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, id TEXT NOT NULL, vector BLOB NOT NULL,
     UNIQUE (model, id));
+-- The removed ones among a model's vector rows (few): counting what is embedded then reads two
+-- indexes instead of every 2 KB row (1.8 s at 1M vectors).
+CREATE INDEX IF NOT EXISTS vectors_removed ON vectors (model) WHERE length(vector) = 0;
 CREATE TABLE IF NOT EXISTS embed_errors (model TEXT NOT NULL, id TEXT NOT NULL, reason TEXT NOT NULL,
     PRIMARY KEY (model, id));
 -- Removed images (the record as it was) and their URLs: not downloaded or scanned in again unless asked.
@@ -618,7 +621,9 @@ class LocalStore:
     def counts(self, model: str) -> Counts:
         db = self._db()
         images = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-        embedded = db.execute(f"SELECT COUNT(*) FROM vectors WHERE model = ? AND {HAS_VECTOR}", (model,)).fetchone()[0]
+        rows = db.execute("SELECT COUNT(*) FROM vectors WHERE model = ?", (model,)).fetchone()[0]  # the (model, id) index
+        removed = db.execute("SELECT COUNT(*) FROM vectors WHERE model = ? AND length(vector) = 0", (model,)).fetchone()[0]
+        embedded = rows - removed
         errors = db.execute("SELECT COUNT(*) FROM embed_errors WHERE model = ?", (model,)).fetchone()[0]
         by_reason = dict(db.execute("SELECT reason, COUNT(*) FROM failures GROUP BY reason").fetchall())
         return Counts(images=images, embedded=embedded, pending=max(0, images - embedded - errors),
