@@ -152,10 +152,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.stage == "download":
             ok = _download(args, store, settings, lines)
-        elif args.stage == "embed":
-            _embed(args, store, settings, lines)
         else:
-            ok = _download_while_embedding(args, store, settings, lines)
+            if args.stage == "embed":
+                _embed(args, store, settings, lines)
+            else:
+                ok = _download_while_embedding(args, store, settings, lines)
             if not args.follow:  # searchable at once (Elasticsearch), the local store's index saved for the API
                 store.refresh()
         for slug in args.model or settings.model_slugs:

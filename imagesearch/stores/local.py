@@ -9,7 +9,7 @@ source of truth; what is in memory is rebuilt from it.
   matrix-vector product (recall 1.0 by construction; ~8 ms at 100k x 512 on 2 cores).
 - From there on, a model with one vector per image is searched through an HNSW graph index
   (``vector_index.py``, saved beside the database), and its candidates are rescored with the
-  float32 vectors from SQLite: exact scores, ~1 ms at 1M. Several vectors per image (BLIP-2) stay
+  float32 vectors from SQLite: exact scores, ~3 ms at 1M. Several vectors per image (BLIP-2) stay
   exact. bench/bench_store.py measures both.
 """
 

@@ -1,9 +1,9 @@
 """The local store's graph index for large collections: usearch HNSW over int8 vectors, whose
 candidates the store rescores with the exact float32 vectors it keeps in SQLite.
 
-Why: exact search over 1M x 512 float32 needs 2 GiB of RAM, ~20 s to load and ~100 ms per query
-on 2 cores; this index answers in ~1 ms with ~0.7 GiB and opens in well under a second (the
-measured table is in bench/bench_vector_index.py's notes and the README). SQLite stays the one
+Why: exact search over 1M x 512 float32 needs 2 GiB of RAM, ~10 s to load and ~100 ms per query
+on 2 cores; through this index a query takes ~3 ms with ~0.7 GiB, and a new process opens it in
+about a second (bench/bench_store.py; the table is in the README). SQLite stays the one
 source of truth: the index is a cache that can always be rebuilt from it.
 
 - **Keys are ``vectors.seq``.** A replaced or removed vector gets a new row (and seq) and its old
