@@ -28,8 +28,12 @@ class Settings(BaseSettings):
     model_variant: Literal["fp32", "fp16", "int8"] = "fp32"
     reference_check: Literal["refuse", "warn"] = Field(
         "refuse", description="at load, a model file that misses its parity gate on this machine: refuse it or only warn")
-    encoder: Literal["onnx", "triton"] = "onnx"
-    onnx_threads: int = Field(0, description="intra-op threads for ONNX Runtime; 0 = all cores")
+    encoder: Literal["onnx", "openvino", "triton"] = Field(
+        "onnx", description="onnx: ONNX Runtime in-process; openvino: OpenVINO in-process (the fastest on a CPU, bf16 where "
+        "the CPU has it); triton: a Triton server")
+    onnx_threads: int = Field(0, description="threads of the in-process encoder (ONNX Runtime or OpenVINO); 0 = all cores")
+    openvino_precision: Literal["auto", "f32", "bf16"] = Field(
+        "auto", description="OpenVINO's arithmetic: auto = bf16 where the CPU multiplies it natively (AMX, AVX-512 BF16), else f32")
     onnx_text_spinning: bool = Field(
         False, description="let the text encoder's threads spin between runs (off: they sleep and leave the cores to the search)")
     onnx_providers: str = Field("", description="comma-separated ORT providers; empty = CUDA if present, else CPU")

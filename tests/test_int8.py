@@ -26,22 +26,14 @@ from export import shapes
 from imagesearch.config import Settings
 from imagesearch.encoders import ReferenceCheckFailed, make_encoder
 from imagesearch.model_card import INT8_FORMAT, PARITY_MIN, load_card
+from tests.support.emulated_cpu import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
-EMULATED_CPU = "Haswell"
 
 
 def _probe(*targets: str, emulated: bool) -> dict:
     """The load-time reference check of each ``repository:variant``, natively or on the emulated CPU."""
-    command = [sys.executable, "-m", "tests.support.int8_probe", *targets]
-    if emulated:
-        qemu = shutil.which("qemu-x86_64")
-        assert qemu, "qemu-x86_64 is missing: `apt-get install qemu-user` (make test installs it)"
-        command = [qemu, "-cpu", EMULATED_CPU, *command]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_module("tests.support.encoder_probe", *targets, emulated=emulated)
 
 
 def _signed_full_range_copy(repository: Path, destination: Path) -> Path:

@@ -31,7 +31,7 @@ def test_runtime_imports_and_runs_with_torch_unimportable(test_model_repo, tmp_p
         import ingest.cli, ingest.embed, ingest.folder, imagesearch.search_cli, imagesearch.status_cli
         # every service and adapter: any import error fails the test, whatever it names
         import api.app, api.cli, ui.cli, ingest.downloader, imagesearch.run
-        import imagesearch.encoders.triton, imagesearch.stores.elasticsearch, imagesearch.stores.local
+        import imagesearch.encoders.triton, imagesearch.encoders.openvino, imagesearch.stores.elasticsearch, imagesearch.stores.local
         settings = Settings(model_repository=r"{test_model_repo}", model="shapes-tiny", data_dir=r"{tmp_path}")
         encoder = make_encoder(settings)
         images = dataset(1, seed=5)

@@ -1,4 +1,4 @@
-"""The trained test model finds coloured shapes by caption, through the exported ONNX files (fp32 and int8)."""
+"""The trained test model finds coloured shapes by caption, through the exported ONNX files (fp32 and int8,\nONNX Runtime and OpenVINO)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from imagesearch.encoders import make_encoder
 from imagesearch.preprocess import prepare
 
 
-@pytest.mark.parametrize("variant", ["fp32", "int8"])
-def test_every_caption_finds_its_colour_and_shape(request, variant):
+@pytest.mark.parametrize("variant, runtime", [("fp32", "onnx"), ("int8", "onnx"), ("fp32", "openvino")])
+def test_every_caption_finds_its_colour_and_shape(request, variant, runtime):
     repository = request.getfixturevalue("test_model_repo_int8" if variant == "int8" else "test_model_repo")
-    encoder = make_encoder(Settings(model_repository=repository, model="shapes-tiny", model_variant=variant))
+    encoder = make_encoder(Settings(model_repository=repository, model="shapes-tiny", model_variant=variant, encoder=runtime))
     held_out = shapes.dataset(n_per_class=8, seed=2024)  # never seen in training (seeds differ)
     pixels = np.stack([prepare(item.encode("JPEG"), encoder.card) for item in held_out])
     image_vectors = encoder.encode_images(pixels)

@@ -1,6 +1,7 @@
 """The encoder interface: uint8 image batches and texts in, L2-normalized float32 vectors out.
 
-Two implementations, chosen by ``IMAGESEARCH_ENCODER``: ONNX Runtime in-process (``onnx``) and
+Three implementations, chosen by ``IMAGESEARCH_ENCODER``, all running the same exported ONNX files:
+ONNX Runtime in-process (``onnx``), OpenVINO in-process (``openvino``, the fastest on a CPU) and
 NVIDIA Triton over gRPC (``triton``). Nothing above this interface knows which one it talks to.
 """
 
@@ -78,14 +79,14 @@ class TowerEncoder:
             return np.zeros((0, self.card.dim), np.float32)
         return self._run("textual", self.tokenizer(texts))
 
-    def check_reference(self, repository: Path, variant: str, policy: str, gpu: bool = False) -> dict:
+    def check_reference(self, repository: Path, variant: str, policy: str, reduced_precision: bool = False) -> dict:
         """Run the export's parity batch through the loaded model and compare with torch's outputs.
 
         A file can pass its gate where it was exported and fail on another CPU (int8 kernels differ
         by ISA), or be damaged; this says so at start-up instead of serving quietly worse results.
         ``policy``: ``refuse`` raises ``ReferenceCheckFailed`` below the gate, ``warn`` logs it.
-        On a GPU an fp32 graph may run its matrix products in TF32 or fp16 (TensorRT), so there the
-        gate is at most fp16's.
+        ``reduced_precision``: the runtime computes an fp32 graph's matrix products in fewer bits (TF32
+        or fp16 on a GPU, TensorRT; bf16 in OpenVINO), so the gate is at most fp16's (cosine 0.999).
         """
         path = self.card.reference_path(repository)
         if path is None or not path.is_file():
@@ -94,7 +95,7 @@ class TowerEncoder:
         with np.load(path) as data:
             worst = {tower: float(row_cosines(self._run(tower, data[INPUTS[tower][0]]), data[tower]).min())
                      for tower in TOWERS}
-        minimum = min(PARITY_MIN[variant], PARITY_MIN["fp16"]) if gpu else PARITY_MIN[variant]
+        minimum = min(PARITY_MIN[variant], PARITY_MIN["fp16"]) if reduced_precision else PARITY_MIN[variant]
         result = {"ok": min(worst.values()) >= minimum, "checked": True, "variant": variant,
                   "worst_cosine": worst, "minimum": minimum}
         if not result["ok"]:
@@ -117,6 +118,10 @@ def make_encoder(settings: Settings, card: ModelCard | None = None) -> Encoder:
         from imagesearch.encoders.triton import TritonEncoder
 
         return TritonEncoder(card, settings)
+    if settings.encoder == "openvino":
+        from imagesearch.encoders.openvino import OpenVinoEncoder
+
+        return OpenVinoEncoder(card, settings)
     from imagesearch.encoders.onnx import OnnxEncoder
 
     return OnnxEncoder(card, settings)

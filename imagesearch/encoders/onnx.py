@@ -60,7 +60,7 @@ class OnnxEncoder(TowerEncoder):
         # One run at a time per session: ORT already uses all intra-op threads for one batch.
         self._lock = threading.Lock()
         self.reference_check = self.check_reference(repo, variant, settings.reference_check,
-                                                    gpu=self.providers[0] != "CPUExecutionProvider")
+                                                    reduced_precision=self.providers[0] != "CPUExecutionProvider")
 
     def _run(self, tower: Tower, batch: np.ndarray) -> np.ndarray:
         session = self._visual if tower == "visual" else self._textual

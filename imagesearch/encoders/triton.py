@@ -78,7 +78,7 @@ class TritonEncoder(TowerEncoder):
         try:
             self.wait_ready(settings.triton_startup_wait_s)
             self.reference_check = self.check_reference(settings.model_repository, self.variant,
-                                                        settings.reference_check, gpu=self.on_gpu)
+                                                        settings.reference_check, reduced_precision=self.on_gpu)
         except BaseException:
             self._client.close()
             raise
