@@ -201,3 +201,38 @@ def test_decompression_bomb_is_refused_before_decoding(vit_card):
     with pytest.raises(ImageDecodeError) as info:
         prepare(data, vit_card[0], max_pixels=50_000_000)
     assert info.value.reason == "too_many_pixels" and "12000x12000" in str(info.value)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_probe_refuses_a_damaged_jpeg_exactly_when_a_full_decode_does(progressive):
+    """probe() decodes JPEGs at 1/8 scale; every cut and every flipped byte that breaks a full decode
+    breaks it too, and the size it reports is the full one."""
+    buffer = io.BytesIO()
+    photo(640, 480).save(buffer, format="JPEG", quality=90, progressive=progressive)
+    data = buffer.getvalue()
+    assert probe(data).width == 640 and probe(data).height == 480
+
+    def full_decode_fails(damaged: bytes) -> bool:
+        try:
+            Image.open(io.BytesIO(damaged)).load()
+        except Exception:
+            return True
+        return False
+
+    rng = np.random.default_rng(0)
+    cuts = [data[:n] for n in (len(data) // 3, len(data) // 2, len(data) - 200, len(data) - 2)]
+    flips = []
+    for position in rng.integers(len(data) // 4, len(data) - 2, 12):
+        damaged = bytearray(data)
+        damaged[position] ^= 0xFF
+        flips.append(bytes(damaged))
+    refused = 0
+    for damaged in cuts + flips:
+        try:
+            probe(damaged)
+            probe_failed = False
+        except ImageDecodeError:
+            probe_failed = True
+        assert probe_failed == full_decode_fails(damaged)
+        refused += probe_failed
+    assert refused >= len(cuts) - 1  # the checks above compare like with like: most damage is caught

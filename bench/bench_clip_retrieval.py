@@ -1,0 +1,128 @@
+"""Issue 13 target 1: `imagesearch ingest --folder` against clip-retrieval's `inference`, side by side
+in one run: the same CPU, the same JPEGs (1024x768, in a folder), the same model (open_clip ViT-B-32,
+random weights), batch 32. Target: this project >= 2.0x clip-retrieval's steady img/s at
+fp32-equivalent quality (cosine >= 0.999 to fp32 open_clip on the export's reference batch).
+
+clip-retrieval (2.45.0, its latest) runs from its own CLI in its own virtual environment under the
+bench cache. That environment sees this project's .venv through a .pth file, for torch above all
+(the export extra: a CUDA build of several GB, not downloaded twice); what clip-retrieval pins
+differently (numpy<2, open_clip_torch<3, ...) is installed into its own environment and wins.
+
+Figures:
+- clip-retrieval steady: images / the summed time of its batches (read + inference + write), which
+  leaves out its start-up and model load; with start-up: images / the command's wall time.
+- this project: images / the time of `imagesearch ingest --folder` (scan, hash, verify, decode,
+  encode, store; model load included), run in this process with a fresh data directory; the
+  quality column is the encoder's load-time reference check (worst cosine to torch fp32, images and
+  texts).
+
+    .venv/bin/python -m bench.bench_clip_retrieval [--images 512] [--batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+from bench.bench_ingest import SLUG, ingest_command
+from bench.common import CACHE, cpu_description, photo_jpegs, vit_b32_repository
+from imagesearch.config import Settings
+from imagesearch.encoders import make_encoder
+
+CLIP_RETRIEVAL = "clip-retrieval==2.45.0"
+VENV = CACHE / "clip-retrieval-venv"
+WEIGHTS = CACHE / "clip-retrieval" / "vit-b-32-random.pt"
+
+# (label, settings): ONNX Runtime fp32 and int8, OpenVINO as it chooses on this CPU and in f32.
+OURS = [
+    ("ONNX Runtime fp32", {"IMAGESEARCH_ENCODER": "onnx", "IMAGESEARCH_MODEL_VARIANT": "fp32"}),
+    ("ONNX Runtime int8", {"IMAGESEARCH_ENCODER": "onnx", "IMAGESEARCH_MODEL_VARIANT": "int8"}),
+    ("OpenVINO f32", {"IMAGESEARCH_ENCODER": "openvino", "IMAGESEARCH_MODEL_VARIANT": "fp32", "IMAGESEARCH_OPENVINO_PRECISION": "f32"}),
+    ("OpenVINO auto", {"IMAGESEARCH_ENCODER": "openvino", "IMAGESEARCH_MODEL_VARIANT": "fp32", "IMAGESEARCH_OPENVINO_PRECISION": "auto"}),
+]
+
+
+def clip_retrieval_venv() -> Path:
+    """clip-retrieval's own environment (made once), layered over this project's .venv."""
+    python = VENV / "bin" / "python"
+    if not (VENV / "bin" / "clip-retrieval").is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        Path(site, "imagesearch-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+        # setuptools<81: the `clip` package it imports still needs pkg_resources.
+        subprocess.run([str(python), "-m", "pip", "install", "-q", CLIP_RETRIEVAL, "setuptools<81"], check=True)
+    return VENV / "bin" / "clip-retrieval"
+
+
+def random_weights() -> Path:
+    """An open_clip ViT-B-32 checkpoint with random weights (no model hub here), made by the venv's open_clip."""
+    if not WEIGHTS.is_file():
+        WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
+        script = ("import open_clip, torch, sys; torch.manual_seed(0); "
+                  "torch.save(open_clip.create_model('ViT-B-32', pretrained=None).state_dict(), sys.argv[1])")
+        subprocess.run([str(VENV / "bin" / "python"), "-c", script, str(WEIGHTS) + ".tmp"], check=True)
+        os.replace(str(WEIGHTS) + ".tmp", WEIGHTS)
+    return WEIGHTS
+
+
+def run_clip_retrieval(command: Path, folder: Path, output: Path, batch: int) -> dict:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(command), "inference", "--input_dataset", str(folder), "--output_folder", str(output),
+         "--input_format", "files", "--enable_text", "False", "--batch_size", str(batch),
+         "--num_prepro_workers", str(os.cpu_count()), "--clip_model", f"open_clip:ViT-B-32/{random_weights()}"],
+        capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"clip-retrieval failed:\n{done.stderr[-3000:]}")
+    stats = json.loads(next((output / "stats").glob("*.json")).read_text())
+    return {"images": stats["sample_count"], "batches_s": stats["total_duration"],
+            "inference_s": stats["inference_duration"], "wall_s": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    repo = vit_b32_repository()
+    command = clip_retrieval_venv()
+    with tempfile.TemporaryDirectory(prefix="bench-clip-retrieval-") as tmp:
+        tmp = Path(tmp)
+        folder = tmp / "photos"
+        folder.mkdir()
+        for i, data in enumerate(photo_jpegs(args.images, seed=3)):
+            (folder / f"{i:05d}.jpg").write_bytes(data)
+        theirs = run_clip_retrieval(command, folder, tmp / "clip-retrieval", args.batch)
+        assert theirs["images"] == args.images, theirs
+        steady = theirs["images"] / theirs["batches_s"]
+
+        env = {"IMAGESEARCH_MODEL_REPOSITORY": str(repo), "IMAGESEARCH_MODEL": SLUG, "IMAGESEARCH_BATCH_SIZE": str(args.batch)}
+        rows = []
+        for i, (label, choice) in enumerate(OURS):
+            settings = {**env, **choice, "IMAGESEARCH_DATA_DIR": str(tmp / f"ours-{i}")}
+            seconds = ingest_command(settings, "--folder", str(folder))
+            health = make_encoder(Settings()).health()  # the same settings, now in the environment
+            check = health["reference_check"]
+            label += f" ({health['precision']})" if "precision" in health else ""
+            rows.append((label, args.images / seconds, min(check["worst_cosine"].values())))
+
+    print(f"{cpu_description()}; open_clip ViT-B-32 random weights, {args.images} JPEGs 1024x768 in a folder, batch {args.batch}")
+    print(f"  clip-retrieval 2.45 inference (torch fp32): steady {steady:.1f} img/s (model alone "
+          f"{theirs['images'] / theirs['inference_s']:.1f}); with start-up {theirs['images'] / theirs['wall_s']:.1f} img/s "
+          f"({theirs['wall_s']:.1f} s)")
+    for label, rate, cosine in rows:
+        print(f"  imagesearch ingest --folder, {label}: {rate:.1f} img/s = {rate / steady:.2f}x clip-retrieval steady; "
+              f"worst cosine to torch fp32 {cosine:.5f}{'' if cosine >= 0.999 else ' (below fp32-equivalent 0.999)'}")
+
+
+if __name__ == "__main__":
+    main()
