@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["bench_encoders", "bench_int8", "bench_ingest", "bench_store", "bench_downloader", "bench_api", "bench_hybrid", "bench_triton", "bench_es", "bench_blip2"]
+BENCHMARKS = ["bench_encoders", "bench_int8", "bench_ingest", "bench_clip_retrieval", "bench_store", "bench_downloader", "bench_api", "bench_hybrid", "bench_triton", "bench_es", "bench_blip2"]
 
 
 def main() -> int:

@@ -1,5 +1,6 @@
-"""Issue 2 figures: ViT-B-32 (random weights) image encoder img/s at batch 32, ONNX Runtime vs torch
-(fp32 and int8), text latency p50 at batch 1 with tokenization, preprocessing img/s per core.
+"""Issue 2 and 13 figures: ViT-B-32 (random weights) image encoder img/s at batch 32, torch against
+ONNX Runtime (fp32, int8) and OpenVINO (f32, and bf16 where the CPU has it), text latency p50 at
+batch 1 with tokenization, preprocessing img/s per core.
 
     .venv/bin/python -m bench.bench_encoders
 """
@@ -26,6 +27,8 @@ def main() -> None:
     print(f"machine: {cpu_description()}; ViT-B-32 random weights; batch {BATCH}")
     fp32 = make_encoder(Settings(model_repository=repo, model="vit-b-32-random"))
     int8 = make_encoder(Settings(model_repository=repo, model="vit-b-32-random", model_variant="int8"))
+    openvino = {precision: make_encoder(Settings(model_repository=repo, model="vit-b-32-random", encoder="openvino",
+                                                 openvino_precision=precision)) for precision in ("f32", "auto")}
     card = fp32.card
     pixels = np.random.default_rng(0).integers(0, 256, (BATCH, 224, 224, 3), dtype=np.uint8)
 
@@ -42,10 +45,16 @@ def main() -> None:
     int8_img = rate(lambda: int8.encode_images(pixels), BATCH, min_seconds=8)
     ort_text = latencies_ms(lambda i: fp32.encode_texts([f"a photo of thing number {i}"]), 60)
     int8_text = latencies_ms(lambda i: int8.encode_texts([f"a photo of thing number {i}"]), 60)
+    ov_img = {encoder.health()["precision"]: rate(lambda e=encoder: e.encode_images(pixels), BATCH, min_seconds=8)
+              for encoder in openvino.values()}
+    ov_text = {encoder.health()["precision"]: latencies_ms(lambda i, e=encoder: e.encode_texts([f"a photo of thing number {i}"]), 60)
+               for encoder in openvino.values()}
     tokenize = latencies_ms(lambda i: fp32.tokenizer([f"a photo of thing number {i}"]), 500)
 
     print(f"image encoder img/s @ batch {BATCH}: torch eager {torch_img:.1f} | ONNX Runtime fp32 {ort_img:.1f} "
           f"({ort_img / torch_img:.2f}x torch) | ONNX Runtime int8 {int8_img:.1f} ({int8_img / ort_img:.2f}x fp32)")
+    print("OpenVINO: " + " | ".join(f"{precision} {value:.1f} img/s ({value / ort_img:.2f}x ONNX Runtime fp32), text p50 "
+                                    f"{p50(ov_text[precision]):.1f} ms" for precision, value in ov_img.items()))
     print(f"text encoder p50 ms @ batch 1 (tokenize included): torch {p50(torch_text):.1f} | ONNX Runtime fp32 "
           f"{p50(ort_text):.1f} | int8 {p50(int8_text):.1f}; tokenization alone {p50(tokenize):.3f} ms")
 

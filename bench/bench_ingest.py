@@ -4,7 +4,7 @@ Target: >= 90% of the raw encoder; the scan's (or download's) hashing and verify
 the encoder. "one after the other" is the stages run in sequence, as `imagesearch ingest` did
 before it overlapped them; the other rows are `imagesearch ingest` itself (in this process).
 
-    .venv/bin/python -m bench.bench_ingest [--images 256] [--variant fp32|int8]
+    .venv/bin/python -m bench.bench_ingest [--images 256] [--variant fp32|int8] [--encoder onnx|openvino]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--variant", default="fp32")
+    parser.add_argument("--encoder", default="onnx", choices=["onnx", "openvino"])
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     repo = vit_b32_repository()
@@ -62,8 +63,9 @@ def main() -> None:
         for i, data in enumerate(jpegs):
             (folder / f"{i:05d}.jpg").write_bytes(data)
         settings = Settings(data_dir=tmp / "sequential", model_repository=repo, model=SLUG,
-                            model_variant=args.variant, batch_size=args.batch)
+                            model_variant=args.variant, batch_size=args.batch, encoder=args.encoder)
         encoder = make_encoder(settings)
+        runtime = {"onnx": "ONNX Runtime", "openvino": f"OpenVINO {encoder.health().get('precision')}"}[args.encoder]
         pixels = np.random.default_rng(0).integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)
         raw = rate(lambda: encoder.encode_images(pixels), args.batch, min_seconds=10)
 
@@ -80,6 +82,7 @@ def main() -> None:
                 ("folder, one after the other (scan, then embed)", args.images / (done - started))]
 
         env = {"IMAGESEARCH_MODEL_REPOSITORY": str(repo), "IMAGESEARCH_MODEL": SLUG, "IMAGESEARCH_MODEL_VARIANT": args.variant,
+               "IMAGESEARCH_ENCODER": args.encoder,
                "IMAGESEARCH_BATCH_SIZE": str(args.batch), "IMAGESEARCH_ALLOW_PRIVATE_NETWORKS": "true"}
         seconds = ingest_command({**env, "IMAGESEARCH_DATA_DIR": str(tmp / "folder")}, "--folder", str(folder))
         rows.append(("folder, `imagesearch ingest --folder` (overlapped)", args.images / seconds))
@@ -99,7 +102,7 @@ def main() -> None:
             server.terminate()
             server.join(5)
 
-    print(f"{cpu_description()}; ViT-B-32 {args.variant}, batch {args.batch}, {args.images} JPEGs 1024x768")
+    print(f"{cpu_description()}; ViT-B-32 {args.variant} on {runtime}, batch {args.batch}, {args.images} JPEGs 1024x768")
     print(f"  raw encoder (pre-decoded pixels): {raw:.1f} img/s")
     for name, value in rows:
         print(f"  {name}: {value:.1f} img/s = {value / raw:.0%} of raw")

@@ -34,6 +34,8 @@ def cpu_description() -> str:
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
     isa = "AVX-512 with VNNI" if {"avx512f", "avx512_vnni"} <= flags else "AVX-512 without VNNI" if "avx512f" in flags \
         else "AVX2 only" if "avx2" in flags else "no AVX2"
+    # bf16 matrix units: what OpenVINO's `auto` precision computes in (imagesearch/encoders/openvino.py)
+    isa += ", AMX bf16" if "amx_bf16" in flags else ", AVX-512 BF16" if "avx512_bf16" in flags else ""
     return f"{model}, {os.cpu_count()} cores, {isa}"
 
 

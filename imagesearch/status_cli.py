@@ -57,8 +57,11 @@ def _describe_encoder(variant: str, health: dict) -> str:
     if not health.get("ok"):
         return f"DOWN: {health.get('error')}"
     check = health.get("reference_check") or {}
+    variant = check.get("variant", variant)  # what the encoder loaded (Triton: the server's config)
+    if "precision" in health:  # OpenVINO: the arithmetic it settled on for this CPU
+        variant = f"{variant} computed in {health['precision']}"
     if not check.get("checked"):
         return f"ok ({variant}; {check.get('detail', 'no reference check')})"
     figures = ", ".join(f"{tower} {value:.5f}" for tower, value in check["worst_cosine"].items())
     verdict = "passes" if check["ok"] else "FAILS (served anyway: IMAGESEARCH_REFERENCE_CHECK=warn)"
-    return f"ok ({check['variant']}; reference check {verdict}: worst cosine {figures}, gate {check['minimum']})"
+    return f"ok ({variant}; reference check {verdict}: worst cosine {figures}, gate {check['minimum']})"

@@ -62,6 +62,8 @@ def test_ingest_and_search_through_openvino(tmp_path, test_model_repo):
         assert found[0] == (colour, shape) and found.count((colour, shape)) >= 2, found
     status = json.loads(run_cli("status", "--json", env=env).stdout)
     assert status["encoder"] == "openvino" and status["counts"]["embedded"] == 36
+    precision = status["encoder_health"]["precision"]
+    assert f"encoder: ok (fp32 computed in {precision}; reference check passes" in run_cli("status", env=env).stdout
 
 
 def test_blip2_several_vectors_per_image_through_openvino(blip2_repo):
