@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         for problem in context.backends.errors.values():
             log.warning("starting without a working backend (see /healthz): %s", problem)
         yield
-        await context.http.aclose()
+        await context.http.close()
         context.backends.close()
 
     app = FastAPI(

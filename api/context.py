@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-import httpx
+import aiohttp
 from fastapi import Depends, Request
 
 from api.backends import Backends
@@ -22,7 +22,7 @@ class ApiContext:
     metrics: Metrics
     blobs: BlobStore
     fetch_options: FetchOptions  # search by image_url: the downloader's guarded fetch with the API's limits
-    http: httpx.AsyncClient | None = None  # opened by the app's lifespan
+    http: aiohttp.ClientSession | None = None  # opened by the app's lifespan
 
 
 def _context(request: Request) -> ApiContext:

@@ -3,7 +3,9 @@
     .venv/bin/python -m bench.bench_downloader [--n 3000] [--concurrency 64]
 
 The server (tests/support/image_server.py) runs in a child process so its CPU time is not charged
-to the downloader; on a 2-core machine they still share the cores. Two figures:
+to the downloader; on a 2-core machine they still share the cores. First the bare HTTP clients
+side by side (a GET and its body, nothing else, 8 connections): httpx, which the downloader used
+until it measured this, and aiohttp, which it uses now. Then two figures of the downloader:
   fetch only      fetch_image for every URL (HTTP + redirects/limits checks + decode check), no storage;
   full download   ingest.downloader.download: the above + sha256 + content-addressed file (fsync) +
                   records in the local SQLite store.
@@ -38,6 +40,32 @@ def make_images(n: int, size: tuple[int, int]) -> dict[str, bytes]:
         colour, shape = CLASSES[i % len(CLASSES)]
         images[f"/img/{i}.jpg"] = draw_shape(colour, shape, rng, size).encode("JPEG", quality=85)
     return images
+
+
+async def bare_gets(urls: list[str], client_name: str, connections: int) -> float:
+    """Seconds for a plain GET of every URL with one HTTP client library, ``connections`` at a time."""
+    import aiohttp
+    import httpx
+
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for url in urls:
+        queue.put_nowait(url)
+    started = time.perf_counter()
+    if client_name == "httpx":
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=connections)) as client:
+            async def get_httpx():
+                while not queue.empty():
+                    (await client.get(queue.get_nowait())).raise_for_status()
+            await asyncio.gather(*(get_httpx() for _ in range(connections)))
+    else:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+            async def get_aiohttp():
+                while not queue.empty():
+                    async with session.get(queue.get_nowait()) as response:
+                        response.raise_for_status()
+                        await response.read()
+            await asyncio.gather(*(get_aiohttp() for _ in range(connections)))
+    return time.perf_counter() - started
 
 
 async def fetch_only(urls: list[str], options: FetchOptions, concurrency: int) -> float:
@@ -81,6 +109,11 @@ def main() -> None:
             print(f"cores: {os.cpu_count()} (load average {os.getloadavg()[0]:.1f}), {args.n} URLs, "
                   f"{args.size}x{args.size} JPEG, {mean_bytes:.0f} bytes mean, concurrency {args.concurrency}, "
                   f"per host {args.per_host}")
+            for client_name in ("httpx", "aiohttp"):
+                cpu = time.process_time()
+                seconds = asyncio.run(bare_gets(urls, client_name, workers))
+                cpu_ms = (time.process_time() - cpu) / args.n * 1000
+                print(f"bare {client_name + ' GET:':13s}{args.n / seconds:6.0f} URLs/s  ({seconds:.2f} s; client CPU {cpu_ms:.2f} ms/URL)")
             cpu = time.process_time()
             seconds = asyncio.run(fetch_only(urls, options, workers))
             cpu_ms = (time.process_time() - cpu) / args.n * 1000

@@ -14,10 +14,9 @@ import asyncio
 import dataclasses
 import time
 from collections import defaultdict
-from typing import Callable
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 from protego import Protego
 
 from imagesearch.fetch import FetchError, FetchOptions, fetch_bytes
@@ -33,8 +32,8 @@ class Verdict:
 
 
 class RobotsRules:
-    def __init__(self, client_for: Callable[[str], httpx.AsyncClient], options: FetchOptions):
-        self.client_for = client_for
+    def __init__(self, client: aiohttp.ClientSession, options: FetchOptions):
+        self.client = client
         self.options = dataclasses.replace(options, max_bytes=MAX_ROBOTS_BYTES, honour_noai=False, retries=1)
         self.agent = options.user_agent.split("/")[0].strip()
         self._rules: dict[str, Protego | str | None] = {}  # origin -> rules, or why it is all disallowed, or None: all allowed
@@ -52,7 +51,7 @@ class RobotsRules:
         url = f"{origin}/robots.txt"
         self.fetched += 1
         try:
-            body, _, _ = await fetch_bytes(self.client_for(url), url, self.options)
+            body, _, _ = await fetch_bytes(self.client, url, self.options)
         except FetchError as exc:
             if exc.reason == "http_status" and exc.status is not None and 400 <= exc.status < 500:
                 return None  # no robots.txt: no rules

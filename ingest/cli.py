@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from imagesearch.stores import StoreUnavailable, make_store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    for chatty in ("elastic_transport", "httpx"):  # a line per request drowns the progress; their warnings stay
+    for chatty in ("elastic_transport", "aiohttp"):  # a line per request drowns the progress; their warnings stay
         logging.getLogger(chatty).setLevel(logging.WARNING)
     settings = get_settings()
     if args.stage != "embed" and not (args.urls or args.folder or args.retry_failed):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zlib
 from collections import Counter, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,22 +59,6 @@ class DownloadSummary:
             parts.append(f"{self.skipped_removed} skipped (removed; use --retry-removed)")
         parts.append(f"{sum(self.failed.values())} failed" + (f" ({failed})" if failed else ""))
         return ", ".join(parts) + f" in {self.seconds:.1f}s ({self.rate:.1f} URLs/s)"
-
-
-class _Clients:
-    """HTTP clients, each for a share of the hosts. httpx's pool scans all of its connections on every
-    request, so one pool of hundreds of connections burns CPU; small pools keep that cheap, and one
-    host always uses the same pool so its keep-alive connections are reused."""
-
-    def __init__(self, options: FetchOptions, settings: Settings):
-        shards = max(1, -(-settings.download_concurrency // settings.download_per_host))
-        self.clients = [make_client(options, max_connections=2 * settings.download_per_host) for _ in range(shards)]
-
-    def for_url(self, url: str):
-        return self.clients[zlib.crc32((urlsplit(url).hostname or "").encode()) % len(self.clients)]
-
-    async def aclose(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self.clients))
 
 
 class _BatchWriter:
@@ -184,7 +167,7 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
             if robots is not None:
                 await robots.pace(entry.url)
             try:
-                image = await fetch_image(clients.for_url(entry.url), entry.url, options)
+                image = await fetch_image(client, entry.url, options)
             except FetchError as exc:
                 writer.add(UrlFailure(url=entry.url, reason=exc.reason, detail=exc.detail,
                                       caption=entry.caption, attempts=exc.attempts))
@@ -208,8 +191,8 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
                 writer.flush()
 
     workers = max(1, min(settings.download_concurrency, len(entries)))
-    clients = _Clients(options, settings)
-    robots = RobotsRules(clients.for_url, options) if settings.download_obey_robots else None
+    client = make_client(options, max_connections=settings.download_concurrency)
+    robots = RobotsRules(client, options) if settings.download_obey_robots else None
     tasks = [asyncio.create_task(produce(workers))] + [asyncio.create_task(work()) for _ in range(workers)]
     tasks.append(asyncio.create_task(flush_on_time(list(tasks))))
     try:
@@ -218,7 +201,7 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await clients.aclose()
+        await client.close()
         await writer.close()  # also on Ctrl-C or an error: keep what was done
         summary.seconds = time.monotonic() - started
     return summary

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-import httpx
+from yarl import URL
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,12 @@ def _problem(url: str) -> str | None:
     if any(c.isspace() for c in url):
         return "the URL contains spaces (separate a caption with a TAB)"
     try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
+        parsed = URL(url)  # the fetcher's own parser (imagesearch/fetch.py)
+    except (ValueError, TypeError) as exc:
         return f"not a valid URL: {exc}"
     if parsed.scheme not in ("http", "https"):
         return f"not an http(s) URL: {url[:80]!r}"
-    if not parsed.host:
+    if not parsed.raw_host:
         return "the URL has no host"
     return None
 

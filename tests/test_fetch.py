@@ -8,8 +8,8 @@ import random
 import socket
 import time
 
-import httpx
 import pytest
+from yarl import URL
 
 from export.shapes import draw_shape
 from imagesearch.config import Settings
@@ -139,7 +139,7 @@ def test_a_host_that_never_accepts_the_connection_hits_the_connect_timeout():
     finally:
         for sock in [server, *queued]:
             sock.close()
-    assert (error.reason, error.attempts) == ("timeout", 2) and "ConnectTimeout" in error.detail
+    assert (error.reason, error.attempts) == ("timeout", 2) and "ConnectionTimeout" in error.detail
     assert 1.0 <= took < 10  # two attempts of 0.5 s, not the 30 s read or total timeout
 
 
@@ -254,7 +254,7 @@ def test_malformed_urls(url):
 @pytest.mark.parametrize("url", ["http://93.184.215.14/x.jpg", "https://[2606:4700::6810:85e5]/x.jpg",
                                  "http://8.8.8.8:8080/"])
 def test_guard_passes_public_addresses(url):
-    assert asyncio.run(check_url(httpx.URL(url), GUARDED)) is None  # no FetchError: let through
+    assert check_url(URL(url), GUARDED) is None  # no FetchError: let through
 
 
 def test_guard_refuses_the_test_server_itself(image_server):
@@ -275,27 +275,30 @@ def test_guard_checks_every_redirect(image_server):
         assert error.reason == "blocked", (target, error)
 
 
-def test_the_address_actually_connected_to_is_checked(image_server, monkeypatch):
-    """DNS rebinding: the name resolves to a public address when the guard checks the URL, and to
-    127.0.0.1 (the test server) when the connection is made. The real fetch path refuses it on the
-    address it actually connected to; with 127.0.0.0/8 allowed, the same rebinding fetch succeeds."""
+def test_a_host_name_is_checked_on_the_addresses_it_connects_to(image_server, monkeypatch):
+    """DNS rebinding: a name that resolves to a public address when looked up once and to 127.0.0.1
+    (the test server) the next time. The guard checks a name's addresses inside the client's own DNS
+    step, so there is one lookup per connection and the checked address is the one connected to:
+    the fetch is refused on 127.0.0.1 before connecting, or connects to the public answer; it can
+    never check one answer and connect to the other. With 127.0.0.0/8 allowed it fetches."""
     url = image_server.add("/red.jpg", JPEG).replace("127.0.0.1", "rebind.test")
     real_getaddrinfo, answers = socket.getaddrinfo, []
 
     def rebinding_dns(host, port, *args, **kwargs):  # only the name lookup is faked, not the guard
         if (host.decode() if isinstance(host, bytes) else host) != "rebind.test":
             return real_getaddrinfo(host, port, *args, **kwargs)
-        answers.append("93.184.215.14" if not answers else "127.0.0.1")  # TTL 0: the next answer differs
+        answers.append("127.0.0.1" if not answers else "93.184.215.14")  # TTL 0: the next answer differs
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (answers[-1], port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding_dns)
     error = fetch_error(url, GUARDED)
-    assert error.reason == "blocked" and "connected to non-public address 127.0.0.1" in error.detail, error
-    assert answers == ["93.184.215.14", "127.0.0.1"]  # the guard's lookup, then the connection's
-    assert image_server.hits["/red.jpg"] == 1  # it really connected: only the post-connect check refused it
+    assert error.reason == "blocked" and "rebind.test resolves to non-public address 127.0.0.1" in error.detail, error
+    assert answers == ["127.0.0.1"] and error.attempts == 1  # one lookup, refused, not retried
+    assert image_server.hits["/red.jpg"] == 0  # refused before connecting
 
     answers.clear()
     assert fetch(url, dataclasses.replace(GUARDED, allowed_networks=("127.0.0.0/8",))).data == JPEG
+    assert answers == ["127.0.0.1"] and image_server.hits["/red.jpg"] == 1
 
 
 def test_sync_wrapper(image_server):
