@@ -1,6 +1,12 @@
-"""Issue 4 figures: the search API under load with 100k vectors in the store, ViT-B-32 (random weights).
+"""Issues 4 and 13 figures: the search API under load with 100k vectors in the store, ViT-B-32 (random weights).
 
     .venv/bin/python -m bench.bench_api [--seconds 10] [--vectors 100000] [--clients 1,16]
+                                        [--store local|elasticsearch [--es-url URL]]
+
+With ``--store elasticsearch`` the vectors go into Elasticsearch (a test node this benchmark starts,
+unless ``--es-url`` names one) and the API searches there. IMAGESEARCH_ settings in the environment
+(``IMAGESEARCH_ENCODER=openvino``, ``IMAGESEARCH_TEXT_BATCH_WAIT_MS``...) apply to the raw encoder
+and to the API alike.
 
 In one run: the raw text encoder (in-process ONNX Runtime, batch-1 latency and batch-16 throughput),
 then the API (`imagesearch serve` in a child process) with 1 and 16 concurrent clients sending
@@ -25,11 +31,11 @@ from pathlib import Path
 import httpx
 
 from bench.bench_store import ids_for
-from bench.common import bench_vectors, latencies_ms, p50, pct, vit_b32_repository
+from bench.common import bench_vectors, cpu_description, elasticsearch, latencies_ms, p50, pct, vit_b32_repository
 from imagesearch.config import Settings
 from imagesearch.encoders import make_encoder
 from imagesearch.records import ImageRecord
-from imagesearch.stores.local import LocalStore
+from imagesearch.stores import make_store
 
 SLUG = "vit-b-32-random"
 WORDS = ("red", "small", "old", "bright", "wooden", "striped", "tiny", "shiny", "dusty", "green")
@@ -42,8 +48,11 @@ def distinct_queries():
         yield f"a photo of a {WORDS[n % 10]} {THINGS[n // 10 % 10]} number {n}"
 
 
-def raw_encoder(repo: Path) -> tuple[float, float]:
+def raw_encoder(repo: Path) -> tuple[float, float, str]:
+    """The text encoder the API will load (the IMAGESEARCH_ settings in the environment apply to both)."""
     encoder = make_encoder(Settings(model_repository=repo, model=SLUG))
+    health = encoder.health()
+    runtime = f"{health['backend']} {health.get('precision', health.get('variant', ''))}".strip()
     texts = distinct_queries()
     encoder.encode_texts([next(texts) for _ in range(16)])  # warm-up
     batch1 = p50(latencies_ms(lambda i: encoder.encode_texts([next(texts)]), 60))
@@ -52,11 +61,11 @@ def raw_encoder(repo: Path) -> tuple[float, float]:
         encoder.encode_texts([next(texts) for _ in range(16)])
         done += 16
     encoder.close()
-    return batch1, done / (time.perf_counter() - started)
+    return batch1, done / (time.perf_counter() - started), runtime
 
 
-def fill_store(data_dir: Path, n: int) -> None:
-    store = LocalStore(data_dir / "store.sqlite3")
+def fill_store(settings: Settings, n: int) -> None:
+    store = make_store(settings)
     store.ensure_model(SLUG, 512)
     vectors = bench_vectors("clustered", n, 512, seed=7)  # CLIP-like: what the graph index past 100k is for
     for start in range(0, n, 20_000):
@@ -64,7 +73,7 @@ def fill_store(data_dir: Path, n: int) -> None:
         store.upsert_images([ImageRecord(id=i, urls=[f"http://example.com/{i[:12]}.jpg"], sources=["url"],
                                          width=640, height=480, format="jpeg", bytes=1000) for i in ids])
         store.set_vectors(SLUG, ids, vectors[start : start + len(ids)])
-    store.refresh()  # as ingest does when it ends: past 100k vectors, the graph index is built and saved
+    store.refresh()  # as ingest does when it ends (local store: past 100k vectors, the graph index is built and saved)
     store.close()
 
 
@@ -104,23 +113,38 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load phase (the issue says 30)")
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--clients", default="1,16")
+    parser.add_argument("--store", choices=["local", "elasticsearch"], default="local")
+    parser.add_argument("--es-url", help="an Elasticsearch to use with --store elasticsearch (default: start a test node)")
+    parser.add_argument("--es-heap", default="512m", help="heap of that test node")
     args = parser.parse_args()
+    if args.store != "elasticsearch":
+        run(args)
+        return
+    with elasticsearch(args.es_url, args.es_heap) as args.es_url:
+        run(args)
+
+
+def run(args) -> None:
 
     repo = vit_b32_repository()
-    print(f"machine: {os.cpu_count()} cores; ViT-B-32 random weights (fp32, ONNX Runtime); {args.vectors:,} vectors "
-          f"in the local store; {args.seconds:.0f} s per phase", flush=True)
-    batch1_ms, batch16_qps = raw_encoder(repo)
+    batch1_ms, batch16_qps, runtime = raw_encoder(repo)
+    settings = Settings()
+    print(f"machine: {cpu_description()}; ViT-B-32 random weights ({runtime}); {args.vectors:,} vectors in the "
+          f"{args.store} store; {args.seconds:.0f} s per phase; text batch wait {settings.text_batch_wait_ms} ms", flush=True)
     print(f"raw text encoder: batch 1 p50 {batch1_ms:.1f} ms | batch 16 {batch16_qps:.0f} texts/s", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         data_dir = Path(tmp) / "var"
+        settings = Settings(data_dir=data_dir, store=args.store, es_url=args.es_url or Settings().es_url,
+                            es_index_prefix=f"bench-api-{os.getpid()}")
+        store_env = {"IMAGESEARCH_DATA_DIR": str(data_dir), "IMAGESEARCH_STORE": settings.store,
+                     "IMAGESEARCH_ES_URL": settings.es_url, "IMAGESEARCH_ES_INDEX_PREFIX": settings.es_index_prefix}
         started = time.perf_counter()
-        fill_store(data_dir, args.vectors)
+        fill_store(settings, args.vectors)
         print(f"store filled in {time.perf_counter() - started:.0f} s", flush=True)
         port = 18_000 + os.getpid() % 1000
         url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "IMAGESEARCH_DATA_DIR": str(data_dir), "IMAGESEARCH_MODEL_REPOSITORY": str(repo),
-               "IMAGESEARCH_MODEL": SLUG}
+        env = {**os.environ, **store_env, "IMAGESEARCH_MODEL_REPOSITORY": str(repo), "IMAGESEARCH_MODEL": SLUG}
         server = subprocess.Popen([sys.executable, "-m", "imagesearch.cli", "serve", "--port", str(port),
                                    "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL)
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import bench_vectors, cpu_description
+from bench.common import bench_vectors, cpu_description, elasticsearch
 from imagesearch.config import Settings
 from imagesearch.records import ImageRecord
 from imagesearch.stores.elasticsearch import ElasticsearchStore
@@ -80,18 +80,8 @@ def main() -> None:
                         help="merge each vector index into one segment before searching (one graph: the lowest recall)")
     args = parser.parse_args()
 
-    node = None
-    if args.url is None:
-        from tests.support.es_node import ES_VERSION, start_node
-
-        print(f"starting an Elasticsearch {ES_VERSION} test node (heap {args.heap}) ...", flush=True)
-        node = start_node(heap=args.heap)
-        args.url = node.url
-    try:
+    with elasticsearch(args.url, args.heap) as args.url:
         run(args)
-    finally:
-        if node is not None:
-            node.close()
 
 
 def run(args) -> None:

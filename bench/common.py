@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import statistics
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -25,6 +27,22 @@ def vit_b32_repository() -> Path:
 
         export_model(ExportOptions(model="ViT-B-32", pretrained="none", int8=True), repo)
     return repo
+
+
+@contextlib.contextmanager
+def elasticsearch(url: str | None, heap: str) -> Iterator[str]:
+    """``url``, or that of an Elasticsearch test node started here (and stopped after) when None."""
+    if url is not None:
+        yield url
+        return
+    from tests.support.es_node import ES_VERSION, start_node
+
+    print(f"starting an Elasticsearch {ES_VERSION} test node (heap {heap}) ...", flush=True)
+    node = start_node(heap=heap)
+    try:
+        yield node.url
+    finally:
+        node.close()
 
 
 def cpu_description() -> str:
