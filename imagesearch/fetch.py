@@ -249,7 +249,7 @@ async def _attempt(client: aiohttp.ClientSession, url: URL, options: FetchOption
 async def _attempt_with_timeout(client: aiohttp.ClientSession, url: URL, options: FetchOptions) -> tuple[bytes, str]:
     try:
         return await asyncio.wait_for(_attempt(client, url, options), options.total_timeout_s)
-    except TimeoutError as exc:  # the whole attempt, or aiohttp's connect or read timeout
+    except (TimeoutError, asyncio.TimeoutError) as exc:  # the attempt, or aiohttp's connect or read timeout (3.10: two types)
         raise FetchError("timeout", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
                          retryable=True) from None
     except aiohttp.InvalidURL as exc:
