@@ -39,6 +39,10 @@ PYTHON_BASE = "python:3.11.13-slim-bookworm"
 PYTHON_BASE_PACKAGES = "python3,python3-pip,python3-venv,ca-certificates,netbase,tzdata"
 PYTHON_BASE_RECIPE = f"bookworm minbase {PYTHON_BASE_PACKAGES} v1"
 DATA_ROOT = cache_dir() / "docker" / "data-root"  # the engine's images and build cache, kept between runs
+# Each run rebuilds our images (the source changed), leaving the last ones untagged; without a prune
+# the data root grew by GBs a run (55 GB after a day of runs) until a build hit "no space left".
+BUILD_CACHE_KEEP = "8GB"  # enough for the torch layer and the pip cache mounts, so a rerun stays warm
+FREE_SPACE_NEEDED_GB = 12  # a cold build: the export image (CUDA torch) is about 6.5 GB, plus its unpacking
 # The machine's CA bundle: where a TLS-intercepting proxy's CA is, pip inside builds needs it.
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -115,10 +119,28 @@ class DockerEngine:
         atexit.register(self.stop)  # no daemon left behind when the test process ends early
         wait_until(lambda: self.docker("version", check=False, timeout=10).returncode == 0, 120, "dockerd",
                    process=self.process, log_tail=lambda: self.log_path.read_text(errors="replace")[-3000:])
+        self.reclaim_space()
+        self.require_free_space()
         return self
 
-    def docker(self, *args: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-        done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=self.env, **kwargs)
+    def reclaim_space(self) -> None:
+        """Drop untagged images (an earlier run's builds) and trim BuildKit's cache to a cap."""
+        self.docker("image", "prune", "--force", timeout=900)
+        # The API's own prune: with DOCKER_BUILDKIT=1 the CLI would hand `builder prune` to buildx (absent).
+        self.docker("builder", "prune", "--force", f"--keep-storage={BUILD_CACHE_KEEP}", timeout=900,
+                    env_override={"DOCKER_BUILDKIT": "0"})
+
+    def require_free_space(self) -> None:
+        free_gb = shutil.disk_usage(self.data_root).free / 1e9
+        if free_gb < FREE_SPACE_NEEDED_GB:
+            raise RuntimeError(f"the compose test builds images of several GB; {self.data_root} has {free_gb:.1f} GB "
+                               f"free, it needs {FREE_SPACE_NEEDED_GB} GB (free some disk, or point "
+                               f"IMAGESEARCH_TEST_CACHE at a bigger one)")
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 600, env_override: dict | None = None,
+               **kwargs) -> subprocess.CompletedProcess:
+        done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
+                              env={**self.env, **(env_override or {})}, **kwargs)
         if check and done.returncode != 0:
             raise RuntimeError(f"docker {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
         return done
@@ -130,6 +152,7 @@ class DockerEngine:
     def stop(self) -> None:
         """Stop the daemon (its containers with it) and remove what it added to the host network."""
         if self.process is not None and self.process.poll() is None:
+            self.docker("image", "prune", "--force", check=False, timeout=900)  # this run's superseded builds
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=60)
