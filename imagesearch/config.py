@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # --- image decoding ----------------------------------------------------------------------
     max_image_pixels: int = Field(100_000_000, description="decompression-bomb guard (Pillow refuses over 178,956,970 pixels whatever this says)")
     jpeg_draft: bool = Field(True, description="DCT-domain JPEG downscaling while decoding")
+    handoff_mb: int = Field(256, ge=0, description="`imagesearch ingest` (download and embed in one process): MiB of "
+                            "pixels the download's verifying decode keeps for the embedder, so each image is decoded once; 0 = off")
 
     # --- vector store ------------------------------------------------------------------------
     store: Literal["local", "elasticsearch"] = "local"

@@ -17,6 +17,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from typing import Callable
 
 import aiohttp
 from aiohttp.abc import ResolveResult
@@ -297,11 +298,15 @@ async def fetch_bytes(client: aiohttp.ClientSession, url: str, options: FetchOpt
     return data, final_url, attempts
 
 
-async def fetch_image(client: aiohttp.ClientSession, url: str, options: FetchOptions) -> FetchedImage:
-    """GET ``url`` and return its bytes if they decode as an image; raise FetchError otherwise."""
+async def fetch_image(client: aiohttp.ClientSession, url: str, options: FetchOptions,
+                      verify: Callable[[bytes, int], ImageInfo] | None = None) -> FetchedImage:
+    """GET ``url`` and return its bytes if they decode as an image; raise FetchError otherwise.
+    ``verify``: the check instead of ``probe`` (the same contract; it may block: it runs in a thread)."""
     data, final_url, attempts = await fetch_bytes(client, url, options)
     try:
-        if len(data) > _THREAD_DECODE_BYTES:
+        if verify is not None:
+            info = await asyncio.to_thread(verify, data, options.max_pixels)
+        elif len(data) > _THREAD_DECODE_BYTES:
             info = await asyncio.to_thread(probe, data, options.max_pixels)
         else:
             info = probe(data, options.max_pixels)

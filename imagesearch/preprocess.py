@@ -113,7 +113,15 @@ def _center_crop_or_pad(img: Image.Image, size: int, fill: int) -> Image.Image:
 
 def prepare(data: bytes, card: ModelCard, *, max_pixels: int = 100_000_000, draft: bool = True) -> np.ndarray:
     """Bytes -> uint8 array [H, W, 3] at the model's input size. Raises ImageDecodeError."""
+    return probe_and_prepare(data, card, max_pixels=max_pixels, draft=draft)[1]
+
+
+def probe_and_prepare(data: bytes, card: ModelCard, *, max_pixels: int = 100_000_000,
+                      draft: bool = True) -> tuple[ImageInfo, np.ndarray]:
+    """``probe`` and ``prepare`` in one decode: the checks of the one, the pixels of the other (the
+    decode reads every coefficient of a JPEG at any draft scale, so it refuses what ``probe`` does)."""
     img = _open(data, max_pixels)
+    info = ImageInfo(img.width, img.height, str(img.format).lower())
     size = card.image_size
     if draft and img.format == "JPEG" and card.resize_mode == "shortest":
         # DCT-domain downscale by a power of two, keeping both sides >= the target; the bicubic
@@ -131,4 +139,4 @@ def prepare(data: bytes, card: ModelCard, *, max_pixels: int = 100_000_000, draf
         img = img.resize((new_w, new_h), _RESAMPLE[card.interpolation])
     if img.size != (size, size):
         img = _center_crop_or_pad(img, size, card.fill_color)
-    return np.asarray(_to_rgb(img), dtype=np.uint8)
+    return info, np.asarray(_to_rgb(img), dtype=np.uint8)

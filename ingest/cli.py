@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="embed with this model only (repeatable; default: every model of IMAGESEARCH_MODELS)")
 
 
-def _download(args, store, settings, lines: list[str]) -> bool:
+def _download(args, store, settings, lines: list[str], handoff=None) -> bool:
     from ingest.downloader import download, retry_failed
     from ingest.folder import scan_folder
     from ingest.progress import Progress
@@ -45,18 +45,19 @@ def _download(args, store, settings, lines: list[str]) -> bool:
         for bad in malformed:
             print(f"warning: {args.urls}:{bad.line}: skipped: {bad.reason}", file=sys.stderr)
         progress = Progress("download", total=len(entries))
-        summary = asyncio.run(download(entries, store, settings, progress=progress, skip_removed=not args.retry_removed))
+        summary = asyncio.run(download(entries, store, settings, progress=progress, skip_removed=not args.retry_removed,
+                                       handoff=handoff))
         progress.close()
         lines.append(f"download: {summary.describe()}" + (f", {len(malformed)} malformed lines" if malformed else ""))
     if args.retry_failed:
         progress = Progress("retry failed")
-        summary = asyncio.run(retry_failed(store, settings, progress=progress))
+        summary = asyncio.run(retry_failed(store, settings, progress=progress, handoff=handoff))
         progress.close()
         lines.append(f"retry failed: {summary.describe()}")
     for folder in args.folder:
         progress = Progress(f"scan {folder}")
         try:
-            scan_folder(folder, store, settings, progress=progress, skip_removed=not args.retry_removed)
+            scan_folder(folder, store, settings, progress=progress, skip_removed=not args.retry_removed, handoff=handoff)
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             ok = False
@@ -66,7 +67,7 @@ def _download(args, store, settings, lines: list[str]) -> bool:
 
 
 def _embed(args, store, settings, lines: list[str], until: threading.Event | None = None,
-           progresses: dict | None = None) -> None:
+           progresses: dict | None = None, handoff=None) -> None:
     from imagesearch.encoders import make_encoder
     from ingest.embed import EmbedWorker, embed_all
     from ingest.progress import Progress
@@ -79,7 +80,7 @@ def _embed(args, store, settings, lines: list[str], until: threading.Event | Non
             progress = progresses[encoder.card.slug] = Progress(f"embed ({encoder.card.slug})")
             if until is None or until.is_set():  # else the total is not known yet
                 progress.set_total(store.counts(encoder.card.slug).pending)
-            workers.append(EmbedWorker(store, encoder, settings, progress))
+            workers.append(EmbedWorker(store, encoder, settings, progress, handoff))
         if args.follow:  # `docker compose stop` (SIGTERM) or Ctrl-C: finish the batches in flight, then exit 0
             def stop(*_) -> None:
                 for worker in workers:
@@ -104,8 +105,10 @@ def _embed(args, store, settings, lines: list[str], until: threading.Event | Non
 def _download_while_embedding(args, store, settings, lines: list[str]) -> bool:
     """Both stages at once: the download (or scan) in a thread, the embedder here on what it has
     stored so far, until the download has ended and nothing is left. Hashing and verifying the
-    images overlaps the encoder instead of running before it."""
+    images overlaps the encoder instead of running before it, and the verifying decode is the
+    embedder's (ingest/handoff.py)."""
     downloaded = threading.Event()
+    handoff = _decoded_handoff(args, settings)
     download_lines: list[str] = []
     ok: list[bool] = []
     errors: list[BaseException] = []
@@ -113,7 +116,7 @@ def _download_while_embedding(args, store, settings, lines: list[str]) -> bool:
 
     def download_stage() -> None:
         try:
-            ok.append(_download(args, store, settings, download_lines))
+            ok.append(_download(args, store, settings, download_lines, handoff))
             for slug, progress in list(progresses.items()):  # everything is stored: the embed bars get their totals
                 progress.set_total(progress.done + store.counts(slug).pending)
         except BaseException as exc:  # noqa: BLE001 - raised again below, in this thread
@@ -125,8 +128,10 @@ def _download_while_embedding(args, store, settings, lines: list[str]) -> bool:
     thread.start()
     embed_lines: list[str] = []
     try:
-        _embed(args, store, settings, embed_lines, until=downloaded, progresses=progresses)
+        _embed(args, store, settings, embed_lines, until=downloaded, progresses=progresses, handoff=handoff)
     finally:
+        if handoff is not None:
+            handoff.close()  # an embedder that ended early leaves the download nothing to wait for
         thread.join()  # an embedder that failed (encoder down) still lets every download finish and be kept
         lines.extend(download_lines + embed_lines)
     if errors:
@@ -171,6 +176,21 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     print("\n".join(lines))
     return 0 if ok else 1
+
+
+def _decoded_handoff(args, settings):
+    """The hand-off of decoded pixels to this process's embedders; None when it is off, or when a
+    model's description cannot be read (the embedder says why)."""
+    from imagesearch.model_card import load_card
+    from ingest.handoff import DecodedHandoff
+
+    if settings.handoff_mb <= 0:
+        return None
+    try:
+        cards = [load_card(settings.model_repository, slug) for slug in args.model or settings.model_slugs]
+    except (OSError, ValueError):
+        return None
+    return DecodedHandoff(cards, draft=settings.jpeg_draft, max_bytes=settings.handoff_mb * 2**20)
 
 
 def _active_slug(settings) -> str:

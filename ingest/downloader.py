@@ -24,6 +24,7 @@ from imagesearch.fetch import FetchError, FetchOptions, fetch_image, make_client
 from imagesearch.records import ImageRecord, UrlFailure
 from imagesearch.robots import RobotsRules
 from imagesearch.stores import VectorStore
+from ingest.handoff import DecodedHandoff
 from ingest.urls import UrlEntry
 
 Progress = Callable[[str, int], None]  # (event, n): downloaded, duplicate, known, skipped, failed:<reason>
@@ -69,8 +70,9 @@ class _BatchWriter:
     when the store is back. A write that finally fails is raised by the next ``add`` or by ``close``.
     """
 
-    def __init__(self, store: VectorStore, batch: int, summary: DownloadSummary, progress: Progress | None):
-        self.store, self.batch, self.summary, self.progress = store, batch, summary, progress
+    def __init__(self, store: VectorStore, batch: int, summary: DownloadSummary, progress: Progress | None,
+                 handoff: DecodedHandoff | None = None):
+        self.store, self.batch, self.summary, self.progress, self.handoff = store, batch, summary, progress, handoff
         self.records: list[ImageRecord] = []
         self.failures: list[UrlFailure] = []
         self.last_flush = time.monotonic()
@@ -107,6 +109,8 @@ class _BatchWriter:
     def _write(self, records: list[ImageRecord], failures: list[UrlFailure]) -> None:
         if records:
             created = self.store.upsert_images(records)
+            if self.handoff is not None:
+                self.handoff.stored(records, created)
             new = sum(created)
             self.summary.downloaded += new
             self.summary.duplicates += len(created) - new
@@ -126,14 +130,16 @@ class _BatchWriter:
 
 async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings: Settings,
                    progress: Progress | None = None, *, blobs: BlobStore | None = None,
-                   skip_failed: bool = True, skip_removed: bool = True) -> DownloadSummary:
-    """Fetch every entry not already in the store; returns what happened, by outcome."""
+                   skip_failed: bool = True, skip_removed: bool = True,
+                   handoff: DecodedHandoff | None = None) -> DownloadSummary:
+    """Fetch every entry not already in the store; returns what happened, by outcome. ``handoff``:
+    an embedder in this process takes the pixels of the verifying decode (ingest/handoff.py)."""
     entries = [e if isinstance(e, UrlEntry) else UrlEntry(e) for e in urls]
     options = FetchOptions.from_settings(settings)
     blobs = blobs or BlobStore(settings.images_dir)
     started = time.monotonic()
     summary = DownloadSummary(total=len(entries))
-    writer = _BatchWriter(store, settings.download_write_batch, summary, progress)
+    writer = _BatchWriter(store, settings.download_write_batch, summary, progress, handoff)
     # Every store call runs off the event loop: a slow or down store must not stall the fetches.
     failed_before = {f.url for f in await asyncio.to_thread(store.failures)} if skip_failed else set()
     queue: asyncio.Queue[UrlEntry | None] = asyncio.Queue(maxsize=2 * settings.download_concurrency)
@@ -167,7 +173,7 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
             if robots is not None:
                 await robots.pace(entry.url)
             try:
-                image = await fetch_image(client, entry.url, options)
+                image = await fetch_image(client, entry.url, options, verify=handoff.verify if handoff else None)
             except FetchError as exc:
                 writer.add(UrlFailure(url=entry.url, reason=exc.reason, detail=exc.detail,
                                       caption=entry.caption, attempts=exc.attempts))
@@ -208,7 +214,7 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
 
 
 async def retry_failed(store: VectorStore, settings: Settings, progress: Progress | None = None, *,
-                       blobs: BlobStore | None = None) -> DownloadSummary:
+                       blobs: BlobStore | None = None, handoff: DecodedHandoff | None = None) -> DownloadSummary:
     """Fetch again only the URLs that failed before (their attempts add up in the store)."""
     entries = [UrlEntry(f.url, f.caption) for f in await asyncio.to_thread(store.failures)]
-    return await download(entries, store, settings, progress, blobs=blobs, skip_failed=False)
+    return await download(entries, store, settings, progress, blobs=blobs, skip_failed=False, handoff=handoff)

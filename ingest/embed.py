@@ -26,12 +26,17 @@ from imagesearch.encoders import Encoder, EncoderUnavailable
 from imagesearch.model_card import ModelCard
 from imagesearch.preprocess import ImageDecodeError, prepare
 from imagesearch.stores import StoreWriteError, VectorStore
+from ingest.handoff import DecodedHandoff
 
 log = logging.getLogger("imagesearch.ingest")
 
-def _decode(job: tuple[str, str], card: ModelCard, max_pixels: int, draft: bool) -> tuple[str, np.ndarray | None, str]:
+def _decode(job: tuple[str, str], card: ModelCard, max_pixels: int, draft: bool,
+            handoff: DecodedHandoff | None) -> tuple[str, np.ndarray | None, str]:
     """(id, path) -> (id, pixels, "") or (id, None, reason)."""
     image_id, path = job
+    pixels = handoff.take(card.slug, image_id) if handoff is not None else None
+    if pixels is not None:  # decoded by the download that verified it
+        return image_id, pixels, ""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -54,8 +59,9 @@ class EmbedSummary:
 
 
 class EmbedWorker:
-    def __init__(self, store: VectorStore, encoder: Encoder, settings: Settings, progress=None):
-        self.store, self.encoder, self.settings = store, encoder, settings
+    def __init__(self, store: VectorStore, encoder: Encoder, settings: Settings, progress=None,
+                 handoff: DecodedHandoff | None = None):
+        self.store, self.encoder, self.settings, self.handoff = store, encoder, settings, handoff
         self.card = encoder.card
         self.model = self.card.slug
         self.blobs = BlobStore(settings.images_dir)
@@ -109,7 +115,8 @@ class EmbedWorker:
                 summary.failed[reason] = summary.failed.get(reason, 0) + 1
                 self.progress(f"failed:{reason}", 1)
 
-        decode = partial(_decode, card=self.card, max_pixels=self.settings.max_image_pixels, draft=self.settings.jpeg_draft)
+        decode = partial(_decode, card=self.card, max_pixels=self.settings.max_image_pixels, draft=self.settings.jpeg_draft,
+                         handoff=self.handoff)
         # Threads, not processes: Pillow releases the GIL while it decodes and resizes, and threads
         # start instantly and hand over arrays without pickling.
         with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as decoders, \

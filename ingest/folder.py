@@ -12,6 +12,7 @@ from imagesearch.formats import FILE_SUFFIXES
 from imagesearch.preprocess import ImageDecodeError, probe
 from imagesearch.records import ImageRecord
 from imagesearch.stores import VectorStore
+from ingest.handoff import DecodedHandoff
 
 
 def image_files(root: Path) -> Iterator[Path]:
@@ -23,9 +24,11 @@ def image_files(root: Path) -> Iterator[Path]:
 
 
 def scan_folder(root: Path, store: VectorStore, settings: Settings,
-                progress: Callable[[str, int], None] | None = None, skip_removed: bool = True) -> None:
+                progress: Callable[[str, int], None] | None = None, skip_removed: bool = True,
+                handoff: DecodedHandoff | None = None) -> None:
     """Store every new image under ``root``. A file whose bytes are already stored under the same path
-    costs one read and a hash: re-running on the same folder does no other work."""
+    costs one read and a hash: re-running on the same folder does no other work. ``handoff``: an
+    embedder in this process takes the pixels of the verifying decode (ingest/handoff.py)."""
     progress = progress or (lambda event, n: None)
     root = Path(root).resolve()
     if not root.is_dir():
@@ -35,8 +38,11 @@ def scan_folder(root: Path, store: VectorStore, settings: Settings,
 
     def flush() -> None:
         if pending:
-            for created in store.upsert_images(pending):
-                progress("stored" if created else "duplicate", 1)
+            created = store.upsert_images(pending)
+            for new in created:
+                progress("stored" if new else "duplicate", 1)
+            if handoff is not None:
+                handoff.stored(pending, created)
             pending.clear()
 
     try:
@@ -55,7 +61,10 @@ def scan_folder(root: Path, store: VectorStore, settings: Settings,
                 progress("known", 1)
                 continue
             try:
-                info = probe(data, settings.max_image_pixels)
+                if handoff is not None and existing is None:  # new bytes: the embedder will want them
+                    info = handoff.verify(data, settings.max_image_pixels, image_id, before_waiting=flush)
+                else:
+                    info = probe(data, settings.max_image_pixels)
             except ImageDecodeError as exc:
                 progress(f"failed:{exc.reason}", 1)
                 continue
