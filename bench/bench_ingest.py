@@ -93,7 +93,7 @@ def main() -> None:
                 encoder = make_encoder(settings)
                 runtime = {"onnx": "ONNX Runtime", "openvino": f"OpenVINO {encoder.health().get('precision')}"}[args.encoder]
                 pixels = np.random.default_rng(0).integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)
-                raw = rate(lambda: encoder.encode_images(pixels), args.batch, min_seconds=10)
+                raw = rate(lambda encoder=encoder, pixels=pixels: encoder.encode_images(pixels), args.batch, min_seconds=10)
                 raws.append(raw)
 
                 store = LocalStore(settings.data_dir / "store.sqlite3")
@@ -134,7 +134,7 @@ def main() -> None:
           f"{', '.join(f'{r:.1f}' for r in raws)})")
     print("  | | img/s with start-up | of raw | embed stage img/s (steady) | of raw | CPU ms per image |")
     for name, runs in rows.items():
-        median = [statistics.median(values) for values in zip(*runs)]
+        median = [statistics.median(values) for values in zip(*runs, strict=True)]
         ratio = statistics.median(r[0] / r[3] for r in runs)
         steady_ratio = statistics.median(r[1] / r[3] for r in runs)
         print(f"  | {name} | {median[0]:.1f} | {ratio:.0%} | {median[1]:.1f} | {steady_ratio:.0%} | {median[2]:.0f} |")

@@ -96,8 +96,8 @@ class DecodedHandoff:
     def stored(self, records: Sequence[ImageRecord], created: Sequence[bool]) -> None:
         """After a store write: drop the pixels of the images that were stored before this run (a
         duplicate's bytes), which an embedder may never ask for."""
-        new = {record.id for record, is_new in zip(records, created) if is_new}
-        old = {record.id for record, is_new in zip(records, created) if not is_new} - new
+        new = {record.id for record, is_new in zip(records, created, strict=True) if is_new}
+        old = {record.id for record, is_new in zip(records, created, strict=True) if not is_new} - new
         if not old:
             return
         with self._room:
