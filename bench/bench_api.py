@@ -1,7 +1,7 @@
 """Issues 4 and 13 figures: the search API under load with 100k vectors in the store, ViT-B-32 (random weights).
 
     .venv/bin/python -m bench.bench_api [--seconds 10] [--vectors 100000] [--clients 1,16]
-                                        [--store local|elasticsearch [--es-url URL]]
+                                        [--store local|elasticsearch [--es-url URL] [--es-merge]]
 
 With ``--store elasticsearch`` the vectors go into Elasticsearch (a test node this benchmark starts,
 unless ``--es-url`` names one) and the API searches there. IMAGESEARCH_ settings in the environment
@@ -69,7 +69,7 @@ def raw_encoder(repo: Path) -> tuple[float, float, str]:
     return batch1, done / (time.perf_counter() - started), runtime
 
 
-def fill_store(settings: Settings, n: int) -> None:
+def fill_store(settings: Settings, n: int, merge: bool = False) -> None:
     store = make_store(settings)
     store.ensure_model(SLUG, 512)
     vectors = bench_vectors("clustered", n, 512, seed=7)  # CLIP-like: what the graph index past 100k is for
@@ -79,6 +79,9 @@ def fill_store(settings: Settings, n: int) -> None:
                                          width=640, height=480, format="jpeg", bytes=1000) for i in ids])
         store.set_vectors(SLUG, ids, vectors[start : start + len(ids)])
     store.refresh()  # as ingest does when it ends (local store: past 100k vectors, the graph index is built and saved)
+    if merge:  # `imagesearch index merge`
+        merged = store.merge(SLUG)
+        print(f"merged {merged['segments_before']} segments into {merged['segments_after']} in {merged['seconds']} s", flush=True)
     store.close()
 
 
@@ -128,6 +131,8 @@ def main() -> None:
     parser.add_argument("--store", choices=["local", "elasticsearch"], default="local")
     parser.add_argument("--es-url", help="an Elasticsearch to use with --store elasticsearch (default: start a test node)")
     parser.add_argument("--es-heap", default="512m", help="heap of that test node")
+    parser.add_argument("--es-merge", action="store_true", help="merge the vector index into one segment first "
+                        "(`imagesearch index merge`)")
     args = parser.parse_args()
     if args.store != "elasticsearch":
         run(args)
@@ -152,7 +157,7 @@ def run(args) -> None:
         store_env = {"IMAGESEARCH_DATA_DIR": str(data_dir), "IMAGESEARCH_STORE": settings.store,
                      "IMAGESEARCH_ES_URL": settings.es_url, "IMAGESEARCH_ES_INDEX_PREFIX": settings.es_index_prefix}
         started = time.perf_counter()
-        fill_store(settings, args.vectors)
+        fill_store(settings, args.vectors, merge=args.store == "elasticsearch" and args.es_merge)
         print(f"store filled in {time.perf_counter() - started:.0f} s", flush=True)
         port = 18_000 + os.getpid() % 1000
         url = f"http://127.0.0.1:{port}"

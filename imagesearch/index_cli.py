@@ -1,10 +1,11 @@
-"""`imagesearch index status|rebuild|swap`: the Elasticsearch vector index lifecycle of a model.
+"""`imagesearch index status|rebuild|swap|merge`: the Elasticsearch vector index lifecycle of a model.
 
 Rebuild when a model's vectors need a new index (new weights under the same slug, other index
 options): `rebuild` points the embed worker at a new index and queues every stored image again,
 searches keep reading the current index; run `imagesearch ingest embed`, then `swap` moves searches
-over atomically and deletes the old index. The local store needs none of this: its search is exact
-and has no index to build.
+over atomically and deletes the old index. `merge` force-merges the search index into one segment
+when a collection is done growing (a kNN search visits every segment in turn). The local store
+needs none of this: it keeps one index per model and builds it itself.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from imagesearch.config import get_settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["status", "rebuild", "swap"])
+    parser.add_argument("action", choices=["status", "rebuild", "swap", "merge"])
     parser.add_argument("--model", default="", help="model slug (default: IMAGESEARCH_MODEL, or the only exported one)")
     parser.add_argument("--index-type", choices=["int8_hnsw", "hnsw", "bbq_hnsw"],
                         help="rebuild: index type of the new index (default: IMAGESEARCH_ES_INDEX_TYPE)")
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     if settings.store != "elasticsearch":
-        print("the local store has no index to rebuild or swap: its search is exact (IMAGESEARCH_STORE=local)")
+        print(f"the local store has no index to {args.action}: it keeps one per model and builds it itself "
+              "(IMAGESEARCH_STORE=local)")
         return 2
     from imagesearch.stores.elasticsearch import ElasticsearchStore
 
@@ -44,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"rebuilding {card.slug} into {index}: run `imagesearch ingest embed`, then `imagesearch index swap`")
         elif args.action == "swap":
             print(f"searches for {card.slug} now read {store.swap(card.slug, force=args.force)}")
+        elif args.action == "merge":
+            merged = store.merge(card.slug)
+            print(f"merged {merged['index']}: {merged['segments_before']} segment(s) -> {merged['segments_after']} "
+                  f"in {merged['seconds']} s")
         print(json.dumps(store.index_status(card.slug), indent=2))
         return 0
     except (ValueError, StoreUnavailable) as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 
 from elasticsearch import ApiError
 
@@ -169,7 +170,25 @@ class Indices:
         read, write = self.aliases(model)
         search_index, write_index = self.alias_target(read), self.alias_target(write)
         return {"model": model, "search_index": search_index, "write_index": write_index,
-                "rebuilding": search_index != write_index, "pending": self.pending_count(model) if write_index else None}
+                "rebuilding": search_index != write_index, "pending": self.pending_count(model) if write_index else None,
+                "search_segments": self.segments(search_index) if search_index else None}
+
+    def segments(self, index: str) -> int:
+        """How many segments the primary shards of ``index`` have (a kNN search visits each in turn)."""
+        rows = self.client.es.cat.segments(index=index, format="json", h="prirep,segment").body
+        return sum(1 for row in rows if row.get("prirep") in ("p", "primary"))
+
+    def merge(self, model: str) -> dict:
+        """Force-merge ``model``'s search index into one segment: one graph to search instead of one
+        per segment (about twice as fast at 100k). Blocks until done: minutes for millions of vectors."""
+        index = self.alias_target(self.aliases(model)[0])
+        if index is None:
+            raise ValueError(f"model {model} has no vector index yet: run `imagesearch ingest` first")
+        self.client.es.indices.refresh(index=index)  # what is written but not yet searchable goes in too
+        before, started = self.segments(index), time.monotonic()
+        self.client.es.options(request_timeout=24 * 3600).indices.forcemerge(index=index, max_num_segments=1)
+        return {"index": index, "segments_before": before, "segments_after": self.segments(index),
+                "seconds": round(time.monotonic() - started, 1)}
 
     def refresh(self) -> None:
         self.client.es.indices.refresh(index=f"{self.images},{self.failures},{self.removed},{self.vectors_prefix}*",

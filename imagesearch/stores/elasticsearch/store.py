@@ -53,6 +53,10 @@ class ElasticsearchStore:
         """See ``Indices.swap``; returns the index searches now read."""
         return self.client.write(lambda: self.indices.swap(model, force))
 
+    def merge(self, model: str) -> dict:
+        """See ``Indices.merge``."""
+        return self.client.write(lambda: self.indices.merge(model))
+
     def index_status(self, model: str) -> dict:
         def run() -> dict:
             self.indices.ensure_base()
