@@ -176,7 +176,7 @@ class Indices:
     def segments(self, index: str) -> int:
         """How many segments the primary shards of ``index`` have (a kNN search visits each in turn)."""
         rows = self.client.es.cat.segments(index=index, format="json", h="prirep,segment").body
-        return sum(1 for row in rows if row.get("prirep") in ("p", "primary"))
+        return len([row for row in rows if isinstance(row, dict) and row.get("prirep") in ("p", "primary")])
 
     def merge(self, model: str) -> dict:
         """Force-merge ``model``'s search index into one segment: one graph to search instead of one
