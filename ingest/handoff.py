@@ -13,7 +13,6 @@ those itself), so a stalled or finished embedder never stalls the download for l
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from imagesearch.blobs import sha256_hex
 from imagesearch.model_card import ModelCard
 from imagesearch.preprocess import ImageDecodeError, ImageInfo, probe, probe_and_prepare
 from imagesearch.records import ImageRecord
@@ -33,7 +33,7 @@ class DecodedHandoff:
         self._bytes = 0
         self._room = threading.Condition()
         self._open = bool(self.cards) and max_bytes > 0
-        self.handed = self.taken = self.dropped = 0  # counters, for the benchmark
+        self.handed = self.taken = self.dropped = 0  # images handed over, arrays taken, arrays dropped (tests)
 
     def verify(self, data: bytes, max_pixels: int, image_id: str | None = None,
                before_waiting: Callable[[], None] | None = None) -> ImageInfo:
@@ -50,7 +50,7 @@ class DecodedHandoff:
             raise
         except Exception:  # noqa: BLE001 - not a verification failure: the embedder's own decode reports it
             return probe(data, max_pixels)
-        self._put(image_id or hashlib.sha256(data).hexdigest(), pixels, before_waiting)
+        self._put(image_id or sha256_hex(data), pixels, before_waiting)
         return info
 
     def _put(self, image_id: str, pixels: dict[str, np.ndarray], before_waiting: Callable[[], None] | None) -> None:
