@@ -413,81 +413,77 @@ def test_basic_auth_api_key_and_ca_certificate(tmp_path):
         node.close()
 
 
-def test_index_command_drives_the_rebuild_and_swap(es_node, test_model_repo, tmp_path, monkeypatch, capsys):
-    """`imagesearch index rebuild|status|swap`: the lifecycle a user runs, through the real CLI."""
-    from imagesearch.cli import main
+@pytest.fixture
+def index_cli_env(es_node, test_model_repo, tmp_path, monkeypatch):
+    """The environment `imagesearch index ...` reads: Elasticsearch under a fresh prefix, the test model."""
     from imagesearch.config import get_settings
 
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    for name, value in {"STORE": "elasticsearch", "ES_URL": es_node.url, "ES_INDEX_PREFIX": prefix,
+    for name, value in {"STORE": "elasticsearch", "ES_URL": es_node.url, "ES_INDEX_PREFIX": f"t{uuid.uuid4().hex[:10]}",
                         "MODEL_REPOSITORY": str(test_model_repo), "MODEL": "shapes-tiny",
                         "DATA_DIR": str(tmp_path / "var")}.items():
         monkeypatch.setenv(f"IMAGESEARCH_{name}", value)
     get_settings.cache_clear()
-    try:
-        store = ElasticsearchStore(get_settings())
-        store.upsert_images([record(i) for i in range(3)])
-        store.set_vectors("shapes-tiny", [image_id(i) for i in range(3)], unit_vectors(3, 64, seed=5))
-        first = store.indices.alias_target(store.indices.aliases("shapes-tiny")[0])
-
-        assert main(["index", "swap"]) == 0  # nothing to swap: searches already read the write index
-        assert json.loads((out := capsys.readouterr().out)[out.index("{"):])["search_index"] == first
-        assert main(["index", "rebuild", "--index-type", "hnsw"]) == 0
-        out = capsys.readouterr().out
-        assert "run `imagesearch ingest embed`, then `imagesearch index swap`" in out
-        status = json.loads(out[out.index("{"):])
-        assert status == {"model": "shapes-tiny", "search_index": first, "write_index": status["write_index"],
-                          "rebuilding": True, "pending": 3, "search_segments": status["search_segments"]}
-        assert main(["index", "swap"]) == 2 and "3 image(s) still pending" in capsys.readouterr().out
-        store.set_vectors("shapes-tiny", [image_id(i) for i in range(3)], unit_vectors(3, 64, seed=6))
-        assert main(["index", "swap"]) == 0
-        out = capsys.readouterr().out
-        assert f"searches for shapes-tiny now read {status['write_index']}" in out
-        assert json.loads(out[out.index("{"):])["rebuilding"] is False
-        assert not store.es.indices.exists(index=first)
-        store.close()
-    finally:
-        get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
-def test_index_merge_leaves_one_segment_and_the_same_results(es_node, test_model_repo, tmp_path, monkeypatch, capsys):
+def test_index_command_drives_the_rebuild_and_swap(index_cli_env, capsys):
+    """`imagesearch index rebuild|status|swap`: the lifecycle a user runs, through the real CLI."""
+    from imagesearch.cli import main
+    from imagesearch.config import get_settings
+
+    store = ElasticsearchStore(get_settings())
+    store.upsert_images([record(i) for i in range(3)])
+    store.set_vectors("shapes-tiny", [image_id(i) for i in range(3)], unit_vectors(3, 64, seed=5))
+    first = store.indices.alias_target(store.indices.aliases("shapes-tiny")[0])
+
+    assert main(["index", "swap"]) == 0  # nothing to swap: searches already read the write index
+    assert json.loads((out := capsys.readouterr().out)[out.index("{"):])["search_index"] == first
+    assert main(["index", "rebuild", "--index-type", "hnsw"]) == 0
+    out = capsys.readouterr().out
+    assert "run `imagesearch ingest embed`, then `imagesearch index swap`" in out
+    status = json.loads(out[out.index("{"):])
+    assert status == {"model": "shapes-tiny", "search_index": first, "write_index": status["write_index"],
+                      "rebuilding": True, "pending": 3, "search_segments": status["search_segments"]}
+    assert main(["index", "swap"]) == 2 and "3 image(s) still pending" in capsys.readouterr().out
+    store.set_vectors("shapes-tiny", [image_id(i) for i in range(3)], unit_vectors(3, 64, seed=6))
+    assert main(["index", "swap"]) == 0
+    out = capsys.readouterr().out
+    assert f"searches for shapes-tiny now read {status['write_index']}" in out
+    assert json.loads(out[out.index("{"):])["rebuilding"] is False
+    assert not store.es.indices.exists(index=first)
+    store.close()
+
+
+def test_index_merge_leaves_one_segment_and_the_same_results(index_cli_env, monkeypatch, capsys):
     """`imagesearch index merge`: the search index in one segment (a kNN search visits each segment
     in turn), every vector still there, the same hits; on the local store it says there is nothing to do."""
     from imagesearch.cli import main
     from imagesearch.config import get_settings
 
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    for name, value in {"STORE": "elasticsearch", "ES_URL": es_node.url, "ES_INDEX_PREFIX": prefix,
-                        "MODEL_REPOSITORY": str(test_model_repo), "MODEL": "shapes-tiny",
-                        "DATA_DIR": str(tmp_path / "var")}.items():
-        monkeypatch.setenv(f"IMAGESEARCH_{name}", value)
+    store = ElasticsearchStore(get_settings())
+    vectors = unit_vectors(40, 64, seed=8)
+    store.upsert_images([record(i) for i in range(40)])
+    for start in range(0, 40, 10):  # four writes, each made searchable: four segments
+        store.set_vectors("shapes-tiny", [image_id(i) for i in range(start, start + 10)], vectors[start : start + 10])
+        store.refresh()
+    before = store.index_status("shapes-tiny")
+    assert before["search_segments"] >= 2
+    hits_before = [(h.id, round(h.score, 5)) for h in store.search("shapes-tiny", vectors[3], k=10)]
+
+    assert main(["index", "merge"]) == 0
+    out = capsys.readouterr().out
+    assert f"merged {before['search_index']}: {before['search_segments']} segment(s) -> 1" in out
+    assert json.loads(out[out.index("{"):])["search_segments"] == 1
+    assert store.counts("shapes-tiny").embedded == 40
+    assert [(h.id, round(h.score, 5)) for h in store.search("shapes-tiny", vectors[3], k=10)] == hits_before
+    assert hits_before[0][0] == image_id(3)
+    store.close()
+
+    monkeypatch.setenv("IMAGESEARCH_STORE", "local")
     get_settings.cache_clear()
-    try:
-        store = ElasticsearchStore(get_settings())
-        vectors = unit_vectors(40, 64, seed=8)
-        store.upsert_images([record(i) for i in range(40)])
-        for start in range(0, 40, 10):  # four writes, each made searchable: four segments
-            store.set_vectors("shapes-tiny", [image_id(i) for i in range(start, start + 10)], vectors[start : start + 10])
-            store.refresh()
-        before = store.index_status("shapes-tiny")
-        assert before["search_segments"] >= 2
-        hits_before = [(h.id, round(h.score, 5)) for h in store.search("shapes-tiny", vectors[3], k=10)]
-
-        assert main(["index", "merge"]) == 0
-        out = capsys.readouterr().out
-        assert f"merged {before['search_index']}: {before['search_segments']} segment(s) -> 1" in out
-        assert json.loads(out[out.index("{"):])["search_segments"] == 1
-        assert store.counts("shapes-tiny").embedded == 40
-        assert [(h.id, round(h.score, 5)) for h in store.search("shapes-tiny", vectors[3], k=10)] == hits_before
-        assert hits_before[0][0] == image_id(3)
-        store.close()
-
-        monkeypatch.setenv("IMAGESEARCH_STORE", "local")
-        get_settings.cache_clear()
-        assert main(["index", "merge"]) == 2
-        assert "the local store has no index to merge" in capsys.readouterr().out
-    finally:
-        get_settings.cache_clear()
+    assert main(["index", "merge"]) == 2
+    assert "the local store has no index to merge" in capsys.readouterr().out
 
 
 def test_es_down_during_a_download_holds_up_no_fetch_and_loses_nothing(es_node, tmp_path, settings):
