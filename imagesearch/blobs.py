@@ -1,7 +1,7 @@
 """Content-addressed image files: ``<data>/images/ab/abcdef….<ext>``, named by the bytes' sha256.
 
-The path never comes from a URL or a file name; files are written atomically (temp file + rename)
-and an existing file is never overwritten.
+The path never comes from a URL or a file name; files are written atomically (a temp file in
+``<data>/images/incoming/``, then a hard link) and an existing file is never overwritten.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from imagesearch.formats import FORMATS
@@ -25,9 +26,17 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# A temp file is written, fsynced and linked in well under a second; one this old was left by a
+# process killed mid-write (SIGKILL, power loss) and nobody will link it.
+LEFTOVER_AGE_S = 3600
+
+
 class BlobStore:
     def __init__(self, root: Path):
         self.root = Path(root)
+        # One folder for files being written, so that finding a killed writer's leftovers is one
+        # small listing, not a walk over every image.
+        self.incoming = self.root / "incoming"
 
     def path(self, image_id: str, fmt: str) -> Path:
         if not is_image_id(image_id):
@@ -42,7 +51,8 @@ class BlobStore:
             return image_id, path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            self.incoming.mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.incoming)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
@@ -60,6 +70,21 @@ class BlobStore:
                                                   "what was stored so far is kept") from exc
             raise
         return image_id, path
+
+    def sweep_leftovers(self, older_than_s: float = LEFTOVER_AGE_S) -> int:
+        """Delete the temp files of writers killed mid-write; returns how many went. Files younger
+        than ``older_than_s`` may belong to a writer still running (another ingest) and stay."""
+        if not self.incoming.is_dir():
+            return 0
+        swept, cutoff = 0, time.time() - older_than_s
+        for entry in os.scandir(self.incoming):
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    swept += 1
+            except FileNotFoundError:  # another ingest swept it first
+                pass
+        return swept
 
     def delete(self, image_id: str) -> int:
         """Delete the image's file, whatever its extension; returns how many files went (0 or 1)."""

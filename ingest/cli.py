@@ -31,12 +31,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _download(args, store, settings, lines: list[str], handoff=None) -> bool:
+    from imagesearch.blobs import BlobStore
     from ingest.downloader import download, retry_failed
     from ingest.folder import scan_folder
     from ingest.progress import Progress
     from ingest.urls import parse_url_file
 
     ok = True
+    swept = BlobStore(settings.images_dir).sweep_leftovers()
+    if swept:
+        lines.append(f"images: deleted {swept} partial files left by an ingest killed mid-write")
     if args.urls:
         if not args.urls.is_file():
             print(f"error: URL file {args.urls} does not exist", file=sys.stderr)
