@@ -31,6 +31,7 @@ import numpy as np
 from bench.common import cpu_description, photo_jpegs, rate, vit_b32_repository
 from imagesearch.config import Settings, get_settings
 from imagesearch.encoders import make_encoder
+from imagesearch.model_card import TOWERS
 from imagesearch.stores.local import LocalStore
 from ingest import cli
 from ingest.embed import EmbedWorker
@@ -69,6 +70,7 @@ def main() -> None:
     jpegs = photo_jpegs(args.images, seed=3)
     rows: dict[str, list[tuple[float, float, float, float]]] = {}  # row: per round (img/s, steady img/s, CPU ms/img, raw)
     raws: list[float] = []
+    loads: dict[tuple, list[float]] = {}  # towers: seconds to load and check the encoder, per round
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         tmp = Path(tmp)
         folder = tmp / "photos"
@@ -95,6 +97,10 @@ def main() -> None:
                 pixels = np.random.default_rng(0).integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)
                 raw = rate(lambda encoder=encoder, pixels=pixels: encoder.encode_images(pixels), args.batch, min_seconds=10)
                 raws.append(raw)
+                for towers in (TOWERS, ("visual",)):  # what the ingest saves by not loading the text tower
+                    started = time.perf_counter()
+                    make_encoder(settings, towers=towers).close()
+                    loads.setdefault(towers, []).append(time.perf_counter() - started)
 
                 store = LocalStore(settings.data_dir / "store.sqlite3")
                 started, cpu = time.perf_counter(), time.process_time()
@@ -132,6 +138,8 @@ def main() -> None:
           f"{args.rounds} rounds (the median of each figure; each ratio to its own round's raw encoder)")
     print(f"  raw encoder (pre-decoded pixels): {statistics.median(raws):.1f} img/s (rounds: "
           f"{', '.join(f'{r:.1f}' for r in raws)})")
+    print(f"  encoder load with its reference check: both towers {statistics.median(loads[TOWERS]):.2f} s, "
+          f"the image tower only (what the ingest loads) {statistics.median(loads[('visual',)]):.2f} s")
     print("  | | img/s with start-up | of raw | embed stage img/s (steady) | of raw | CPU ms per image |")
     for name, runs in rows.items():
         median = [statistics.median(values) for values in zip(*runs, strict=True)]

@@ -13,9 +13,13 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from export import shapes
+from imagesearch.config import Settings
+from imagesearch.encoders import make_encoder
+from imagesearch.preprocess import prepare
 from imagesearch.stores.local import LocalStore
 from tests.support.cli import REPO, cli_env, command, run_cli, start_cli
 from tests.support.image_server import ImageServer, Reply
@@ -311,6 +315,17 @@ def test_the_next_ingest_deletes_partial_files_of_a_killed_one_and_leaves_a_runn
     assert sorted(p.name for p in incoming.iterdir()) == [".tmp-running"]  # the writes of this run left nothing
     stored = {p.stem for p in (tmp_path / "var" / "images").glob("??/*")}
     assert stored == {hashlib.sha256(item.encode()).hexdigest() for item in items}
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_the_embedder_loads_and_checks_only_the_image_tower(test_model_repo, runtime):
+    settings = Settings(model_repository=test_model_repo, model="shapes-tiny", encoder=runtime)
+    both, images_only = make_encoder(settings), make_encoder(settings, towers=("visual",))
+    assert set(images_only.health()["reference_check"]["worst_cosine"]) == {"visual"}
+    pixels = np.stack([prepare(item.encode("PNG"), both.card) for item in shapes.dataset(n_per_class=1, seed=45)])
+    assert np.array_equal(images_only.encode_images(pixels), both.encode_images(pixels))
+    with pytest.raises(ValueError, match="loaded without its textual tower"):
+        images_only.encode_texts(["a red circle"])
 
 
 def test_embed_marks_a_corrupt_stored_file_and_goes_on(tmp_path, test_model_repo):

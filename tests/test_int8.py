@@ -59,8 +59,9 @@ def test_int8_export_records_its_format_and_passes_its_gate(test_model_repo_int8
 
 def test_int8_file_gives_the_same_results_on_an_emulated_avx2_only_cpu(test_model_repo_int8, tmp_path):
     """The exported file passes its gate on an AVX2-only CPU, with exactly the figures of this one;
-    the old format (full-range int8 weights) fails there, which shows the emulation takes the
-    AVX2 kernels and that the test would catch a return to that format."""
+    the old format (full-range int8 weights) fails there, so the test would catch a return to it.
+    Its figure there is lower than on a CPU with AVX-512 VNNI (ONNX Runtime's AVX2 kernels saturate
+    those weights), and the same when the machine running the suite is itself AVX2-only."""
     signed = _signed_full_range_copy(test_model_repo_int8, tmp_path / "signed")
     targets = (f"{test_model_repo_int8}:int8", f"{test_model_repo_int8}:fp32", f"{signed}:int8")
     native, emulated = _probe(*targets, emulated=False), _probe(*targets, emulated=True)
@@ -71,7 +72,7 @@ def test_int8_file_gives_the_same_results_on_an_emulated_avx2_only_cpu(test_mode
     for tower in ("visual", "textual"):  # no saturation anywhere: the same integers, the same floats
         assert portable["worst_cosine"][tower] == pytest.approx(native["checks"][0]["worst_cosine"][tower], abs=1e-6)
     assert not old["ok"], f"full-range int8 weights passed on the emulated AVX2 CPU: {old}"
-    assert min(old["worst_cosine"].values()) < min(native["checks"][2]["worst_cosine"].values())
+    assert min(old["worst_cosine"].values()) <= min(native["checks"][2]["worst_cosine"].values())
 
 
 def _break_weights(path: Path) -> None:

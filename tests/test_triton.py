@@ -212,6 +212,15 @@ def test_missing_model_and_absent_server_fail_clearly_at_startup(triton_server, 
     assert nowhere in str(absent.value) and "shapes-tiny_visual" in str(absent.value)
 
 
+def test_an_embedder_waits_for_and_checks_the_image_model_only(triton_server, settings):
+    encoder = make_encoder(_triton_settings(settings, triton_server), towers=("visual",))
+    assert list(encoder.models) == ["visual"] and set(encoder.reference_check["worst_cosine"]) == {"visual"}
+    assert encoder.health()["models"] == ["shapes-tiny_visual"]
+    with pytest.raises(ValueError, match="loaded without its textual tower"):
+        encoder.encode_texts(["a red circle"])
+    encoder.close()
+
+
 def test_repeated_text_query_is_answered_from_the_response_cache(triton_encoder, triton_server):
     """The textual model's response cache (config.pbtxt + --cache-config) answers a repeated query
     without running the model: the server's own statistics count the hit and no new execution."""

@@ -57,10 +57,16 @@ class Encoder(Protocol):
 
 
 class TowerEncoder:
-    """What both implementations share: input checks and tokenization; ``_run(tower, batch)`` is theirs."""
+    """What the implementations share: input checks, tokenization and the reference check;
+    ``_run(tower, batch)`` is theirs. ``towers``: the towers loaded (the ingest needs no text tower)."""
 
     card: ModelCard
     tokenizer: "Tokenizer"
+    towers: tuple[Tower, ...] = TOWERS
+
+    def _check_loaded(self, tower: Tower) -> None:
+        if tower not in self.towers:
+            raise ValueError(f"model {self.card.slug} was loaded without its {tower} tower (towers: {', '.join(self.towers)})")
 
     def _run(self, tower: Tower, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -68,6 +74,7 @@ class TowerEncoder:
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
         size = self.card.image_size
+        self._check_loaded("visual")
         if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
             raise ValueError(f"expected uint8 [B,{size},{size},3], got {pixels.shape}")
         if len(pixels) == 0:
@@ -75,6 +82,7 @@ class TowerEncoder:
         return self._run("visual", pixels)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self._check_loaded("textual")
         if len(texts) == 0:
             return np.zeros((0, self.card.dim), np.float32)
         return self._run("textual", self.tokenizer(texts))
@@ -94,7 +102,7 @@ class TowerEncoder:
                     "detail": "this export has no reference batch (re-export to enable the load-time check)"}
         with np.load(path) as data:
             worst = {tower: float(row_cosines(self._run(tower, data[INPUTS[tower][0]]), data[tower]).min())
-                     for tower in TOWERS}
+                     for tower in self.towers}
         minimum = min(PARITY_MIN[variant], PARITY_MIN["fp16"]) if reduced_precision else PARITY_MIN[variant]
         result = {"ok": min(worst.values()) >= minimum, "checked": True, "variant": variant,
                   "worst_cosine": worst, "minimum": minimum}
@@ -112,16 +120,18 @@ class TowerEncoder:
         return result
 
 
-def make_encoder(settings: Settings, card: ModelCard | None = None) -> Encoder:
+def make_encoder(settings: Settings, card: ModelCard | None = None, towers: tuple[Tower, ...] = TOWERS) -> Encoder:
+    """The configured encoder with ``towers`` loaded and checked: an embedder loads only the visual
+    one (a ViT-B-32 text tower is a quarter of a GB and a second of start-up it would never use)."""
     card = card or load_card(settings.model_repository, settings.model)
     if settings.encoder == "triton":
         from imagesearch.encoders.triton import TritonEncoder
 
-        return TritonEncoder(card, settings)
+        return TritonEncoder(card, settings, towers)
     if settings.encoder == "openvino":
         from imagesearch.encoders.openvino import OpenVinoEncoder
 
-        return OpenVinoEncoder(card, settings)
+        return OpenVinoEncoder(card, settings, towers)
     from imagesearch.encoders.onnx import OnnxEncoder
 
-    return OnnxEncoder(card, settings)
+    return OnnxEncoder(card, settings, towers)

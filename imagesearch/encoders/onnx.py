@@ -9,7 +9,7 @@ import onnxruntime as ort
 
 from imagesearch.config import Settings
 from imagesearch.encoders import TowerEncoder
-from imagesearch.model_card import ModelCard, Tower
+from imagesearch.model_card import TOWERS, ModelCard, Tower
 from imagesearch.tokenizer import Tokenizer
 
 
@@ -44,18 +44,19 @@ def make_session(path, providers: list[str] | None = None, threads: int = 0, var
 
 
 class OnnxEncoder(TowerEncoder):
-    def __init__(self, card: ModelCard, settings: Settings):
+    def __init__(self, card: ModelCard, settings: Settings, towers: tuple[Tower, ...] = TOWERS):
         self.card = card
+        self.towers = towers
         self.batch_size = max(1, settings.batch_size)
         self.tokenizer = Tokenizer.from_card(card, settings.model_repository)
         providers = _providers(settings.onnx_providers)
         repo, variant, threads = settings.model_repository, settings.model_variant, settings.onnx_threads
-        self._visual = make_session(card.onnx_path(repo, "visual", variant), providers, threads, variant)
         # Text runs one query at a time between searches over the vectors: by default its threads do
         # not spin on the cores the search needs (README, "Search API").
-        self._textual = make_session(card.onnx_path(repo, "textual", variant), providers, threads, variant,
-                                     spinning=settings.onnx_text_spinning)
-        self.providers = self._visual.get_providers()
+        spinning = {"visual": True, "textual": settings.onnx_text_spinning}
+        self._sessions = {tower: make_session(card.onnx_path(repo, tower, variant), providers, threads, variant,
+                                              spinning=spinning[tower]) for tower in towers}
+        self.providers = next(iter(self._sessions.values())).get_providers()
         self.variant = variant
         # One run at a time per session: ORT already uses all intra-op threads for one batch.
         self._lock = threading.Lock()
@@ -63,7 +64,7 @@ class OnnxEncoder(TowerEncoder):
                                                     reduced_precision=self.providers[0] != "CPUExecutionProvider")
 
     def _run(self, tower: Tower, batch: np.ndarray) -> np.ndarray:
-        session = self._visual if tower == "visual" else self._textual
+        session = self._sessions[tower]
         name = session.get_inputs()[0].name
         parts = []
         for start in range(0, len(batch), self.batch_size):

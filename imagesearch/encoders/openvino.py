@@ -30,8 +30,9 @@ def inference_precision(core: ov.Core, requested: str) -> str:
 
 
 class OpenVinoEncoder(TowerEncoder):
-    def __init__(self, card: ModelCard, settings: Settings):
+    def __init__(self, card: ModelCard, settings: Settings, towers: tuple[Tower, ...] = TOWERS):
         self.card = card
+        self.towers = towers
         self.batch_size = max(1, settings.batch_size)
         self.tokenizer = Tokenizer.from_card(card, settings.model_repository)
         core = ov.Core()
@@ -43,12 +44,12 @@ class OpenVinoEncoder(TowerEncoder):
             config["INFERENCE_NUM_THREADS"] = settings.onnx_threads
         repo, variant = settings.model_repository, settings.model_variant
         self.variant = variant
-        compiled = {tower: core.compile_model(str(card.onnx_path(repo, tower, variant)), "CPU", config) for tower in TOWERS}
+        compiled = {tower: core.compile_model(str(card.onnx_path(repo, tower, variant)), "CPU", config) for tower in towers}
         # What the plugin settled on (a CPU without bf16 computes f32 whatever was asked).
-        self.precision = compiled["visual"].get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.precision = next(iter(compiled.values())).get_property("INFERENCE_PRECISION_HINT").get_type_name()
         # An infer request is not thread-safe, and its output buffer is reused by the next run.
         self._requests = {tower: model.create_infer_request() for tower, model in compiled.items()}
-        self._locks = {tower: threading.Lock() for tower in TOWERS}
+        self._locks = {tower: threading.Lock() for tower in towers}
         self.reference_check = self.check_reference(repo, variant, settings.reference_check,
                                                     reduced_precision=self.precision != "f32")
 

@@ -63,14 +63,15 @@ def _transient(exc: BaseException) -> bool:
 
 
 class TritonEncoder(TowerEncoder):
-    def __init__(self, card: ModelCard, settings: Settings):
+    def __init__(self, card: ModelCard, settings: Settings, towers: tuple[Tower, ...] = TOWERS):
         self.card = card
+        self.towers = towers
         self.url = settings.triton_url
         self.timeout_s = settings.triton_timeout_s
         self.retry_s = settings.triton_retry_s
         self.batch_size = max(1, settings.batch_size)
         self.tokenizer = Tokenizer.from_card(card, settings.model_repository)
-        self.models = {tower: card.model_name(tower) for tower in TOWERS}
+        self.models = {tower: card.model_name(tower) for tower in towers}
         self.max_batch = {tower: self.batch_size for tower in self.models}
         self.variant = "fp32"  # what the server loaded, read from its model config
         self.on_gpu = False
@@ -86,7 +87,7 @@ class TritonEncoder(TowerEncoder):
     # --- readiness ---------------------------------------------------------------------------
 
     def wait_ready(self, timeout_s: float) -> None:
-        """Wait until the server and both models are ready; read each model's max batch size."""
+        """Wait until the server and the towers' models are ready; read each model's max batch size."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
             try:
