@@ -109,7 +109,7 @@ def main() -> None:
         rows = []
         for i, (label, choice) in enumerate(OURS):
             settings = {**env, **choice, "IMAGESEARCH_DATA_DIR": str(tmp / f"ours-{i}")}
-            seconds = ingest_command(settings, "--folder", str(folder))
+            seconds, _, _ = ingest_command(settings, "--folder", str(folder))  # (seconds, CPU seconds, steady img/s)
             health = make_encoder(Settings()).health()  # the same settings, now in the environment
             check = health["reference_check"]
             label += f" ({health['precision']})" if "precision" in health else ""
