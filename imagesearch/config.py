@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     es_api_key: SecretStr = SecretStr("")
     es_ca_certs: str = ""
     es_index_prefix: str = "imagesearch"
-    es_timeout_s: float = Field(10.0, description="per request (bulk requests get 6x)")
+    es_timeout_s: float = Field(10.0, description="a read's whole budget (a search: all its requests and retries); "
+                                "a write's per request (bulk requests get 6x)")
     es_index_type: Literal["int8_hnsw", "hnsw", "bbq_hnsw"] = Field(
         "int8_hnsw", description="dense_vector index_options type for new vector indices (bbq_hnsw needs dims >= 64)")
     es_hnsw_m: int = Field(16, ge=2, description="HNSW graph degree of new vector indices")

@@ -21,6 +21,7 @@ from imagesearch.stores import StoreUnavailable, VectorStore, make_store
 from imagesearch.stores.elasticsearch import ElasticsearchStore
 from tests.support.cli import cli_env, run_cli, start_cli
 from tests.support.es_node import SecuredNode, ensure_distribution, free_port, start_node
+from tests.support.net import SlowLink
 from tests.support.search_api import ApiThread, make_shapes, write_folder
 from tests.support.store_data import image_id, record, unit_vectors
 
@@ -275,6 +276,43 @@ def test_es_down_mid_ingest_then_back(es_node, tmp_path, settings):
     assert store.es.count(index=store.indices.aliases(MODEL)[0])["count"] == n
     np.testing.assert_array_equal(store.get_vector(MODEL, image_id(n - 1)), vectors[n - 1])
     assert store.health()["ok"] is True
+
+
+def test_a_search_over_a_slow_link_ends_within_its_timeout_however_many_requests_it_makes(es_node, tmp_path):
+    """A search makes several requests (the kNN search, then the records). Over a slow network path
+    each answers within the timeout, but together they must still end within ``es_timeout_s``,
+    with an error that says Elasticsearch did not answer in time (the API's 503), instead of taking
+    a timeout per request. With a budget the link can meet, the same searches answer."""
+    delay, n = 0.45, 50  # each answer 0.45 s late: one request fits 0.6 s, a search's two do not
+    vectors = unit_vectors(n, 64, seed=21)
+    settings = es_settings(es_node, tmp_path)
+    filled = ElasticsearchStore(settings)
+    filled.upsert_images([record(i) for i in range(n)])
+    filled.set_vectors(MODEL, [image_id(i) for i in range(n)], vectors)
+    filled.refresh()
+    filled.close()
+
+    def searches(timeout: float) -> list[tuple[float, bool | str]]:
+        with SlowLink(es_node.http_port, delay) as link:
+            store = ElasticsearchStore(settings.model_copy(update={"es_url": link.url, "es_timeout_s": timeout}))
+            store.indices.search_layout(MODEL)  # learnt once per process; a search is then two requests
+            outcomes: list[tuple[float, bool | str]] = []
+            for i in range(4):
+                started = time.monotonic()
+                try:
+                    outcome: bool | str = store.search(MODEL, vectors[i], 3)[0].id == image_id(i)
+                except StoreUnavailable as exc:
+                    outcome = str(exc)
+                outcomes.append((time.monotonic() - started, outcome))
+            store.close()
+        print(f"es_timeout_s {timeout}: " + ", ".join(f"{s:.2f} s {o if o is True else 'error'}" for s, o in outcomes))
+        return outcomes
+
+    tight = searches(0.6)
+    assert all(seconds <= 0.6 + 0.2 for seconds, _ in tight), tight  # not 2 x 0.45 s
+    assert all(isinstance(o, str) and "did not answer in time" in o and "127.0.0.1" in o for _, o in tight), tight
+    roomy = searches(3.0)
+    assert all(o is True and 2 * delay <= seconds <= 3.0 + 0.2 for seconds, o in roomy), roomy
 
 
 def test_a_multi_vector_model_is_rebuilt_and_swapped_like_a_single_vector_one(store):

@@ -8,13 +8,15 @@ optimistic concurrency (``if_seq_no``) instead of scripts, since not every node 
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Mapping, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elasticsearch, NotFoundError, helpers
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_delay, stop_before_delay, wait_exponential
 
 from imagesearch.config import Settings
 from imagesearch.stores import StoreUnavailable, StoreWriteError
@@ -25,6 +27,10 @@ Item = TypeVar("Item")
 
 CONFLICT_ROUNDS = 20  # re-reads of a document that others keep changing under us
 RETRYABLE_STATUS = (429, 502, 503, 504)
+# When the read running in this thread must have its answer (time.monotonic()): each request it makes
+# gets what is left, so a search of several requests (layout, kNN, records) and its retries of a busy
+# cluster end within ``es_timeout_s`` together, not each.
+_read_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("es_read_deadline", default=None)
 
 
 def redact(url: str) -> str:
@@ -61,7 +67,7 @@ class EsClient:
         urls = settings.es_urls
         self.url = ", ".join(redact(url) for url in urls)
         self.on_index_missing = on_index_missing  # lets the index lifecycle re-create what was deleted
-        self.es = Elasticsearch(
+        self._es = Elasticsearch(
             urls,
             basic_auth=(settings.es_username, settings.es_password.get_secret_value()) if settings.es_username else None,
             api_key=settings.es_api_key.get_secret_value() or None,
@@ -71,14 +77,27 @@ class EsClient:
             # that cannot be reached goes on to the next one, so a cluster with a node down still answers.
             max_retries=len(urls) - 1, retry_on_status=(), retry_on_timeout=False,
         )
-        self.bulk_es = self.es.options(request_timeout=6 * settings.es_timeout_s)
+        self.bulk_es = self._es.options(request_timeout=6 * settings.es_timeout_s)
+
+    @property
+    def es(self) -> Elasticsearch:
+        """The official client; inside a ``read``, with what is left of its deadline as the timeout."""
+        deadline = _read_deadline.get()
+        if deadline is None:
+            return self._es
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StoreUnavailable(f"Elasticsearch at {self.url} did not answer within {self.settings.es_timeout_s:g} s")
+        return self._es.options(request_timeout=left)
 
     @contextmanager
     def errors(self) -> Iterator[None]:
         """Elasticsearch being down or an index missing -> StoreUnavailable, naming the URL."""
         try:
             yield
-        except (ConnectionError, ConnectionTimeout) as exc:
+        except ConnectionTimeout as exc:
+            raise StoreUnavailable(f"Elasticsearch at {self.url} did not answer in time ({exc.message})") from exc
+        except ConnectionError as exc:
             raise StoreUnavailable(f"Elasticsearch at {self.url} is unreachable ({type(exc).__name__})") from exc
         except NotFoundError as exc:
             if exc.error != "index_not_found_exception":
@@ -99,16 +118,25 @@ class EsClient:
 
     def read(self, fn: Callable[[], T], *, patient: bool = False) -> T:
         """Run a read. A search fails at once when no node answers (the API says 503 right away),
-        and retries a busy cluster for up to ``es_timeout_s``: a node lost from a cluster costs a
-        moment, not an error. ``patient``: a read of the ingest's work queue, which waits like a write."""
+        and retries a busy cluster: a node lost from a cluster costs a moment, not an error. All of
+        it, every request and retry, ends within ``es_timeout_s``. ``patient``: a read of the
+        ingest's work queue, which waits like a write."""
         if patient:
             return self.write(fn)
-        return self._retrying(fn, busy, self.settings.es_timeout_s)
+        deadline = time.monotonic() + self.settings.es_timeout_s
+        outer = _read_deadline.get()
+        token = _read_deadline.set(deadline if outer is None else min(outer, deadline))
+        try:
+            return self._retrying(fn, busy, self.settings.es_timeout_s, before_deadline=True)
+        finally:
+            _read_deadline.reset(token)
 
-    def _retrying(self, fn: Callable[[], T], worth_it: Callable[[BaseException], bool], wait_s: float) -> T:
+    def _retrying(self, fn: Callable[[], T], worth_it: Callable[[BaseException], bool], wait_s: float,
+                  before_deadline: bool = False) -> T:
         retrying = Retrying(
             retry=retry_if_exception(worth_it), wait=wait_exponential(multiplier=0.25, max=15),
-            stop=stop_after_delay(wait_s), reraise=True,
+            # a read does not sleep past its deadline; a write may start its last try late
+            stop=stop_before_delay(wait_s) if before_deadline else stop_after_delay(wait_s), reraise=True,
             before_sleep=lambda state: log.warning("Elasticsearch at %s not answering (%s); retrying",
                                                    self.url, type(state.outcome and state.outcome.exception()).__name__),
         )
@@ -157,4 +185,4 @@ class EsClient:
         return created
 
     def close(self) -> None:
-        self.es.close()
+        self._es.close()

@@ -12,7 +12,7 @@ import hashlib
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from elasticsearch import helpers
+from elasticsearch import Elasticsearch, helpers
 
 from imagesearch.config import Settings
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
@@ -34,9 +34,13 @@ class ElasticsearchStore:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.client = EsClient(settings)
-        self.es = self.client.es  # the official client, for what the store does not wrap
         self.url = self.client.url
         self.indices = Indices(self.client)
+
+    @property
+    def es(self) -> Elasticsearch:
+        """The official client, for what the store does not wrap (within a read: with its deadline)."""
+        return self.client.es
 
     # --- index lifecycle (`imagesearch index ...`) -------------------------------------------
 
