@@ -130,7 +130,7 @@ def main() -> None:
                     ids = sorted(vectors)
                     images = row_cosines(np.stack([vectors[key] for key in ids]), np.stack([fp32_vectors[key] for key in ids]))
                     quality[label] = (float(images.min()), check["visual"], check["textual"],
-                                      f" ({health['precision']})" if "precision" in health else "")
+                                      f" ({health['precision']})" if health.get("precision", "") not in ("", *label.split()) else "")
 
     median = statistics.median
     print(f"{cpu_description()}; open_clip ViT-B-32 random weights, {args.images} JPEGs 1024x768 in a folder, batch {args.batch}, "
