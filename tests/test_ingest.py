@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -504,7 +505,11 @@ def test_ingest_embeds_what_is_downloaded_while_the_rest_is_still_downloading(tm
         while embedded < 4 and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
             if database.exists():
-                embedded = sqlite3.connect(database).execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+                try:
+                    with contextlib.closing(sqlite3.connect(database)) as db:
+                        embedded = db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+                except sqlite3.OperationalError:  # the CLI is still creating its tables (the file comes first)
+                    continue
         assert embedded == 4 and server.hits["/slow.jpg"] == 1 and process.poll() is None  # the slow one still downloading
         output, _ = process.communicate(timeout=120)
     assert process.returncode == 0, output
