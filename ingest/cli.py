@@ -80,7 +80,7 @@ def _embed(args, store, settings, lines: list[str], until: threading.Event | Non
     progresses = {} if progresses is None else progresses  # slug: its bar (the download sets their totals when it ends)
     try:
         for slug in args.model or settings.model_slugs:  # each image is embedded with every model
-            encoder = make_encoder(settings.for_model(slug), towers=("visual",))  # images only: no text tower
+            encoder = make_encoder(settings.for_model(slug), towers=("visual",), bulk=True)  # images only: no text tower
             progress = progresses[encoder.card.slug] = Progress(f"embed ({encoder.card.slug})")
             if until is None or until.is_set():  # else the total is not known yet
                 progress.set_total(store.counts(encoder.card.slug).pending)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from export import shapes
 from imagesearch.config import Settings
-from imagesearch.encoders import make_encoder
+from imagesearch.encoders import make_encoder, row_cosines
 from imagesearch.preprocess import prepare
 from imagesearch.stores.local import LocalStore
 from tests.support.cli import REPO, cli_env, command, run_cli, start_cli
@@ -327,6 +327,24 @@ def test_the_embedder_loads_and_checks_only_the_image_tower(test_model_repo, run
     assert np.array_equal(images_only.encode_images(pixels), both.encode_images(pixels))
     with pytest.raises(ValueError, match="loaded without its textual tower"):
         images_only.encode_texts(["a red circle"])
+
+
+def test_the_ingest_encoder_runs_parts_of_each_batch_at_once_and_gives_the_same_vectors(test_model_repo):
+    # 12 images in batches of 5 (5, 5, 2), each cut into 3 parts run at once on one thread each
+    settings = Settings(model_repository=test_model_repo, model="shapes-tiny", batch_size=5, onnx_threads=3, onnx_image_runs=3)
+    bulk, queries = make_encoder(settings, towers=("visual",), bulk=True), make_encoder(settings)
+    assert (bulk.health()["image_runs"], queries.health()["image_runs"]) == (3, 1)  # the API: one run on all threads
+    assert bulk._sessions["visual"].get_session_options().intra_op_num_threads == 1
+    assert bulk.health()["reference_check"]["ok"]  # the parity batch went through the parts too
+    pixels = np.stack([prepare(item.encode("PNG"), bulk.card) for item in shapes.dataset(n_per_class=1, seed=46)])
+    assert len(pixels) == 12
+    together, apart = bulk.encode_images(pixels), queries.encode_images(pixels)
+    assert together.shape == apart.shape
+    # each image's own vector, in its place (other threads sum in another order: not bit for bit)
+    assert row_cosines(together, apart).min() > 0.99999
+    assert row_cosines(together, apart[::-1]).min() < 0.99  # the images differ: a swap would show
+    assert row_cosines(bulk.encode_images(pixels[:1]), apart[:1])[0] > 0.99999  # one image: one part
+    bulk.close()
 
 
 def test_embed_marks_a_corrupt_stored_file_and_goes_on(tmp_path, test_model_repo):

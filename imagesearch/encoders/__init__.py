@@ -120,9 +120,12 @@ class TowerEncoder:
         return result
 
 
-def make_encoder(settings: Settings, card: ModelCard | None = None, towers: tuple[Tower, ...] = TOWERS) -> Encoder:
+def make_encoder(settings: Settings, card: ModelCard | None = None, towers: tuple[Tower, ...] = TOWERS,
+                 bulk: bool = False) -> Encoder:
     """The configured encoder with ``towers`` loaded and checked: an embedder loads only the visual
-    one (a ViT-B-32 text tower is a quarter of a GB and a second of start-up it would never use)."""
+    one (a ViT-B-32 text tower is a quarter of a GB and a second of start-up it would never use).
+    ``bulk``: the caller embeds image batches for throughput, not single queries for latency (the
+    ingest); ONNX Runtime on a CPU then runs parts of each batch at once (``onnx_image_runs``)."""
     card = card or load_card(settings.model_repository, settings.model)
     if settings.encoder == "triton":
         from imagesearch.encoders.triton import TritonEncoder
@@ -134,4 +137,4 @@ def make_encoder(settings: Settings, card: ModelCard | None = None, towers: tupl
         return OpenVinoEncoder(card, settings, towers)
     from imagesearch.encoders.onnx import OnnxEncoder
 
-    return OnnxEncoder(card, settings, towers)
+    return OnnxEncoder(card, settings, towers, bulk=bulk)

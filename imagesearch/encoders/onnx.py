@@ -1,8 +1,16 @@
-"""In-process encoder: the exported ONNX files run by ONNX Runtime (CUDA when available, else CPU)."""
+"""In-process encoder: the exported ONNX files run by ONNX Runtime (CUDA when available, else CPU).
+
+For the ingest (``bulk``) on a CPU, each image batch is cut into parts that run at once, each on its
+share of the threads. One run on all threads has them meet at every layer, so one thread held up
+(by the decoding beside it, or by the other tenants of a VM's cores) holds up all of them; parts on
+their own threads never wait for each other. The API encodes one query at a time on all threads.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
@@ -43,8 +51,17 @@ def make_session(path, providers: list[str] | None = None, threads: int = 0, var
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
+def image_runs(settings: Settings, providers: list[str]) -> tuple[int, int]:
+    """(parts of an image batch run at once, threads of each) for the ingest's encoder."""
+    if providers[0] != "CPUExecutionProvider":
+        return 1, settings.onnx_threads  # a GPU takes a whole batch best
+    threads = settings.onnx_threads or len(os.sched_getaffinity(0))
+    runs = min(settings.onnx_image_runs or min(threads, 8), threads)
+    return runs, max(1, threads // runs)
+
+
 class OnnxEncoder(TowerEncoder):
-    def __init__(self, card: ModelCard, settings: Settings, towers: tuple[Tower, ...] = TOWERS):
+    def __init__(self, card: ModelCard, settings: Settings, towers: tuple[Tower, ...] = TOWERS, bulk: bool = False):
         self.card = card
         self.towers = towers
         self.batch_size = max(1, settings.batch_size)
@@ -54,11 +71,14 @@ class OnnxEncoder(TowerEncoder):
         # Text runs one query at a time between searches over the vectors: by default its threads do
         # not spin on the cores the search needs (README, "Search API").
         spinning = {"visual": True, "textual": settings.onnx_text_spinning}
-        self._sessions = {tower: make_session(card.onnx_path(repo, tower, variant), providers, threads, variant,
+        self.image_runs, image_threads = image_runs(settings, providers) if bulk else (1, threads)
+        tower_threads = {"visual": image_threads, "textual": threads}
+        self._sessions = {tower: make_session(card.onnx_path(repo, tower, variant), providers, tower_threads[tower], variant,
                                               spinning=spinning[tower]) for tower in towers}
+        self._parts = ThreadPoolExecutor(self.image_runs, thread_name_prefix="onnx-run") if self.image_runs > 1 else None
         self.providers = next(iter(self._sessions.values())).get_providers()
         self.variant = variant
-        # One run at a time per session: ORT already uses all intra-op threads for one batch.
+        # One batch at a time: it already has all the threads (in one run, or in its parts).
         self._lock = threading.Lock()
         self.reference_check = self.check_reference(repo, variant, settings.reference_check,
                                                     reduced_precision=self.providers[0] != "CPUExecutionProvider")
@@ -66,15 +86,21 @@ class OnnxEncoder(TowerEncoder):
     def _run(self, tower: Tower, batch: np.ndarray) -> np.ndarray:
         session = self._sessions[tower]
         name = session.get_inputs()[0].name
-        parts = []
+        outputs: list[np.ndarray] = []
         for start in range(0, len(batch), self.batch_size):
+            chunk = batch[start : start + self.batch_size]
             with self._lock:
-                parts.append(session.run(None, {name: batch[start : start + self.batch_size]})[0])
-        return np.concatenate(parts).astype(np.float32, copy=False)
+                if tower == "visual" and self._parts is not None and len(chunk) > 1:
+                    parts = np.array_split(chunk, min(self.image_runs, len(chunk)))
+                    outputs.extend(self._parts.map(lambda part: session.run(None, {name: part})[0], parts))
+                else:
+                    outputs.append(session.run(None, {name: chunk})[0])
+        return np.concatenate(outputs).astype(np.float32, copy=False)
 
     def health(self) -> dict:
         return {"ok": True, "backend": "onnx", "providers": self.providers, "variant": self.variant,
-                "reference_check": self.reference_check}
+                "image_runs": self.image_runs, "reference_check": self.reference_check}
 
     def close(self) -> None:
-        pass
+        if self._parts is not None:
+            self._parts.shutdown()
