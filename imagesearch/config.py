@@ -33,8 +33,8 @@ class Settings(BaseSettings):
         "the CPU has it); triton: a Triton server")
     onnx_threads: int = Field(0, description="threads of the in-process encoder (ONNX Runtime or OpenVINO); 0 = all cores")
     onnx_image_runs: int = Field(
-        0, ge=0, description="`imagesearch ingest` with ONNX Runtime on a CPU: parts of each image batch run at once, each on "
-        "its share of the threads (more images/s: the threads do not wait for each other at every layer); "
+        0, ge=0, description="`imagesearch ingest` with ONNX Runtime on a CPU: parts of each image batch (8 images at most) run "
+        "at once, each on its share of the threads (more images/s: the threads do not wait for each other at every layer); "
         "0 = one per thread, at most 8. The API encodes one query at a time on all threads")
     openvino_precision: Literal["auto", "f32", "bf16"] = Field(
         "auto", description="OpenVINO's arithmetic: auto = bf16 where the CPU multiplies it natively (AMX, AVX-512 BF16), else f32")

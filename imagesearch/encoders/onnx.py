@@ -1,9 +1,10 @@
 """In-process encoder: the exported ONNX files run by ONNX Runtime (CUDA when available, else CPU).
 
-For the ingest (``bulk``) on a CPU, each image batch is cut into parts that run at once, each on its
-share of the threads. One run on all threads has them meet at every layer, so one thread held up
-(by the decoding beside it, or by the other tenants of a VM's cores) holds up all of them; parts on
-their own threads never wait for each other. The API encodes one query at a time on all threads.
+For the ingest (``bulk``) on a CPU, each image batch is cut into parts (of at most ``PART_IMAGES``)
+that run at once, each on its share of the threads. One run on all threads has them meet at every
+layer, so one thread held up (by the decoding beside it, or by the other tenants of a VM's cores)
+holds up all of them; parts on their own threads never wait for each other. The API encodes one
+query at a time on all threads.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ def make_session(path, providers: list[str] | None = None, threads: int = 0, var
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
+# The ingest's parts hold at most this many images: beside the decoding, parts of 8 took ~10% less
+# CPU per image than parts of 16 (2-core AVX2 EPYC, int8 and fp32); on raw pixels the size hardly matters.
+PART_IMAGES = 8
+
+
 def image_runs(settings: Settings, providers: list[str]) -> tuple[int, int]:
     """(parts of an image batch run at once, threads of each) for the ingest's encoder."""
     if providers[0] != "CPUExecutionProvider":
@@ -91,7 +97,7 @@ class OnnxEncoder(TowerEncoder):
             chunk = batch[start : start + self.batch_size]
             with self._lock:
                 if tower == "visual" and self._parts is not None and len(chunk) > 1:
-                    parts = np.array_split(chunk, min(self.image_runs, len(chunk)))
+                    parts = np.array_split(chunk, min(len(chunk), max(self.image_runs, -(-len(chunk) // PART_IMAGES))))
                     outputs.extend(self._parts.map(lambda part: session.run(None, {name: part})[0], parts))
                 else:
                     outputs.append(session.run(None, {name: chunk})[0])
