@@ -61,7 +61,9 @@ def image_runs(settings: Settings, providers: list[str]) -> tuple[int, int]:
     """(parts of an image batch run at once, threads of each) for the ingest's encoder."""
     if providers[0] != "CPUExecutionProvider":
         return 1, settings.onnx_threads  # a GPU takes a whole batch best
-    threads = settings.onnx_threads or len(os.sched_getaffinity(0))
+    # the cores this process may use (a container's cpuset); macOS has no sched_getaffinity
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = settings.onnx_threads or cores
     runs = min(settings.onnx_image_runs or min(threads, 8), threads)
     return runs, max(1, threads // runs)
 
