@@ -93,7 +93,11 @@ def test_a_store_growing_past_the_threshold_switches_to_the_index_in_a_running_p
     store.search(MODEL, query, 5)  # sees the new rows in its matrix, and the count
     hits = store.search(MODEL, query, 5)
     assert store._indexes and not store._matrices
-    assert [h.id for h in hits] == exact_top(everything, query, 5)
+    # The graph is approximate, and usearch builds it on several threads, so its edges differ from
+    # run to run: about 1 build in 30 misses one of these 5 (the recall tests measure how often).
+    assert len({h.id for h in hits} & set(exact_top(everything, query, 5))) >= 4
+    by_id = {image_id(i): float(everything[i] @ query) for i in range(len(everything))}
+    np.testing.assert_allclose([h.score for h in hits], [by_id[h.id] for h in hits], atol=1e-6)  # rescored
 
 
 SEARCH_IN_A_NEW_PROCESS = """
