@@ -28,6 +28,7 @@ from imagesearch.encoders import row_cosines
 from imagesearch.model_card import (
     INPUTS,
     INT8_FORMAT,
+    INT8_OPS,
     OUTPUT,
     PARITY_MIN,
     TOWERS,
@@ -312,7 +313,7 @@ def _write_int8(src: Path, dst: Path) -> None:
 
     large = _weight_bytes(src) > EXTERNAL_DATA_BYTES
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-                     use_external_data_format=large)
+                     op_types_to_quantize=list(INT8_OPS), use_external_data_format=large)
 
 
 # ----------------------------------------------------------------------------------------------
