@@ -55,6 +55,9 @@ def test_int8_export_records_its_format_and_passes_its_gate(test_model_repo_int8
     check = make_encoder(Settings(model_repository=test_model_repo_int8, model_variant="int8")).health()["reference_check"]
     assert check["checked"] and check["ok"] and check["minimum"] == PARITY_MIN["int8"]
     assert min(check["worst_cosine"].values()) >= PARITY_MIN["int8"]
+    # what the format says: the matrix products are integer, the patch convolution stays fp32
+    ops = {n.op_type for n in onnx.load(str(card.onnx_path(test_model_repo_int8, "visual", "int8"))).graph.node}
+    assert "MatMulInteger" in ops and "Conv" in ops and "ConvInteger" not in ops, sorted(ops)
 
 
 def test_int8_file_gives_the_same_results_on_an_emulated_avx2_only_cpu(test_model_repo_int8, tmp_path):
