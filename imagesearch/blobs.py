@@ -6,12 +6,14 @@ The path never comes from a URL or a file name; files are written atomically (a 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 from imagesearch.formats import FORMATS
 from imagesearch.records import is_image_id
@@ -31,6 +33,31 @@ def sha256_hex(data: bytes) -> str:
 LEFTOVER_AGE_S = 3600
 
 
+def _find_syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(2) (Python has no os.syncfs): one call makes every file written so far on a
+    filesystem durable, where an fsync per file costs ~0.35 ms each. None elsewhere."""
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):
+        return None
+    syncfs.argtypes, syncfs.restype = [ctypes.c_int], ctypes.c_int
+    return syncfs
+
+
+_syncfs = _find_syncfs()
+
+
+def _sync_filesystem(folder: Path) -> None:
+    assert _syncfs is not None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if _syncfs(fd) != 0:  # reports write-back errors since Linux 5.8, like fsync
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs on {folder}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 class BlobStore:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -45,31 +72,78 @@ class BlobStore:
 
     def put(self, data: bytes, fmt: str, image_id: str | None = None) -> tuple[str, Path]:
         """Store ``data``; returns (id, path). Idempotent: the same bytes land on the same path once."""
-        image_id = image_id or sha256_hex(data)
-        path = self.path(image_id, fmt)
-        if path.exists():
-            return image_id, path
+        stored, error = self.put_many([(data, fmt, image_id)])
+        if error is not None:
+            raise error
+        return stored[0]
+
+    def put_many(self, items: Sequence[tuple[bytes, str, str | None]]) -> tuple[list[tuple[str, Path]], OSError | None]:
+        """Store several files, (data, format, id or None) each, with one disk sync for them all
+        instead of one per file. Each is written under a temporary name, then all are synced, then
+        each gets its name, so a file is on disk before it has its name. Returns the (id, path) of
+        the items stored, in order, up to the first error (a full disk: ``ImagesFolderFull``), and
+        that error: the files before it are stored whatever happens to the rest."""
+        stored: list[tuple[str, Path]] = []
+        temps: dict[Path, str] = {}  # final path -> its temporary file, for the new files
+        one_sync = len(items) > 1 and _syncfs is not None
+        error: OSError | None = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.incoming.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.incoming)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.link(tmp, path)  # fails if another writer got there first: never overwrite
+                for data, fmt, image_id in items:
+                    image_id = image_id or sha256_hex(data)
+                    path = self.path(image_id, fmt)
+                    if path not in temps and not path.exists():
+                        temps[path] = self._write_temp(data, fsync=not one_sync)
+                    stored.append((image_id, path))
+            except OSError as exc:  # the files before it are still stored
+                error = exc
+            if one_sync and temps:
+                _sync_filesystem(self.incoming)
+            for path, tmp in temps.items():
+                self._link(tmp, path)
+        except OSError as exc:  # a file not synced or not named is not stored
+            error, stored = error or exc, [(i, path) for i, path in stored if path.exists()]
+        finally:
+            for tmp in temps.values():
+                os.unlink(tmp)  # also after a failed write: no partial file is left behind
+        if error is not None and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            error = ImagesFolderFull(error.errno, f"no space left for image files in {self.root}: free some space "
+                                                  "(or point IMAGESEARCH_DATA_DIR elsewhere) and run the ingest "
+                                                  "again; what was stored so far is kept")
+        return stored, error
+
+    def _write_temp(self, data: bytes, fsync: bool) -> str:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.incoming)
+        except FileNotFoundError:  # made on first use (or removed under this running process)
+            self.incoming.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.incoming)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+        except OSError:
+            os.unlink(tmp)
+            raise
+        finally:
+            os.close(fd)
+        return tmp
+
+    @staticmethod
+    def _link(tmp: str, path: Path) -> None:
+        """Give the file its name; an existing file is never overwritten (it has the same bytes)."""
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:  # its folder is made on first use: saves two system calls per image
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(tmp, path)
             except FileExistsError:
                 pass
-            finally:
-                os.unlink(tmp)  # also after a failed write: no partial file is left behind
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise ImagesFolderFull(exc.errno, f"no space left for image files in {self.root}: free some space "
-                                                  "(or point IMAGESEARCH_DATA_DIR elsewhere) and run the ingest again; "
-                                                  "what was stored so far is kept") from exc
-            raise
-        return image_id, path
 
     def sweep_leftovers(self, older_than_s: float = LEFTOVER_AGE_S) -> int:
         """Delete the temp files of writers killed mid-write; returns how many went. Files younger

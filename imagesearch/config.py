@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     download_honour_noai: bool = Field(True, description="skip images served with X-Robots-Tag: noai / noimageai")
     download_obey_robots: bool = Field(True, description="obey each host's robots.txt (Disallow, Crawl-delay); "
                                        "turn off only for sources you own")
-    download_write_batch: int = Field(64, ge=1, description="records per store write, for URL lists and folders (a kill loses at most this many)")
+    download_write_batch: int = Field(64, ge=1, description="records per store write, for URL lists and folders (a kill loses at most a few of these)")
 
     @field_validator("download_allowed_networks")
     @classmethod

@@ -3,9 +3,10 @@ host's robots.txt obeyed, see imagesearch/robots.py; imagesearch/fetch.py for re
 the SSRF guard), incremental and crash-safe.
 
 Incremental: URLs that already have an image, or that failed in an earlier run, are skipped
-(``retry_failed`` retries exactly the failures). Crash-safe: the bytes are written first
-(content-addressed, atomic), then the records, in small batches, so a kill loses at most one batch
-of work and never leaves a record without its file.
+(``retry_failed`` retries exactly the failures). Crash-safe: in small batches, the bytes are
+written first (content-addressed, atomic, synced), then the records, so a kill loses at most the
+few batches still in memory (the next run fetches them again) and never leaves a record without
+its file.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 
 from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings
-from imagesearch.fetch import FetchError, FetchOptions, fetch_image, make_client
+from imagesearch.fetch import FetchedImage, FetchError, FetchOptions, fetch_image, make_client
 from imagesearch.records import ImageRecord, UrlFailure
 from imagesearch.robots import RobotsRules
 from imagesearch.stores import VectorStore
@@ -30,6 +31,7 @@ from ingest.urls import UrlEntry
 Progress = Callable[[str, int], None]  # (event, n): downloaded, duplicate, known, skipped, failed:<reason>
 _CHUNK = 1000  # entries looked up in the store at a time
 _FLUSH_EVERY_S = 1.0
+_FILE_BATCHES_WAITING = 4  # batches of fetched bytes held in memory while the disk catches up
 
 
 @dataclass
@@ -63,50 +65,77 @@ class DownloadSummary:
 
 
 class _BatchWriter:
-    """Collects results and writes them to the store in batches, in one background thread, in order.
+    """Stores results in batches, off the event loop and in order: each batch's image files on one
+    thread (hash, fsync'd write), then its records on another. Per batch, not per image: a hand-off
+    to a thread per image cost more CPU (threads taking turns at the GIL) than the write itself.
 
     The store is synchronous and waits while its backend is down (up to ``dependency_wait_s``); on
-    its own thread that wait holds up no fetch: batches queue in memory meanwhile and are written
-    when the store is back. A write that finally fails is raised by the next ``add`` or by ``close``.
+    its own thread that wait holds up no fetch: records queue in memory meanwhile and are written
+    when the store is back. The files' thread is bounded instead (a few batches of bytes wait for
+    it, then the fetches do). A write that finally fails is raised by the next ``add`` or by
+    ``close``, after the records of the files written before it.
     """
 
-    def __init__(self, store: VectorStore, batch: int, summary: DownloadSummary, progress: Progress | None,
-                 handoff: DecodedHandoff | None = None):
-        self.store, self.batch, self.summary, self.progress, self.handoff = store, batch, summary, progress, handoff
-        self.records: list[ImageRecord] = []
+    def __init__(self, store: VectorStore, blobs: BlobStore, batch: int, summary: DownloadSummary,
+                 progress: Progress | None, handoff: DecodedHandoff | None = None):
+        self.store, self.blobs, self.batch, self.summary = store, blobs, batch, summary
+        self.progress, self.handoff = progress, handoff
+        self.images: list[tuple[UrlEntry, FetchedImage]] = []
         self.failures: list[UrlFailure] = []
         self.last_flush = time.monotonic()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
-        self._pending: list[Future] = []
+        self._files_thread = ThreadPoolExecutor(1, thread_name_prefix="image-writer")
+        self._records_thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._files: list[Future] = []  # batches of files being written, oldest first
+        self._pending: list[Future] = []  # batches of records being written, oldest first
 
-    def add(self, item: ImageRecord | UrlFailure) -> None:
-        if isinstance(item, ImageRecord):
-            self.records.append(item)
-        else:
+    async def add(self, item: tuple[UrlEntry, FetchedImage] | UrlFailure) -> None:
+        if isinstance(item, UrlFailure):
             self.failures.append(item)
-        if len(self.records) + len(self.failures) >= self.batch or time.monotonic() - self.last_flush > _FLUSH_EVERY_S:
+        else:
+            self.images.append(item)
+        if len(self.images) + len(self.failures) >= self.batch or time.monotonic() - self.last_flush > _FLUSH_EVERY_S:
             self.flush()
+        while len(self._files) > _FILE_BATCHES_WAITING:  # the disk is behind: the fetches wait for it
+            await asyncio.wrap_future(self._files[0])
+            self._files = [f for f in self._files if not f.done()]
 
     def flush(self) -> None:
-        """Hand the collected batch to the writer thread (returns at once)."""
-        records, failures, self.records, self.failures = self.records, self.failures, [], []
+        """Hand the collected batch to the writer threads (returns at once)."""
+        images, failures, self.images, self.failures = self.images, self.failures, [], []
         self.last_flush = time.monotonic()
         for done in [f for f in self._pending if f.done()]:
             self._pending.remove(done)
             done.result()  # a write that failed for good stops the download here
-        if records or failures:
-            self._pending.append(self._thread.submit(self._write, records, failures))
+        self._files = [f for f in self._files if not f.done()]
+        if images or failures:
+            files = self._files_thread.submit(self._write_files, images)
+            self._files.append(files)
+            self._pending.append(self._records_thread.submit(self._write_records, files, failures))
 
     async def close(self) -> None:
         """Write what is left and wait for every write (also after Ctrl-C or an error)."""
-        self.flush()
         try:
+            self.flush()
             for future in self._pending:
                 await asyncio.wrap_future(future)
         finally:
-            self._thread.shutdown(wait=True)
+            self._files_thread.shutdown(wait=True)
+            self._records_thread.shutdown(wait=True)
 
-    def _write(self, records: list[ImageRecord], failures: list[UrlFailure]) -> None:
+    def _write_files(self, images: list[tuple[UrlEntry, FetchedImage]]) -> tuple[list[ImageRecord], OSError | None]:
+        """The batch's files, on disk before their records exist (one sync for the batch); the
+        records of those stored, and the error that stopped the rest (a full disk), if any."""
+        stored, error = self.blobs.put_many([(image.data, image.info.format, None) for _, image in images])
+        records = [
+            ImageRecord(id=image_id, urls=[entry.url], captions=[entry.caption] if entry.caption else [],
+                        sources=["url"], width=image.info.width, height=image.info.height, format=image.info.format,
+                        bytes=len(image.data))
+            for (image_id, _), (entry, image) in zip(stored, images[: len(stored)], strict=True)  # a prefix
+        ]
+        return records, error
+
+    def _write_records(self, files: Future, failures: list[UrlFailure]) -> None:
+        records, error = files.result()
         if records:
             created = self.store.upsert_images(records)
             if self.handoff is not None:
@@ -122,6 +151,8 @@ class _BatchWriter:
             self.summary.failed.update(reasons)
             for reason, n in reasons.items():
                 self.notify(f"failed:{reason}", n)
+        if error is not None:
+            raise error
 
     def notify(self, event: str, n: int) -> None:
         if self.progress is not None and n:
@@ -139,7 +170,7 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
     blobs = blobs or BlobStore(settings.images_dir)
     started = time.monotonic()
     summary = DownloadSummary(total=len(entries))
-    writer = _BatchWriter(store, settings.download_write_batch, summary, progress, handoff)
+    writer = _BatchWriter(store, blobs, settings.download_write_batch, summary, progress, handoff)
     # Every store call runs off the event loop: a slow or down store must not stall the fetches.
     failed_before = {f.url for f in await asyncio.to_thread(store.failures)} if skip_failed else set()
     queue: asyncio.Queue[UrlEntry | None] = asyncio.Queue(maxsize=2 * settings.download_concurrency)
@@ -167,7 +198,7 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
         if robots is not None:
             verdict = await robots.check(entry.url)
             if not verdict.allowed:
-                writer.add(UrlFailure(url=entry.url, reason="robots", detail=verdict.detail, caption=entry.caption))
+                await writer.add(UrlFailure(url=entry.url, reason="robots", detail=verdict.detail, caption=entry.caption))
                 return
         async with per_host[urlsplit(entry.url).hostname or ""]:
             if robots is not None:
@@ -175,15 +206,10 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
             try:
                 image = await fetch_image(client, entry.url, options, verify=handoff.verify if handoff else None)
             except FetchError as exc:
-                writer.add(UrlFailure(url=entry.url, reason=exc.reason, detail=exc.detail,
-                                      caption=entry.caption, attempts=exc.attempts))
+                await writer.add(UrlFailure(url=entry.url, reason=exc.reason, detail=exc.detail,
+                                            caption=entry.caption, attempts=exc.attempts))
                 return
-        # hashing and the fsync'd write happen off the event loop
-        image_id, _ = await asyncio.to_thread(blobs.put, image.data, image.info.format)
-        writer.add(ImageRecord(
-            id=image_id, urls=[entry.url], captions=[entry.caption] if entry.caption else [], sources=["url"],
-            width=image.info.width, height=image.info.height, format=image.info.format, bytes=len(image.data),
-        ))
+        await writer.add((entry, image))  # hashed and written to disk by the writer's thread
 
     async def work() -> None:
         while (entry := await queue.get()) is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 
 import pytest
 
@@ -11,6 +12,7 @@ from export.shapes import draw_shape
 from imagesearch.blobs import BlobStore, sha256_hex
 from imagesearch.config import Settings
 from imagesearch.stores.local import LocalStore
+from ingest import downloader
 from ingest.downloader import download, retry_failed
 from ingest.urls import UrlEntry
 from tests.support.image_server import Reply
@@ -250,3 +252,35 @@ def test_a_robots_txt_that_hangs_counts_as_unreachable_within_the_timeouts(image
     summary = run(list(urls.values()), store, dl_settings)
     assert summary.failed == {"robots": 4} and summary.seconds < 10  # two attempts of a 0.5 s read timeout
     assert all("timeout" in f.detail for f in store.failures())
+
+
+class SlowDisk(BlobStore):
+    """The real image files, written only once the test lets the disk go (a disk far slower than the network)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.go = threading.Event()
+
+    def put_many(self, items):
+        self.go.wait(30)
+        return super().put_many(items)
+
+
+def test_a_slow_disk_holds_up_the_fetches_instead_of_filling_the_memory(image_server, store, dl_settings):
+    images = [shape_jpeg("red", "circle", (40 + i, 40)) for i in range(40)]
+    urls = [image_server.add(f"/slow-disk/{i}.jpg", data) for i, data in enumerate(images)]
+    settings = dl_settings.model_copy(update={"download_concurrency": 4, "download_per_host": 4})
+    blobs = SlowDisk(settings.images_dir)
+
+    async def main():
+        downloading = asyncio.create_task(download(urls, store, settings, blobs=blobs))
+        await asyncio.sleep(2)  # the fetches run ahead until the bytes waiting for the disk are bounded
+        fetched = sum(n for path, n in image_server.hits.items() if path.startswith("/slow-disk/"))
+        blobs.go.set()
+        return fetched, await downloading
+
+    fetched, summary = asyncio.run(main())
+    # at most the batches waiting for the disk (4 of 4 images), the one being written, and one per fetch worker
+    assert 4 < fetched <= (downloader._FILE_BATCHES_WAITING + 1) * settings.download_write_batch + 4
+    assert summary.downloaded == 40 and summary.failed == {}
+    assert [blobs.get(sha256_hex(data), "jpeg") for data in images] == images
