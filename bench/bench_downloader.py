@@ -132,7 +132,9 @@ def main() -> None:
             seconds = asyncio.run(fetch_only(urls, options, workers))
             cpu_ms = (time.process_time() - cpu) / args.n * 1000
             print(f"fetch only:    {args.n / seconds:6.0f} URLs/s  ({seconds:.2f} s; downloader CPU {cpu_ms:.2f} ms/URL)")
-            print(f"creating a file in the data folder: {file_creation_us(settings.data_dir / 'probe'):.0f} us")
+            creation_us = file_creation_us(settings.data_dir / "probe")
+            print(f"creating a file in the data folder: {creation_us:.0f} us"
+                  + ("  (slow: many files deleted in the last minutes? see the docstring)" if creation_us > 300 else ""))
             store = LocalStore(settings.data_dir / "store.sqlite3")
             cpu = time.process_time()
             try:

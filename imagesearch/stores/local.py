@@ -225,25 +225,28 @@ class LocalStore:
 
     @_answers
     def upsert_images(self, records: Sequence[ImageRecord]) -> list[bool]:
-        created = []
+        # Set-wise statements, not nine per record: the downloader writes ~500 records a second.
+        created, merged = [], dict[str, ImageRecord]()
         with self._tx() as db:
-            for record in records:
-                row = db.execute("SELECT record FROM images WHERE id = ?", (record.id,)).fetchone()
-                if row:
-                    record = ImageRecord.model_validate_json(row[0]).merge(record)
-                created.append(row is None)
-                db.execute(
-                    "INSERT INTO images (id, record, format, width, height, sources) VALUES (?,?,?,?,?,?)"
-                    " ON CONFLICT (id) DO UPDATE SET record = excluded.record, sources = excluded.sources",
-                    (record.id, record.model_dump_json(), record.format, record.width, record.height, json.dumps(record.sources)),
-                )
-                db.executemany("INSERT OR REPLACE INTO urls (url, image_id) VALUES (?, ?)", [(u, record.id) for u in record.urls])
-                db.executemany("DELETE FROM failures WHERE url = ?", [(u,) for u in record.urls])
-                db.execute("DELETE FROM image_keywords WHERE rowid = ?", (keyword_rowid(record.id),))
-                db.execute("INSERT INTO image_keywords (rowid, id, text) VALUES (?, ?, ?)",
-                           (keyword_rowid(record.id), record.id, record.keyword_text))
-                db.execute("DELETE FROM removed WHERE id = ?", (record.id,))  # stored again on purpose
-                db.executemany("DELETE FROM removed_urls WHERE url = ?", [(u,) for u in record.urls])
+            stored = self._get_many(list({r.id: None for r in records}))
+            for record in records:  # the same image twice in a batch merges like across batches
+                before = merged.get(record.id) or stored.get(record.id)
+                created.append(before is None)
+                merged[record.id] = before.merge(record) if before else record
+            rows = list(merged.values())
+            urls = [(url, r.id) for r in rows for url in r.urls]
+            db.executemany(
+                "INSERT INTO images (id, record, format, width, height, sources) VALUES (?,?,?,?,?,?)"
+                " ON CONFLICT (id) DO UPDATE SET record = excluded.record, sources = excluded.sources",
+                [(r.id, r.model_dump_json(), r.format, r.width, r.height, json.dumps(r.sources)) for r in rows],
+            )
+            db.executemany("INSERT OR REPLACE INTO urls (url, image_id) VALUES (?, ?)", urls)
+            db.executemany("DELETE FROM failures WHERE url = ?", [(url,) for url, _ in urls])
+            db.executemany("DELETE FROM image_keywords WHERE rowid = ?", [(keyword_rowid(r.id),) for r in rows])
+            db.executemany("INSERT INTO image_keywords (rowid, id, text) VALUES (?, ?, ?)",
+                           [(keyword_rowid(r.id), r.id, r.keyword_text) for r in rows])
+            db.executemany("DELETE FROM removed WHERE id = ?", [(r.id,) for r in rows])  # stored again on purpose
+            db.executemany("DELETE FROM removed_urls WHERE url = ?", [(url,) for url, _ in urls])
         return created
 
     @_answers
@@ -277,9 +280,13 @@ class LocalStore:
         return ImageRecord.model_validate_json(row[0]) if row else None
 
     def _get_many(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
-        marks = ",".join("?" * len(ids))
-        rows = self._db().execute(f"SELECT id, record FROM images WHERE id IN ({marks})", list(ids)).fetchall()
-        return {i: ImageRecord.model_validate_json(r) for i, r in rows}
+        found, db = {}, self._db()
+        for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for i, r in db.execute(f"SELECT id, record FROM images WHERE id IN ({marks})", chunk):
+                found[i] = ImageRecord.model_validate_json(r)
+        return found
 
     # --- vectors -----------------------------------------------------------------------------
 
