@@ -11,9 +11,9 @@ until it measured this, and aiohttp, which it uses now. Then two figures of the 
                   by a writer thread per batch, one filesystem sync per batch) + records in the
                   local SQLite store.
 Creating a file is printed too: on ext4 without a journal (some VMs' disks), the kernel skips inodes
-freed in the last minutes when it allocates one, so for a few minutes after many files were
-deleted (a previous run's folder, a test suite) each new file costs ~1.5 ms of CPU instead of
-~0.04, and the full download runs at half speed. Compare runs only at like creation costs.
+freed in the last minutes when it allocates one, so for minutes after many files were
+deleted (a previous run's folder, a test suite) each new file costs up to ~1.5 ms of CPU instead of
+~0.04, and the full download slows by up to a third. Compare runs only at like creation costs.
 The SSRF guard is off (the server is on 127.0.0.1), so these figures exclude DNS lookups. The
 downloader's CPU time per URL (all its threads, not the server's) is printed too: it is steadier
 than URLs/s on a busy machine, and cores / (CPU per URL) bounds what one process can reach.
