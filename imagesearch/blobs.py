@@ -28,7 +28,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-# A temp file is written, fsynced and linked in well under a second; one this old was left by a
+# A temp file is written, synced and linked within seconds; one this old was left by a
 # process killed mid-write (SIGKILL, power loss) and nobody will link it.
 LEFTOVER_AGE_S = 3600
 

@@ -66,8 +66,9 @@ class DownloadSummary:
 
 class _BatchWriter:
     """Stores results in batches, off the event loop and in order: each batch's image files on one
-    thread (hash, fsync'd write), then its records on another. Per batch, not per image: a hand-off
-    to a thread per image cost more CPU (threads taking turns at the GIL) than the write itself.
+    thread (hash, write, one sync for the batch), then its records on another. Per batch, not per
+    image: a hand-off to a thread per image cost more CPU (threads taking turns at the GIL) than
+    the write itself.
 
     The store is synchronous and waits while its backend is down (up to ``dependency_wait_s``); on
     its own thread that wait holds up no fetch: records queue in memory meanwhile and are written
