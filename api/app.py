@@ -15,8 +15,10 @@ import dataclasses
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import errors
 from api.auth import KeyRing, require_read
@@ -31,6 +33,23 @@ from imagesearch.search import SearchService
 
 log = logging.getLogger("imagesearch.api")
 BODY_SLACK = 65536  # multipart framing and form fields around an upload of the maximum size
+
+
+class BodyLimit:
+    """Refuses a request whose Content-Length is over the upload cap before reading its body (plain
+    ASGI, like ``metrics.RequestTimer``, for the same reason)."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = Headers(scope=scope).get("content-length", "")
+            if length.isdigit() and int(length) > self.limit + BODY_SLACK:
+                answer = errors.error(413, "too_large", f"the request body is over {self.limit} bytes")
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, service: SearchService | None = None) -> FastAPI:
@@ -61,13 +80,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
     app.state.keys = KeyRing(settings)
     errors.install(app)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > settings.max_upload_bytes + BODY_SLACK:  # refuse before reading it
-            return errors.error(413, "too_large", f"the request body is over {settings.max_upload_bytes} bytes")
-        return await call_next(request)
-
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     metrics.install(app)  # outermost: refused requests are measured too
     for routes in (search, images):
         app.include_router(routes.router, dependencies=[Depends(require_read)])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # What is timed: the encoder's and the store's query-path methods. Named from the interfaces, and
 # checked against each wrapped object, so a renamed method fails at start-up instead of going unseen.
@@ -38,15 +39,34 @@ class Metrics:
 
     def install(self, app: FastAPI) -> None:
         """Time every request by its route template (not its path: ids would explode the labels)."""
+        app.add_middleware(RequestTimer, histogram=self.requests)
 
-        @app.middleware("http")
-        async def _measure(request: Request, call_next):
-            started = time.perf_counter()
-            response = await call_next(request)
-            route = request.scope.get("route")
-            self.requests.labels(getattr(route, "path", "unmatched"), request.method,
-                                 str(response.status_code)).observe(time.perf_counter() - started)
-            return response
+
+class RequestTimer:
+    """Plain ASGI middleware rather than ``@app.middleware("http")``: that one runs each request in a
+    task of its own with streams between the two, about 0.5 ms of CPU per request on a slow 2-core VM."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram):
+        self.app, self.histogram = app, histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500  # 500: an exception that escapes is answered as one
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            route = scope.get("route")  # set by the router once it matched
+            self.histogram.labels(getattr(route, "path", "unmatched"), scope["method"],
+                                  str(status)).observe(time.perf_counter() - started)
 
 
 class Timed:
