@@ -78,12 +78,13 @@ def _role(request: Request, bearer: HTTPAuthorizationCredentials | None, header:
     return role
 
 
-def require_read(request: Request, bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-                 header: Annotated[str | None, Depends(_header)]) -> str:
+async def require_read(request: Request, bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                       header: Annotated[str | None, Depends(_header)]) -> str:
+    # async, as it never blocks: FastAPI would run a plain def on a worker thread, a hop per request
     return _role(request, bearer, header)
 
 
-def require_admin(role: Annotated[str, Depends(require_read)]) -> str:
+async def require_admin(role: Annotated[str, Depends(require_read)]) -> str:
     if role != "admin":
         raise ApiError(403, "forbidden", "this route changes the index: it needs an admin key")
     return role

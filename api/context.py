@@ -25,7 +25,7 @@ class ApiContext:
     http: aiohttp.ClientSession | None = None  # opened by the app's lifespan
 
 
-def _context(request: Request) -> ApiContext:
+async def _context(request: Request) -> ApiContext:  # async: FastAPI runs a plain def on a worker thread
     return request.app.state.context
 
 

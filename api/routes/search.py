@@ -17,7 +17,7 @@ router = APIRouter(tags=["search"])
 
 
 @router.get("/search", response_model=SearchResponse, responses=ERRORS)
-def search_get(
+async def search_get(
     context: Context,
     q: Annotated[str, Query(description="what to look for, in words")],
     k: Annotated[int, Query(description="how many results (1..max_k)")] = 10,
@@ -27,19 +27,27 @@ def search_get(
     model: Annotated[str | None, Query(max_length=200, description=MODEL_HELP)] = None,
 ) -> SearchResponse:
     """Search by text."""
-    return context.backends.service(model).search_text(q, k, min_score=min_score, mode=mode)
+    # async with one hop to a worker thread: as a plain def, FastAPI would make a second one to
+    # check the response (a cached query's whole cost is a few ms, and each hop is a fraction of one)
+    return await run_in_threadpool(
+        lambda: context.backends.service(model).search_text(q, k, min_score=min_score, mode=mode))
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS)
 async def search_post(body: SearchRequest, context: Context) -> SearchResponse:
     """Search by text, by an indexed image (``image_id``) or by an image on the web (``image_url``)."""
+    def search_stored() -> SearchResponse:  # by text or by an indexed image: one hop to a worker thread
+        service = context.backends.service(body.model)
+        if body.text is not None:
+            return service.search_text(body.text, body.k, body.filters, body.min_score, body.mode)
+        assert body.image_id is not None  # the request model allows no other case
+        return service.search_id(body.image_id, body.k, body.filters, body.min_score)
+
+    if body.image_url is None:
+        return await run_in_threadpool(search_stored)
     service = await run_in_threadpool(context.backends.service, body.model)
     service.check_k(body.k)  # before any fetch
-    if body.text is not None:
-        return await run_in_threadpool(service.search_text, body.text, body.k, body.filters, body.min_score, body.mode)
-    if body.image_id is not None:
-        return await run_in_threadpool(service.search_id, body.image_id, body.k, body.filters, body.min_score)
-    assert body.image_url is not None and context.http is not None  # the request model allows no other case
+    assert context.http is not None  # opened by the app's lifespan
     fetched = await fetch_image(context.http, body.image_url, context.fetch_options)
     return await run_in_threadpool(service.search_image, fetched.data, body.k, body.filters, body.min_score,
                                    {"image_url": body.image_url})
