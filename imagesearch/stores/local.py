@@ -574,6 +574,9 @@ class LocalStore:
         """The index's nearest candidates, rescored exactly with the float32 vectors from SQLite.
         Stale keys (replaced or removed vectors) are dropped from the index as they are met."""
         where, params = self._filter_sql(filters)
+        # The images table only matters to a filter. A removed image's vectors left the index's keys
+        # with it, so without one the join would add nothing but a lookup per candidate (~2 ms at 1M).
+        rows_from = "vectors v" if where == "1" else "vectors v JOIN images ON images.id = v.id"
         count = max(2 * k, MIN_CANDIDATES)
         while True:
             with self._memory_lock:
@@ -583,7 +586,7 @@ class LocalStore:
             for start in range(0, len(seqs), 500):
                 chunk = [int(seq) for seq in seqs[start : start + 500]]
                 rows = self._db().execute(
-                    f"SELECT v.seq, v.id, v.vector, ({where}) FROM vectors v JOIN images ON images.id = v.id"
+                    f"SELECT v.seq, v.id, v.vector, ({where}) FROM {rows_from}"
                     f" WHERE v.seq IN ({','.join('?' * len(chunk))})", [*params, *chunk]).fetchall()
                 for seq, image_id, blob, matches in rows:
                     found.add(seq)
