@@ -121,8 +121,9 @@ class TextBatcher:
 
     One worker thread takes the first waiting text, then whatever else arrives within ``max_wait_s``
     (up to ``max_batch``), and makes one ``encode`` call for all of them. Under load the batch fills
-    while the previous one is being encoded, so throughput approaches the encoder's batch throughput;
-    a lone request waits at most ``max_wait_s``.
+    while the previous one is being encoded, so throughput approaches the encoder's batch throughput.
+    The wait is only spent while texts come together (the last call had more than one): a lone
+    query, the last one having been alone too, goes to the encoder at once.
     """
 
     def __init__(self, encode: Callable[[Sequence[str]], np.ndarray], max_batch: int = 32, max_wait_s: float = 0.002):
@@ -132,6 +133,7 @@ class TextBatcher:
         self._queue: queue.SimpleQueue[tuple[str, Future] | None] = queue.SimpleQueue()
         self._stopped = False
         self.batches = self.texts = 0  # counters for /status and the benchmark
+        self._last_batch = 0
         self._thread = threading.Thread(target=self._loop, name="text-batcher", daemon=True)
         self._thread.start()
 
@@ -148,7 +150,7 @@ class TextBatcher:
         self._thread.join(timeout=5)
 
     def _collect(self, first: tuple[str, Future]) -> tuple[list[tuple[str, Future]], bool]:
-        batch, deadline = [first], time.monotonic() + self.max_wait_s
+        batch, deadline = [first], time.monotonic() + (self.max_wait_s if self._last_batch > 1 else 0.0)
         while len(batch) < self.max_batch:
             try:
                 item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -165,6 +167,7 @@ class TextBatcher:
             if first is None:
                 return
             batch, stop = self._collect(first)
+            self._last_batch = len(batch)
             self._run(batch)
             if stop:
                 return

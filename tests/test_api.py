@@ -18,7 +18,7 @@ from PIL import Image
 from api.app import create_app
 from export import shapes
 from imagesearch.config import Settings
-from imagesearch.search import SearchService
+from imagesearch.search import SearchService, TextBatcher
 from tests.support.image_server import ImageServer
 from tests.support.search_api import ApiThread, ingest, make_shapes, write_folder
 
@@ -366,6 +366,40 @@ def test_concurrent_queries_share_encoder_calls_and_repeats_hit_the_cache(settin
         assert again.query == {"text": texts[0]} and again.results == []
     finally:
         service.close()
+
+
+def test_a_lone_query_is_encoded_at_once_and_the_wait_is_spent_only_while_queries_come_together():
+    calls, started, release = [], threading.Event(), threading.Event()
+
+    def encode(texts):
+        calls.append(list(texts))
+        started.set()
+        release.wait(30)
+        return np.ones((len(texts), 4), np.float32)
+
+    batcher = TextBatcher(encode, max_batch=8, max_wait_s=5.0)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(batcher.encode, "a")
+            assert started.wait(2.5), "a lone query waited for others"  # the wait is 5 s
+            later = [pool.submit(batcher.encode, t) for t in ("b", "c")]  # queued while "a" is encoded
+            while batcher._queue.qsize() < 2:
+                threading.Event().wait(0.01)
+            release.set()
+            for future in (first, *later):
+                assert future.result(30).shape == (4,)
+            assert calls == [["a"], ["b", "c"]]  # drained together, without waiting for more
+
+            # the last call held two: now a query waits for the next one, which shares its call
+            together = [pool.submit(batcher.encode, "d")]
+            threading.Event().wait(0.3)
+            together.append(pool.submit(batcher.encode, "e"))
+            for future in together:
+                future.result(30)
+        assert calls[2:] == [["d", "e"]]
+    finally:
+        release.set()
+        batcher.close()
 
 
 # --- fuzzing: nothing a client sends gives a 5xx -----------------------------------------------
