@@ -101,6 +101,25 @@ def test_a_store_growing_past_the_threshold_switches_to_the_index_in_a_running_p
     np.testing.assert_allclose([h.score for h in hits], [by_id[h.id] for h in hits], atol=1e-6)  # rescored
 
 
+def test_a_repeated_query_sees_every_change_written_since(tmp_path):
+    """The index keeps a repeated query's candidates until it changes: a vector written by another
+    process, or one removed, shows in the very next answer."""
+    store, vectors = filled_store(tmp_path / "store.db", 2_000)
+    query = clip_like(1, seed=96)[0]
+    first = [h.id for h in store.search(MODEL, query, 10)]
+    assert [h.id for h in store.search(MODEL, query, 10)] == first
+    writer = LocalStore(tmp_path / "store.db", index_min_vectors=1_000)  # as ingest in another process
+    try:
+        writer.upsert_images([record(5_000)])
+        writer.set_vectors(MODEL, [image_id(5_000)], query[None])  # the query itself: the best match there is
+        assert store.search(MODEL, query, 10)[0].id == image_id(5_000)
+        writer.remove_images([image_id(5_000), first[0]])
+        after = [h.id for h in store.search(MODEL, query, 10)]
+        assert len(after) == 10 and image_id(5_000) not in after and first[0] not in after
+    finally:
+        writer.close()
+
+
 SEARCH_IN_A_NEW_PROCESS = """
 import json, sys
 import numpy as np
