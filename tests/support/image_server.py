@@ -43,11 +43,19 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         path = self.path.split("?", 1)[0]
         reply = owner._next_reply(path, self.headers.get("User-Agent", ""))
+        self._counted = True
         try:
             self._send(reply)
         finally:
-            with owner._lock:
-                owner.in_flight -= 1
+            self._count_out()
+
+    def _count_out(self) -> None:
+        """Out of ``in_flight`` just before the last bytes go: once the client has them it may send
+        its next request, which could otherwise be counted in before this thread runs again."""
+        if self._counted:
+            self._counted = False
+            with self.server.owner._lock:
+                self.server.owner.in_flight -= 1
 
     def _send(self, reply: Reply) -> None:
         self.send_response(reply.status)
@@ -64,13 +72,16 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk = b"%x\r\n%s\r\n" % (len(reply.body), reply.body)
                 for _ in range(reply.repeat):
                     self.wfile.write(chunk)
+                self._count_out()
                 self.wfile.write(b"0\r\n\r\n")
             elif reply.body_delay_s:
                 self.wfile.write(reply.body[: reply.body_delay_after])
                 self.wfile.flush()
                 time.sleep(reply.body_delay_s)
+                self._count_out()
                 self.wfile.write(reply.body[reply.body_delay_after:])
             else:
+                self._count_out()
                 self.wfile.write(reply.body)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout, size cap)
             self.close_connection = True
