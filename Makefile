@@ -46,5 +46,6 @@ compose-test: install
 run: install
 	$(BIN)/python -m imagesearch.run
 
+# `make bench ONLY="bench_es bench_blip2"` runs only those.
 bench: install
-	$(BIN)/python -m bench.all
+	$(BIN)/python -m bench.all $(ONLY)
