@@ -36,6 +36,11 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _rss_gib() -> float:
+    """This process's resident memory now (the peak would hide a reader's growth after the export)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**30
+
+
 def real_size_folder(folder: Path) -> Path:
     """transformers' default BLIP-2 configuration (what blip2-itm-vit-g uses) and a tokenizer, no weights."""
     from transformers import BertTokenizer, Blip2Config, BlipImageProcessor
@@ -143,13 +148,13 @@ def stores(n_local: int, n_es: int, force_merge: bool = False) -> None:
             build = fill(store, "m", vectors, 5_000)
             disk = sum(p.stat().st_size for p in Path(tmp).glob(f"{path.name}*"))
             reader = LocalStore(path)  # a fresh reader, like the API process
-            before = _peak_rss_gib()
+            before = _rss_gib()
             started = time.perf_counter()
             reader.search("m", q[0], 10)
             load_s = time.perf_counter() - started
             figures = measure(reader, "m", vectors, q)
             print(f"local store, {n_local:,} images, {label}: build {build:6.1f} s | disk {disk / 2**30:5.2f} GiB | "
-                  f"first query {load_s:5.1f} s | RAM +{max(0.0, _peak_rss_gib() - before):4.1f} GiB | {figures}")
+                  f"first query {load_s:5.1f} s | RAM +{_rss_gib() - before:4.1f} GiB | {figures}")
             store.close()
             reader.close()
             path.unlink()
