@@ -136,6 +136,37 @@ def test_keyword_rows_are_found_by_rowid_and_a_store_from_the_first_version_is_r
     reopened.close()
 
 
+def test_keyword_search_gives_the_best_bm25_matches_that_pass_the_filter_in_order(tmp_path):
+    """keyword_search lets FTS5 rank by its `rank` column and stops at k (fast); the answer must be
+    the one a full bm25() ranking of every match gives, also when the filter skips the best ones."""
+    import hashlib
+    import random
+    import sqlite3
+
+    from imagesearch.records import ImageRecord, SearchFilters
+
+    rng = random.Random(3)
+    words = ["harbour", "crane", "lighthouse", "dawn", "boat", "gull", "rope", "quay"]
+    records = [ImageRecord(id=hashlib.sha256(str(n).encode()).hexdigest(), urls=[f"http://example.com/{n}.jpg"],
+                           captions=[" ".join(rng.choices(words, k=rng.randint(2, 8)))], sources=["url"],
+                           width=8, height=8, format="png" if n % 3 else "jpeg", bytes=10) for n in range(300)]
+    store = LocalStore(tmp_path / "store.db")
+    store.upsert_images(records)
+    formats = {r.id: r.format for r in records}
+    ranked = sqlite3.connect(tmp_path / "store.db").execute(  # every match, ranked in full
+        "SELECT id, bm25(image_keywords) FROM image_keywords WHERE image_keywords MATCH '\"gull\" OR \"dawn\"'"
+        " ORDER BY bm25(image_keywords), rowid").fetchall()
+    assert len(ranked) > 100
+    for k, filters, allowed in ((10, None, {"png", "jpeg"}), (25, SearchFilters(format=["jpeg"]), {"jpeg"})):
+        hits = store.keyword_search("Gull dawn", k, filters)
+        expected = [(i, -score) for i, score in ranked if formats[i] in allowed]
+        assert len(hits) == k and all(formats[h.id] in allowed for h in hits)
+        assert [round(h.score, 9) for h in hits] == [round(score, 9) for _, score in expected[:k]]
+        # ties in bm25 may come in either order; each hit's own score must be its bm25 score
+        assert all(round(h.score, 9) == round(dict(expected)[h.id], 9) for h in hits)
+    store.close()
+
+
 # --- one batch of vectors is one transaction --------------------------------------------------------
 
 BATCH_WRITER = """
