@@ -167,6 +167,49 @@ def test_keyword_search_gives_the_best_bm25_matches_that_pass_the_filter_in_orde
     store.close()
 
 
+def test_a_word_most_captions_hold_is_left_out_of_the_search_without_changing_the_answer(tmp_path):
+    """bm25 gives a word in half the captions or more next to no weight but scores every caption
+    it matches ("a" at 1M images: seconds); keyword_search leaves it out unless too few images
+    match the other words. The answer must be the full bm25 ranking's, up to its ~1e-6 weight."""
+    import hashlib
+    import random
+    import sqlite3
+
+    from imagesearch.records import ImageRecord
+
+    rng = random.Random(5)
+    words = ["harbour", "crane", "lighthouse", "dawn", "boat", "gull", "rope", "quay"]
+    captions = [f"a {' '.join(rng.choices(words, k=rng.randint(1, 6)))}" for _ in range(400)]
+    captions[7], captions[300] = "a zebra", "a zebra on a quay"
+    records = [ImageRecord(id=hashlib.sha256(str(n).encode()).hexdigest(), urls=[], captions=[caption],
+                           sources=["folder"], width=8, height=8, format="png", bytes=10) for n, caption in enumerate(captions)]
+    store = LocalStore(tmp_path / "store.db")
+    store.upsert_images(records)
+    db = sqlite3.connect(tmp_path / "store.db")
+
+    def full_ranking(match: str) -> list[tuple[str, float]]:
+        return [(i, -rank) for i, rank in db.execute(
+            "SELECT id, bm25(image_keywords) FROM image_keywords WHERE image_keywords MATCH ? ORDER BY 2", [match])]
+
+    assert db.execute("SELECT doc FROM image_keyword_terms WHERE term = 'a'").fetchone() == (400,)
+    for query, k in (("a gull at dawn", 20), ("a zebra", 10), ("A", 5)):
+        expected = full_ranking(" OR ".join(f'"{w}"' for w in query.lower().split()))
+        hits = store.keyword_search(query, k)
+        assert len(hits) == k
+        scores = dict(expected)  # each hit's full bm25 score, and the k best of them, up to "a"'s weight
+        assert all(abs(h.score - scores[h.id]) < 1e-5 for h in hits)
+        assert [round(h.score, 4) for h in hits] == [round(score, 4) for _, score in expected[:k]]
+    zebra = [h.record.captions[0] for h in store.keyword_search("a zebra", 10)]
+    assert sorted(zebra[:2]) == ["a zebra", "a zebra on a quay"] and all("zebra" not in c for c in zebra[2:])
+    statements: list[str] = []  # what SQLite ran, parameters filled in
+    store._db().set_trace_callback(statements.append)
+    store.keyword_search("a gull at dawn", 20)
+    store._db().set_trace_callback(None)
+    searches = [sql for sql in statements if "MATCH" in sql and "image_keywords.rank" in sql]
+    assert len(searches) == 1 and '"a"' not in searches[0] and '"gull"' in searches[0]
+    store.close()
+
+
 # --- one batch of vectors is one transaction --------------------------------------------------------
 
 BATCH_WRITER = """
