@@ -47,7 +47,7 @@ def main() -> None:
             store.set_vectors("bench", ids, vectors[start : start + len(ids)])
         # each mode gets its own 200 queries: a repeated query vector skips the graph walk
         queries = list(zip(bench_vectors("clustered", 601, DIM, seed=100), [some(3) for _ in range(601)], strict=True))
-        store.search("bench", queries[0][0], 10)  # load the index
+        store.search("bench", queries[0][0], 10)  # load the matrix or the graph index
         it = iter(queries[1:])
 
         def vector(_: int) -> None:
