@@ -21,7 +21,7 @@ from imagesearch.stores import StoreUnavailable, VectorStore, make_store
 from imagesearch.stores.elasticsearch import ElasticsearchStore
 from tests.support.cli import cli_env, run_cli, start_cli
 from tests.support.es_node import SecuredNode, ensure_distribution, free_port, start_node
-from tests.support.net import SlowLink
+from tests.support.net import SlowLink, wait_until
 from tests.support.search_api import ApiThread, make_shapes, write_folder
 from tests.support.store_data import image_id, record, unit_vectors
 
@@ -315,9 +315,11 @@ def test_a_search_over_a_slow_link_ends_within_its_timeout_however_many_requests
     assert all(o is True and 2 * delay <= seconds <= 3.0 + 0.2 for seconds, o in roomy), roomy
 
 
-def test_a_multi_vector_model_is_rebuilt_and_swapped_like_a_single_vector_one(store):
+def test_a_multi_vector_model_is_rebuilt_and_swapped_like_a_single_vector_one(es_node, tmp_path):
     """BLIP-2's nested vectors through the rebuild/swap lifecycle: the new index gets the same
-    layout, is filled from the queue, and after the swap searches score by the best vector there."""
+    layout, is filled from the queue, and after the swap searches score by the best vector there
+    (no periodic refresh: the swap alone makes the new vectors searchable)."""
+    store = ElasticsearchStore(es_settings(es_node, tmp_path, es_refresh_interval="-1"))
     n, q, model = 40, 4, "blip2-like"
     store.upsert_images([record(i) for i in range(n)])
     ids = [image_id(i) for i in range(n)]
@@ -328,7 +330,6 @@ def test_a_multi_vector_model_is_rebuilt_and_swapped_like_a_single_vector_one(st
     while batch := store.pending(model, 16):
         rows = [ids.index(r.id) for r in batch]
         store.set_vectors(model, [ids[i] for i in rows], new[rows])
-    store.refresh()
     assert store.swap(model) == new_index
     query = new[9, 2]
     hits = store.search(model, query, 3)
@@ -336,9 +337,13 @@ def test_a_multi_vector_model_is_rebuilt_and_swapped_like_a_single_vector_one(st
     expected = np.argsort(-(new @ query).max(1))[:3]
     assert [h.id for h in hits] == [ids[i] for i in expected]
     np.testing.assert_array_equal(store.get_vector(model, ids[5]), new[5])
+    store.close()
 
 
-def test_alias_swap_re_embeds_into_a_new_index_while_searches_keep_answering(store):
+def test_alias_swap_re_embeds_into_a_new_index_while_searches_keep_answering(es_node, tmp_path):
+    # No periodic refresh: only the swap's own refresh can make the new index's vectors searchable,
+    # so a swap that moved searches to an unrefreshed index answers nothing here on any machine.
+    store = ElasticsearchStore(es_settings(es_node, tmp_path, es_refresh_interval="-1"))
     n = 300
     store.upsert_images([record(i) for i in range(n)])
     ids = [image_id(i) for i in range(n)]
@@ -352,28 +357,38 @@ def test_alias_swap_re_embeds_into_a_new_index_while_searches_keep_answering(sto
     with pytest.raises(ValueError, match="still pending"):
         store.swap(MODEL)
 
-    stop, answered, errors = threading.Event(), [], []
+    stop, swapped = threading.Event(), threading.Event()
+    answered: list[tuple[bool, int]] = []  # (started after swap() returned, hits)
+    errors: list[Exception] = []
 
     def searcher() -> None:
         while not stop.is_set():
+            after_swap = swapped.is_set()  # read before the search starts
             try:
-                answered.append(len(store.search(MODEL, old_vectors[0], 5)))
+                answered.append((after_swap, len(store.search(MODEL, old_vectors[0], 5))))
             except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
     thread = threading.Thread(target=searcher)
     thread.start()
     try:
+        wait_until(lambda: len(answered) >= 5 or bool(errors), 60, "searches before the swap", interval=0.01)
         while batch := store.pending(MODEL, 50):
             rows = [ids.index(r.id) for r in batch]
             store.set_vectors(MODEL, [ids[i] for i in rows], new_vectors[rows])
         assert store.search(MODEL, old_vectors[0], 1)[0].score == pytest.approx(1.0, abs=1e-5)  # still the old index
         assert store.swap(MODEL) == new_index
-        time.sleep(1)
+        swapped.set()
+        wait_until(lambda: sum(after for after, _ in answered) >= 20 or bool(errors), 60, "searches after the swap",
+                   interval=0.01)
     finally:
         stop.set()
         thread.join()
-    assert errors == [] and answered and set(answered) == {5}
+    assert errors == []
+    before = [hits for after, hits in answered if not after]
+    after = [hits for after, hits in answered if after]
+    assert len(before) >= 5 and len(after) >= 20
+    assert set(before) == {5} and set(after) == {5}, f"searches before the swap found {sorted(set(before))}, after it {sorted(set(after))}"
 
     read, write = store.indices.aliases(MODEL)
     assert store.indices.alias_target(read) == store.indices.alias_target(write) == new_index
@@ -384,6 +399,7 @@ def test_alias_swap_re_embeds_into_a_new_index_while_searches_keep_answering(sto
     assert options["type"] == "hnsw"
     counts = store.counts(MODEL)
     assert (counts.embedded, counts.pending) == (n, 0)
+    store.close()
 
 
 def test_missing_index_and_unreachable_node_give_clear_errors_without_credentials(es_node, tmp_path, caplog):

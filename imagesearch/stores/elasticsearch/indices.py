@@ -159,6 +159,9 @@ class Indices:
             return new
         if (left := self.pending_count(model)) and not force:
             raise ValueError(f"{left} image(s) still pending for {new}: finish embedding first (or force)")
+        # Vectors written since the new index's last refresh (never, with refresh_interval -1) are not
+        # searchable yet: searches that go there must find them all. The refresh API returns once done.
+        self.client.es.indices.refresh(index=new)
         self.client.es.indices.update_aliases(actions=[
             {"remove": {"index": old, "alias": read}}, {"add": {"index": new, "alias": read}},
         ])
