@@ -31,10 +31,15 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing system packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; fi
 
-# ruff (pyflakes, bugbear, imports) on everything, mypy on the product code: pyproject.toml configures both.
+# ruff on everything, mypy on the product code: pyproject.toml configures both. mypy reads the product
+# as it is installed (api/ is imagesearch.api, ...; setup.py), through a tree of links in build/typecheck.
+TYPECHECK := build/typecheck
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/imagesearch
+	ln -s $(CURDIR)/imagesearch/* $(TYPECHECK)/imagesearch/
+	for service in export ingest api ui; do ln -s $(CURDIR)/$$service $(TYPECHECK)/imagesearch/$$service; done
+	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p imagesearch
 
 test: install system-deps lint
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)

@@ -1,5 +1,5 @@
 """The search API (FastAPI): a thin HTTP shell over ``imagesearch.search.SearchService``."""
 
-from api.app import create_app
+from imagesearch.api.app import create_app
 
 __all__ = ["create_app"]

@@ -20,12 +20,12 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import errors
-from api.auth import KeyRing, require_read
-from api.backends import Backends
-from api.context import ApiContext
-from api.metrics import Metrics
-from api.routes import images, operations, search
+from imagesearch.api import errors
+from imagesearch.api.auth import KeyRing, require_read
+from imagesearch.api.backends import Backends
+from imagesearch.api.context import ApiContext
+from imagesearch.api.metrics import Metrics
+from imagesearch.api.routes import images, operations, search
 from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings, get_settings
 from imagesearch.fetch import FetchOptions, make_client

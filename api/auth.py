@@ -18,7 +18,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.errors import ApiError
+from imagesearch.api.errors import ApiError
 from imagesearch.config import Settings
 
 ROLES = ("read", "admin")

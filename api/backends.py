@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 
-from api.metrics import Metrics
+from imagesearch.api.metrics import Metrics
 from imagesearch.config import Settings
 from imagesearch.encoders import Encoder, EncoderUnavailable, make_encoder
 from imagesearch.search import QueryError, SearchService

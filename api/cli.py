@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
+    from imagesearch.api.app import create_app
 
     settings = get_settings()
     host, port = args.host or settings.api_host, args.port or settings.api_port

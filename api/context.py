@@ -8,8 +8,8 @@ from typing import Annotated
 import aiohttp
 from fastapi import Depends, Request
 
-from api.backends import Backends
-from api.metrics import Metrics
+from imagesearch.api.backends import Backends
+from imagesearch.api.metrics import Metrics
 from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings
 from imagesearch.fetch import FetchOptions

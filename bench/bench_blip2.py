@@ -45,7 +45,7 @@ def real_size_folder(folder: Path) -> Path:
     """transformers' default BLIP-2 configuration (what blip2-itm-vit-g uses) and a tokenizer, no weights."""
     from transformers import BertTokenizer, Blip2Config, BlipImageProcessor
 
-    from export.tiny_blip2 import vocabulary
+    from tests.support.tiny_blip2 import vocabulary
 
     folder.mkdir(parents=True, exist_ok=True)
     Blip2Config(qformer_config={"use_qformer_text_input": True}).save_pretrained(folder)
@@ -56,8 +56,8 @@ def real_size_folder(folder: Path) -> Path:
 
 
 def encoders(batch: int) -> None:
-    from export.onnx_export import ExportOptions, export_model
     from imagesearch.encoders import make_encoder
+    from imagesearch.export.onnx_export import ExportOptions, export_model
 
     repo = CACHE / "blip2-random"
     slug = "blip2-vit-g-random"

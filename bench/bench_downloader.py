@@ -7,7 +7,7 @@ to the downloader; on a 2-core machine they still share the cores. First the bar
 side by side (a GET and its body, nothing else, 8 connections): httpx, which the downloader used
 until it measured this, and aiohttp, which it uses now. Then two figures of the downloader:
   fetch only      fetch_image for every URL (HTTP + redirects/limits checks + decode check), no storage;
-  full download   ingest.downloader.download: the above + sha256 + content-addressed file (written
+  full download   imagesearch.ingest.downloader.download: the above + sha256 + content-addressed file (written
                   by a writer thread per batch, one filesystem sync per batch) + records in the
                   local SQLite store.
 Creating a file is printed too: on ext4 without a journal (some VMs' disks), the kernel skips inodes
@@ -30,12 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from export.shapes import CLASSES, draw_shape
 from imagesearch.config import Settings
 from imagesearch.fetch import FetchOptions, fetch_image, make_client
+from imagesearch.ingest.downloader import download
 from imagesearch.stores.local import LocalStore
-from ingest.downloader import download
 from tests.support.image_server import serve_forever_in_process
+from tests.support.shapes import CLASSES, draw_shape
 
 
 def make_images(n: int, size: tuple[int, int]) -> dict[str, bytes]:

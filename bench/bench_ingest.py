@@ -31,11 +31,11 @@ import numpy as np
 from bench.common import cpu_description, photo_jpegs, rate, vit_b32_repository
 from imagesearch.config import Settings, get_settings
 from imagesearch.encoders import make_encoder
+from imagesearch.ingest import cli
+from imagesearch.ingest.embed import EmbedWorker
+from imagesearch.ingest.folder import scan_folder
 from imagesearch.model_card import TOWERS
 from imagesearch.stores.local import LocalStore
-from ingest import cli
-from ingest.embed import EmbedWorker
-from ingest.folder import scan_folder
 from tests.support.image_server import serve_forever_in_process
 
 SLUG = "vit-b-32-random"

@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.test_model:
-        from export.test_model import ensure_test_model
+        from tests.support.test_model import ensure_test_model
 
         repo, slug = ensure_test_model(), "shapes-tiny"
     else:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import torch
 from torch import nn
 
-from export.onnx_export import ExportError, ExportOptions, Source, hub_unreachable
+from imagesearch.export.onnx_export import ExportError, ExportOptions, Source, hub_unreachable
 from imagesearch.model_card import TokenizerSpec
 
 ARCHITECTURE = "blip2"

@@ -1,4 +1,4 @@
-"""`imagesearch export`: thin command-line shell over export.onnx_export."""
+"""`imagesearch export`: thin command-line shell over imagesearch.export.onnx_export."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from export.triton_config import TritonOptions as Defaults  # the flags' defaults are the options'
+    from imagesearch.export.triton_config import TritonOptions as Defaults  # the flags' defaults are the options'
 
     parser.add_argument("--family", choices=FAMILIES, default="open_clip",
                         help="open_clip (CLIP models), or blip2 (transformers' BLIP-2 retrieval model, e.g. "
@@ -63,7 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def triton_options(args: argparse.Namespace):
     """The ``--triton-*`` flags as ``TritonOptions``."""
-    from export.triton_config import TritonOptions
+    from imagesearch.export.triton_config import TritonOptions
 
     return TritonOptions(
         kind=f"KIND_{args.triton_kind.upper()}", instances=args.triton_instances, variant=args.triton_variant,
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"model {slug} is already in {repository}; nothing to do")
         return 0
 
-    from export.onnx_export import ExportError, ExportOptions, export_model
+    from imagesearch.export.onnx_export import ExportError, ExportOptions, export_model
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("export").setLevel(logging.INFO)

@@ -413,11 +413,11 @@ def open_clip_source(options: ExportOptions) -> Source:
 
 def export_model(options: ExportOptions, repository: Path, *, triton_kind: str = "KIND_GPU", triton_options=None) -> ModelCard:
     """Export towers (+ variants), tokenizer, Triton configs and the model description into ``repository``."""
-    from export.triton_config import TritonOptions, write_configs
+    from imagesearch.export.triton_config import TritonOptions, write_configs
 
     torch.manual_seed(0)
     if options.family == "blip2":
-        from export.blip2 import blip2_source
+        from imagesearch.export.blip2 import blip2_source
 
         source = blip2_source(options)
     else:

@@ -9,14 +9,14 @@ import sys
 # subcommand -> module with configure(parser) and run(args) -> int; imported only when used, so
 # `imagesearch search` never imports torch and `imagesearch export` never imports FastAPI.
 COMMANDS = {
-    "export": ("export.cli", "export open_clip models to ONNX + Triton model repository"),
-    "ingest": ("ingest.cli", "download/scan images and embed them"),
+    "export": ("imagesearch.export.cli", "export open_clip models to ONNX + Triton model repository"),
+    "ingest": ("imagesearch.ingest.cli", "download/scan images and embed them"),
     "search": ("imagesearch.search_cli", "search the index by text or by image"),
     "status": ("imagesearch.status_cli", "counts, model and store"),
     "remove": ("imagesearch.remove_cli", "take images out of the index (records, vectors, files)"),
     "index": ("imagesearch.index_cli", "Elasticsearch vector index lifecycle: status, rebuild, swap"),
-    "serve": ("api.cli", "run the search API"),
-    "ui": ("ui.cli", "run the web UI"),
+    "serve": ("imagesearch.api.cli", "run the search API"),
+    "ui": ("imagesearch.ui.cli", "run the web UI"),
 }
 
 

@@ -32,10 +32,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _download(args, store, settings, lines: list[str], handoff=None) -> bool:
     from imagesearch.blobs import BlobStore
-    from ingest.downloader import download, retry_failed
-    from ingest.folder import scan_folder
-    from ingest.progress import Progress
-    from ingest.urls import parse_url_file
+    from imagesearch.ingest.downloader import download, retry_failed
+    from imagesearch.ingest.folder import scan_folder
+    from imagesearch.ingest.progress import Progress
+    from imagesearch.ingest.urls import parse_url_file
 
     ok = True
     swept = BlobStore(settings.images_dir).sweep_leftovers()
@@ -73,8 +73,8 @@ def _download(args, store, settings, lines: list[str], handoff=None) -> bool:
 def _embed(args, store, settings, lines: list[str], until: threading.Event | None = None,
            progresses: dict | None = None, handoff=None) -> None:
     from imagesearch.encoders import make_encoder
-    from ingest.embed import EmbedWorker, embed_all
-    from ingest.progress import Progress
+    from imagesearch.ingest.embed import EmbedWorker, embed_all
+    from imagesearch.ingest.progress import Progress
 
     workers = []
     progresses = {} if progresses is None else progresses  # slug: its bar (the download sets their totals when it ends)
@@ -185,8 +185,8 @@ def run(args: argparse.Namespace) -> int:
 def _decoded_handoff(args, settings):
     """The hand-off of decoded pixels to this process's embedders; None when it is off, or when a
     model's description cannot be read (the embedder says why)."""
+    from imagesearch.ingest.handoff import DecodedHandoff
     from imagesearch.model_card import load_card
-    from ingest.handoff import DecodedHandoff
 
     if settings.handoff_mb <= 0:
         return None

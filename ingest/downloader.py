@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings
 from imagesearch.fetch import FetchedImage, FetchError, FetchOptions, fetch_image, make_client
+from imagesearch.ingest.handoff import DecodedHandoff
+from imagesearch.ingest.urls import UrlEntry
 from imagesearch.records import ImageRecord, UrlFailure
 from imagesearch.robots import RobotsRules
 from imagesearch.stores import VectorStore
-from ingest.handoff import DecodedHandoff
-from ingest.urls import UrlEntry
 
 Progress = Callable[[str, int], None]  # (event, n): downloaded, duplicate, known, skipped, failed:<reason>
 _CHUNK = 1000  # entries looked up in the store at a time

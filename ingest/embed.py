@@ -23,10 +23,10 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings
 from imagesearch.encoders import Encoder, EncoderUnavailable
+from imagesearch.ingest.handoff import DecodedHandoff
 from imagesearch.model_card import ModelCard
 from imagesearch.preprocess import ImageDecodeError, prepare
 from imagesearch.stores import StoreWriteError, VectorStore
-from ingest.handoff import DecodedHandoff
 
 log = logging.getLogger("imagesearch.ingest")
 

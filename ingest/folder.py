@@ -9,10 +9,10 @@ from typing import Callable, Iterator
 from imagesearch.blobs import BlobStore, ImagesFolderFull, sha256_hex
 from imagesearch.config import Settings
 from imagesearch.formats import FILE_SUFFIXES
+from imagesearch.ingest.handoff import DecodedHandoff
 from imagesearch.preprocess import ImageDecodeError, probe
 from imagesearch.records import ImageRecord
 from imagesearch.stores import VectorStore
-from ingest.handoff import DecodedHandoff
 
 
 def image_files(root: Path) -> Iterator[Path]:

@@ -1,4 +1,4 @@
-"""Shared fixtures. The trained test model is built once and cached (see export/test_model.py)."""
+"""Shared fixtures. The trained test model is built once and cached (see tests/support/test_model.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 @pytest.fixture(scope="session")
 def test_model_repo() -> Path:
     """A model repository with the tiny coloured-shapes model (slug ``shapes-tiny``, fp32)."""
-    from export.test_model import ensure_test_model
+    from tests.support.test_model import ensure_test_model
 
     return ensure_test_model()
 
@@ -28,7 +28,7 @@ def test_model_repo() -> Path:
 def test_model_repo_int8(test_model_repo) -> Path:
     """The same model exported with its int8 variant too: only for the tests about int8, so that a
     failing int8 gate on some CPU is their failure alone."""
-    from export.test_model import ensure_test_model
+    from tests.support.test_model import ensure_test_model
 
     return ensure_test_model(int8=True)
 
@@ -37,8 +37,8 @@ def test_model_repo_int8(test_model_repo) -> Path:
 def blip2_repo(tmp_path_factory) -> Path:
     """A model repository with a tiny random-weight BLIP-2 (slug ``blip2-tiny``, fp32 and int8),
     exported from its transformers model folder (``blip2_repo.parent / "blip2-tiny-hf"``)."""
-    from export.onnx_export import ExportOptions, export_model
-    from export.tiny_blip2 import build
+    from imagesearch.export.onnx_export import ExportOptions, export_model
+    from tests.support.tiny_blip2 import build
 
     root = tmp_path_factory.mktemp("blip2")
     folder = build(root / "blip2-tiny-hf")

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api.app import create_app
-from export import shapes
+from imagesearch.api.app import create_app
 from imagesearch.config import Settings
 from imagesearch.search import SearchService, TextBatcher
+from tests.support import shapes
 from tests.support.image_server import ImageServer
 from tests.support.search_api import ApiThread, ingest, make_shapes, write_folder
 

@@ -11,7 +11,7 @@ import logging
 import httpx
 import pytest
 
-from api.app import create_app
+from imagesearch.api.app import create_app
 from tests.support.search_api import ApiThread, ingest, make_shapes, write_folder
 
 READ, ADMIN, FILED = "read-key-5f1c", "admin-key-93ab", "filed-key-77d0"

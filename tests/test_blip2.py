@@ -1,4 +1,4 @@
-"""BLIP-2 as an embedding model: a tiny random-weight Blip2ForImageTextRetrieval (export/tiny_blip2.py)
+"""BLIP-2 as an embedding model: a tiny random-weight Blip2ForImageTextRetrieval (tests/support/tiny_blip2.py)
 exported through `imagesearch export --family blip2`, checked against transformers itself: its
 tokenizer's ids, its ITC scores, and through the real API in both stores, its ranking."""
 
@@ -17,7 +17,7 @@ import onnx
 import pytest
 from PIL import Image
 
-from api.app import create_app
+from imagesearch.api.app import create_app
 from imagesearch.config import Settings
 from imagesearch.encoders import make_encoder
 from imagesearch.model_card import load_card
@@ -207,7 +207,7 @@ def test_a_model_too_big_for_one_protobuf_keeps_its_weights_beside_the_graph(tmp
     """BLIP-2 ViT-g has 1.2 billion weights (4.4 GiB in fp32), over protobuf's 2 GiB: its graphs keep
     the weights in ``model.onnx.data``. The same path, forced on the tiny model: every variant is
     written so, passes its gate, and loads in ONNX Runtime with the embeddings of the one-file export."""
-    from export import onnx_export
+    from imagesearch.export import onnx_export
 
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
     card = onnx_export.export_model(

@@ -340,7 +340,8 @@ def test_the_runtime_image_has_no_torch_and_all_it_runs():
             for node in ast.walk(ast.parse(path.read_text())):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                     [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
-                assert not [n for n in names if n == "export" or n.startswith("export.")], f"{path} imports export"
+                assert not [n for n in names if n == "imagesearch.export" or n.startswith("imagesearch.export.")], \
+                    f"{path} imports imagesearch.export"
     ignored = set((c.REPO_ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "var", "model_repository", "test-artifacts"} <= ignored
 

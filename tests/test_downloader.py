@@ -8,14 +8,14 @@ import threading
 
 import pytest
 
-from export.shapes import draw_shape
 from imagesearch.blobs import BlobStore, sha256_hex
 from imagesearch.config import Settings
+from imagesearch.ingest import downloader
+from imagesearch.ingest.downloader import download, retry_failed
+from imagesearch.ingest.urls import UrlEntry
 from imagesearch.stores.local import LocalStore
-from ingest import downloader
-from ingest.downloader import download, retry_failed
-from ingest.urls import UrlEntry
 from tests.support.image_server import Reply
+from tests.support.shapes import draw_shape
 
 RNG = random.Random(5)
 

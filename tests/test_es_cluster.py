@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from api.app import create_app
+from imagesearch.api.app import create_app
 from imagesearch.stores import make_store
 from tests.support.cli import REPO, cli_env, command, run_cli
 from tests.support.es_node import Cluster

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from api.app import create_app
+from imagesearch.api.app import create_app
 from imagesearch.config import Settings
 from imagesearch.stores import StoreUnavailable, VectorStore, make_store
 from imagesearch.stores.elasticsearch import ElasticsearchStore
@@ -545,8 +545,8 @@ def test_es_down_during_a_download_holds_up_no_fetch_and_loses_nothing(es_node, 
     the fetches go on; the records are written once it is back; every URL is fetched and stored once."""
     import asyncio
 
-    from export import shapes
-    from ingest.downloader import download
+    from imagesearch.ingest.downloader import download
+    from tests.support import shapes
     from tests.support.image_server import ImageServer, Reply
 
     settings = settings.model_copy(update={

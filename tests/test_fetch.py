@@ -11,10 +11,10 @@ import time
 import pytest
 from yarl import URL
 
-from export.shapes import draw_shape
 from imagesearch.config import Settings
 from imagesearch.fetch import FetchError, FetchOptions, check_url, fetch_image, fetch_image_sync, make_client
 from tests.support.image_server import Reply
+from tests.support.shapes import draw_shape
 
 RNG = random.Random(3)
 JPEG = draw_shape("red", "circle", RNG, (80, 60)).encode("JPEG")

@@ -10,16 +10,16 @@ import threading
 import numpy as np
 import pytest
 
-from export import shapes
 from imagesearch.blobs import sha256_hex
 from imagesearch.config import Settings
 from imagesearch.encoders import make_encoder
+from imagesearch.ingest.downloader import download
+from imagesearch.ingest.embed import EmbedWorker
+from imagesearch.ingest.folder import scan_folder
+from imagesearch.ingest.handoff import DecodedHandoff
 from imagesearch.model_card import load_card
 from imagesearch.stores.local import LocalStore
-from ingest.downloader import download
-from ingest.embed import EmbedWorker
-from ingest.folder import scan_folder
-from ingest.handoff import DecodedHandoff
+from tests.support import shapes
 from tests.support.image_server import ImageServer
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export import shapes
 from imagesearch.config import Settings
 from imagesearch.encoders import make_encoder, row_cosines
 from imagesearch.preprocess import prepare
 from imagesearch.stores.local import LocalStore
+from tests.support import shapes
 from tests.support.cli import REPO, cli_env, command, run_cli, start_cli
 from tests.support.image_server import ImageServer, Reply
 

@@ -22,10 +22,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from export import shapes
 from imagesearch.config import Settings
 from imagesearch.encoders import ReferenceCheckFailed, make_encoder
 from imagesearch.model_card import INT8_FORMAT, PARITY_MIN, load_card
+from tests.support import shapes
 from tests.support.emulated_cpu import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_a_broken_int8_file_is_refused_at_load_with_its_cosine(broken_int8_repo)
 def test_a_refused_model_shows_in_healthz_and_status(broken_int8_repo, tmp_path):
     import httpx
 
-    from api.app import create_app
+    from imagesearch.api.app import create_app
     from tests.support.search_api import ApiThread
 
     settings = Settings(data_dir=tmp_path / "var", model_repository=broken_int8_repo, model="shapes-tiny",

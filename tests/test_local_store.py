@@ -47,7 +47,7 @@ def test_writers_wait_for_another_writer_and_readers_go_on(settings, tmp_path):
     the API keeps answering searches meanwhile (WAL: readers do not wait for writers)."""
     import httpx
 
-    from api.app import create_app
+    from imagesearch.api.app import create_app
     from tests.support.cli import start_cli
     from tests.support.search_api import ApiThread, ingest, make_shapes, settings_env, write_folder
 
@@ -77,7 +77,7 @@ def test_a_store_locked_for_readers_gives_503_with_retry_after_then_recovers(set
     when the API starts: searches answer 503 with Retry-After, then work once it lets go."""
     import httpx
 
-    from api.app import create_app
+    from imagesearch.api.app import create_app
     from tests.support.search_api import ApiThread, ingest, make_shapes, write_folder
 
     ingest(settings, "--folder", str(write_folder(tmp_path / "photos", make_shapes(1, seed=5))))

@@ -23,14 +23,14 @@ def test_runtime_imports_and_runs_with_torch_unimportable(test_model_repo, tmp_p
             raise SystemExit("torch imported: the block does not work")
 
         import numpy as np
-        from export.shapes import dataset
+        from tests.support.shapes import dataset
         from imagesearch.config import Settings
         from imagesearch.encoders import make_encoder
         from imagesearch.preprocess import prepare
         from imagesearch.search import SearchService
-        import ingest.cli, ingest.embed, ingest.folder, imagesearch.search_cli, imagesearch.status_cli
+        import imagesearch.ingest.cli, imagesearch.ingest.embed, imagesearch.ingest.folder, imagesearch.search_cli, imagesearch.status_cli
         # every service and adapter: any import error fails the test, whatever it names
-        import api.app, api.cli, ui.cli, ingest.downloader, imagesearch.run
+        import imagesearch.api.app, imagesearch.api.cli, imagesearch.ui.cli, imagesearch.ingest.downloader, imagesearch.run
         import imagesearch.encoders.triton, imagesearch.encoders.openvino, imagesearch.stores.elasticsearch, imagesearch.stores.local
         settings = Settings(model_repository=r"{test_model_repo}", model="shapes-tiny", data_dir=r"{tmp_path}")
         encoder = make_encoder(settings)

@@ -10,12 +10,12 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from export import shapes
 from imagesearch.config import Settings
 from imagesearch.encoders import make_encoder, row_cosines
 from imagesearch.encoders.openvino import native_bf16
 from imagesearch.model_card import PARITY_MIN
 from imagesearch.preprocess import prepare
+from tests.support import shapes
 from tests.support.cli import cli_env, run_cli
 from tests.support.emulated_cpu import run_module
 from tests.test_ingest import colour_shape_of, search, write_folder

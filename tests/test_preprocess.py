@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.shapes import draw_shape
 from imagesearch.preprocess import ImageDecodeError, prepare, probe
+from tests.support.shapes import draw_shape
 
 
 def photo(width: int = 1024, height: int = 768, seed: int = 0) -> Image.Image:
@@ -33,7 +33,7 @@ def vit_card(tmp_path_factory):
     """ViT-B-32's description (224px, bicubic, shortest-side resize) and open_clip's own transform."""
     import open_clip
 
-    from export.onnx_export import ExportOptions, export_model
+    from imagesearch.export.onnx_export import ExportOptions, export_model
 
     repo = tmp_path_factory.mktemp("vitb32")
     card = export_model(ExportOptions(model="ViT-B-32", pretrained="none", parity_batch=2), repo)

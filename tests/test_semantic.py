@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export import shapes
 from imagesearch.config import Settings
 from imagesearch.encoders import make_encoder
 from imagesearch.preprocess import prepare
+from tests.support import shapes
 
 
 @pytest.mark.parametrize("variant, runtime", [("fp32", "onnx"), ("int8", "onnx"), ("fp32", "openvino")])

@@ -12,13 +12,13 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export import shapes
-from export.test_model import pixels_for
-from export.triton_config import TritonOptions, write_configs
 from imagesearch.encoders import Encoder, EncoderUnavailable, make_encoder
 from imagesearch.encoders.onnx import OnnxEncoder
 from imagesearch.encoders.triton import TritonEncoder, served_variant
+from imagesearch.export.triton_config import TritonOptions, write_configs
 from imagesearch.model_card import OUTPUT, VARIANT_PARAMETER, load_card
+from tests.support import shapes
+from tests.support.test_model import pixels_for
 from tests.support.triton_server import free_port
 
 TEXTS = ["a red circle", "a photo of a blue square", "green triangle", "", "naïve café ☕ — 東京", "a very long caption " * 20]
@@ -111,7 +111,7 @@ def test_generated_configs_are_valid_for_onnxruntime_backend(test_model_repo_int
 def test_export_flags_set_every_tunable_value():
     import argparse
 
-    from export import cli
+    from imagesearch.export import cli
 
     parser = argparse.ArgumentParser()
     cli.configure(parser)

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from api.app import create_app
-from export import shapes
+from imagesearch.api.app import create_app
 from imagesearch.config import Settings
+from tests.support import shapes
 from tests.support.cli import clean_env
 from tests.support.image_server import ImageServer
 from tests.support.search_api import ROOT, ApiThread, free_port, ingest, make_shapes, wait_for, write_folder

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ingest.urls import UrlEntry, parse_url_file, parse_url_lines
+from imagesearch.ingest.urls import UrlEntry, parse_url_file, parse_url_lines
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

@@ -147,7 +147,7 @@ def main() -> None:
     text_column, k_column = st.columns([5, 1])
     text_column.text_input("Describe what you are looking for", key="text", on_change=_on_text,
                            placeholder="a dog running on a beach")
-    k = k_column.selectbox("Results", K_CHOICES, index=K_CHOICES.index(12), key="k")
+    k = k_column.selectbox("Results", K_CHOICES, index=K_CHOICES.index(12), key="k") or 12  # None only with no choices
     st.radio("Match the text by", list(MODES), key="mode", horizontal=True,
              help="meaning: what the image shows (CLIP); words: its caption and file name; both: the two ranked together")
     st.file_uploader("…or search by an example image", type=UPLOAD_TYPES, key="upload", on_change=_on_upload)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
-from api.auth import require_admin
-from api.context import Context
-from api.errors import ERRORS, ApiError, ErrorBody
+from imagesearch.api.auth import require_admin
+from imagesearch.api.context import Context
+from imagesearch.api.errors import ERRORS, ApiError, ErrorBody
 from imagesearch.formats import FORMATS, content_type
 from imagesearch.records import is_image_id
 from imagesearch.removal import remove

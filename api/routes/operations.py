@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.auth import require_read
-from api.context import Context
-from api.errors import ErrorBody
+from imagesearch.api.auth import require_read
+from imagesearch.api.context import Context
+from imagesearch.api.errors import ErrorBody
 from imagesearch.model_card import ModelCard
 
 router = APIRouter(tags=["operations"])

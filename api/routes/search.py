@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from api.context import Context
-from api.errors import ERRORS, ApiError
-from api.schemas import MODEL_HELP, SearchRequest
+from imagesearch.api.context import Context
+from imagesearch.api.errors import ERRORS, ApiError
+from imagesearch.api.schemas import MODEL_HELP, SearchRequest
 from imagesearch.fetch import fetch_image
 from imagesearch.search import Mode, SearchResponse
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from export import shapes
 from imagesearch.config import Settings
+from tests.support import shapes
 from tests.support.cli import clean_env
 from tests.support.net import free_port, wait_until
 

@@ -1,6 +1,6 @@
 """Synthetic images of coloured shapes on varied backgrounds, with captions like "a red circle".
 
-Used to train the tiny test model (export/test_model.py) and by tests that need images whose
+Used to train the tiny test model (tests/support/test_model.py) and by tests that need images whose
 content is known. Pillow only: no torch, so runtime tests can import it.
 """
 

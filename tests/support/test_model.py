@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export import shapes
 from imagesearch.model_card import ModelCard
 from imagesearch.preprocess import prepare
+from tests.support import shapes
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def _training_fingerprint() -> str:
 
 
 def _export_fingerprint() -> str:
-    from export import onnx_export, triton_config
     from imagesearch import model_card
+    from imagesearch.export import onnx_export, triton_config
 
     return _fingerprint(*(Path(str(m.__file__)) for m in (onnx_export, triton_config, model_card)))
 
@@ -73,7 +73,7 @@ def train(checkpoint: Path, steps: int = 700, seed: int = 0) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from export.onnx_export import VisualTower
+    from imagesearch.export.onnx_export import VisualTower
 
     torch.manual_seed(seed)
     # The same thread count on every machine (how sums are split changes the float results) and
@@ -151,8 +151,8 @@ def _build_once(target: Path, build) -> Path:
 
 def ensure_test_model(cache_dir: Path = DEFAULT_CACHE, int8: bool = False) -> Path:
     """A model repository holding the trained, exported test model (fp32; ``int8`` adds that variant)."""
-    from export.onnx_export import ExportOptions, export_model
-    from export.triton_config import TritonOptions
+    from imagesearch.export.onnx_export import ExportOptions, export_model
+    from imagesearch.export.triton_config import TritonOptions
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
