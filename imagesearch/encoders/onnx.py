@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from imagesearch.config import Settings
-from imagesearch.encoders import TowerEncoder
+from imagesearch.encoders.base import TowerEncoder
 from imagesearch.model_card import TOWERS, ModelCard, Tower
 from imagesearch.tokenizer import Tokenizer
 

@@ -26,7 +26,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from tritonclient.utils import InferenceServerException
 
 from imagesearch.config import Settings
-from imagesearch.encoders import EncoderUnavailable, TowerEncoder
+from imagesearch.encoders.base import EncoderUnavailable, TowerEncoder
 from imagesearch.model_card import INPUTS, OUTPUT, TOWERS, VARIANT_FILES, VARIANT_PARAMETER, ModelCard, Tower
 from imagesearch.tokenizer import Tokenizer
 

@@ -5,144 +5,27 @@ The store is also the work queue: the downloader writes records, the embed worke
 records that have no vector for the active model and fills them in. Two implementations, chosen by
 ``IMAGESEARCH_STORE``: ``local`` (SQLite on disk, exact search) and ``elasticsearch`` (HNSW kNN).
 
-Both keep the one contract written in the docstrings below; ``tests/test_store_contract.py`` runs
-the same tests on each. The errors a caller can meet are the two classes here (plus ``ValueError``
+Both keep the one contract written in the docstrings of ``base.VectorStore``; ``tests/test_store_contract.py`` runs
+the same tests on each. The errors a caller can meet are the two classes in ``base`` (plus ``ValueError``
 for a caller's mistake, such as ids and vectors of different lengths).
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol, Sequence, runtime_checkable
-
-import numpy as np
-
 from imagesearch.config import Settings
-from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
+from imagesearch.stores.base import (
+    MAX_K,
+    StoreUnavailable,
+    StoreWriteError,
+    VectorStore,
+    checked_vectors,
+    describe_layout,
+    query_vector,
+    vector_layout,
+)
 
-MAX_K = 10_000  # the most results one search returns (Elasticsearch's result window)
-
-
-class StoreUnavailable(RuntimeError):
-    """The store cannot answer (server down, database locked, index missing). Safe to retry later."""
-
-
-class StoreWriteError(RuntimeError):
-    """The store rejected some items of a write (not retryable); the others were written.
-    ``failures`` maps each rejected id to the reason."""
-
-    def __init__(self, failures: dict[str, str], backend: str = "the store"):
-        self.failures = failures
-        sample = "; ".join(f"{key}: {reason}" for key, reason in list(failures.items())[:5])
-        super().__init__(f"{len(failures)} item(s) rejected by {backend}: {sample}")
-
-
-def checked_vectors(ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
-    """``vectors`` as contiguous float32, one entry per id: [N, D], or [N, Q, D] for a model with
-    several vectors per image (``set_vectors``' argument check)."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim not in (2, 3) or len(ids) != len(vectors):
-        raise ValueError(f"{len(ids)} ids but vectors of shape {vectors.shape}")
-    return vectors
-
-
-def vector_layout(vectors: np.ndarray) -> tuple[int, int]:
-    """(dim, vectors per image) of a checked [N, D] or [N, Q, D] batch."""
-    return (vectors.shape[2], vectors.shape[1]) if vectors.ndim == 3 else (vectors.shape[1], 1)
-
-
-def describe_layout(dim: int, vectors_per_image: int) -> str:
-    return f"{dim}-d vectors" if vectors_per_image == 1 else f"{vectors_per_image} {dim}-d vectors per image"
-
-
-def query_vector(vector: np.ndarray) -> np.ndarray:
-    """An image's embedding as one query vector: itself, or for a model with several vectors per image
-    ([Q, D], BLIP-2) their mean, normalized: the direction they share, as search by example uses it."""
-    vector = np.asarray(vector, np.float32)
-    if vector.ndim == 1:
-        return vector
-    mean = vector.reshape(-1, vector.shape[-1]).mean(0)
-    return mean / max(float(np.linalg.norm(mean)), 1e-12)
-
-
-@runtime_checkable
-class VectorStore(Protocol):
-    # --- metadata (written by the downloader / folder scanner) ---------------------------------
-    def upsert_images(self, records: Sequence[ImageRecord]) -> list[bool]:
-        """Insert, or merge into the existing record with the same id; True where the id was new.
-        A URL that now has an image loses its failure entry."""
-
-    def record_failures(self, failures: Sequence[UrlFailure]) -> None:
-        """Remember why URLs gave no image (attempts add up across runs)."""
-
-    def failures(self) -> list[UrlFailure]: ...
-
-    def known_urls(self, urls: Iterable[str]) -> set[str]:
-        """Which of ``urls`` already have an image (so a re-run does no new work)."""
-
-    def get(self, image_id: str) -> ImageRecord | None: ...
-
-    # --- vectors (the embed worker's queue) ----------------------------------------------------
-    def ensure_model(self, model: str, dim: int, vectors_per_image: int = 1) -> None:
-        """Create what the model's vectors need (table, index); idempotent. ``ValueError`` if the
-        model is stored with another dimension or number of vectors per image."""
-
-    def pending(self, model: str, limit: int, exclude: Sequence[str] = ()) -> list[ImageRecord]:
-        """Records with neither a vector nor an embed error for ``model``, oldest first."""
-
-    def set_vectors(self, model: str, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Write (or replace) each image's embedding: ``vectors`` is [N, D], or [N, Q, D] for a model
-        with Q vectors per image (BLIP-2); the first write sets the model up like ``ensure_model``.
-        A vector clears the image's embed error for the model. Ids without a record, and vectors of
-        another shape than the model's, raise ``StoreWriteError`` after the rest is written."""
-
-    def set_embed_errors(self, model: str, errors: dict[str, str]) -> None:
-        """id -> reason for images that could not be embedded (kept out of ``pending``). Ids
-        without a record raise ``StoreWriteError`` after the rest is written."""
-
-    def get_vector(self, model: str, image_id: str) -> np.ndarray | None:
-        """The image's embedding as written ([D] or [Q, D]), or None."""
-
-    # --- removal -------------------------------------------------------------------------------
-    def remove_images(self, ids: Sequence[str]) -> list[ImageRecord]:
-        """Remove the records, their vectors for every model, their embed errors and URLs; returns
-        the records removed (the caller deletes the files). The record and its URLs are remembered
-        (``removed_urls``, ``removed_ids``) until the same image is stored again. Idempotent, and a
-        rerun after a kill in the middle finishes the job."""
-
-    def removed_urls(self, urls: Iterable[str]) -> set[str]:
-        """Which of ``urls`` belong to removed images (the downloader skips them unless asked)."""
-
-    def removed_ids(self, ids: Iterable[str]) -> set[str]:
-        """Which of ``ids`` were removed (the folder scan skips them unless asked)."""
-
-    def find_ids(self, *, url: str | None = None, folder: str | None = None) -> list[str]:
-        """Ids of the stored or removed images with this URL, or with a file under this folder."""
-
-    # --- queries -------------------------------------------------------------------------------
-    def search(
-        self, model: str, vector: np.ndarray, k: int,
-        filters: SearchFilters | None = None, min_score: float | None = None,
-    ) -> list[Hit]:
-        """Top-k by dot product (vectors are L2-normalized, so this is cosine), best first; an image
-        with several vectors (BLIP-2) scores the best of them, as the model's own ITC score does.
-        ``filters`` apply before the top k is taken; ``min_score`` drops hits below it; k <= 0 gives
-        nothing and k is capped at ``MAX_K``. A model that was never set up (no ``ensure_model``, no
-        vector) raises ``StoreUnavailable``: there is nothing to search with it yet."""
-
-    def keyword_search(self, text: str, k: int, filters: SearchFilters | None = None) -> list[Hit]:
-        """The top-k records whose captions or file names contain words of ``text``, by BM25 score
-        (higher is better; not comparable to the cosine of ``search``), filters applied first."""
-
-    def refresh(self) -> None:
-        """Make every write so far visible to ``search`` (the local store: always at once; there it
-        saves its graph indexes, so that the next process starts from them)."""
-
-    def counts(self, model: str) -> Counts: ...
-
-    def health(self) -> dict:
-        """{"ok": bool, ...details}; never raises."""
-
-    def close(self) -> None: ...
+__all__ = ["MAX_K", "StoreUnavailable", "StoreWriteError", "VectorStore", "checked_vectors", "describe_layout",
+           "make_store", "query_vector", "vector_layout"]
 
 
 def make_store(settings: Settings) -> VectorStore:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import numpy as np
 
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
-from imagesearch.stores import MAX_K, StoreUnavailable, StoreWriteError, checked_vectors, describe_layout, vector_layout
+from imagesearch.stores.base import MAX_K, StoreUnavailable, StoreWriteError, checked_vectors, describe_layout, vector_layout
 from imagesearch.stores.vector_index import MIN_CANDIDATES, SAVE_EVERY, RecallProbe, VectorIndex
 
 T = TypeVar("T")

@@ -19,7 +19,7 @@ from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elastics
 from tenacity import Retrying, retry_if_exception, stop_after_delay, stop_before_delay, wait_exponential
 
 from imagesearch.config import Settings
-from imagesearch.stores import StoreUnavailable, StoreWriteError
+from imagesearch.stores.base import StoreUnavailable, StoreWriteError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

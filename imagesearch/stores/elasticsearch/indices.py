@@ -16,7 +16,7 @@ import time
 
 from elasticsearch import ApiError
 
-from imagesearch.stores import StoreUnavailable, describe_layout
+from imagesearch.stores.base import StoreUnavailable, describe_layout
 from imagesearch.stores.elasticsearch import mappings, queries
 from imagesearch.stores.elasticsearch.client import EsClient, reason
 

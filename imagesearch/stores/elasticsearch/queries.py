@@ -7,7 +7,7 @@ import base64
 import numpy as np
 
 from imagesearch.records import SearchFilters
-from imagesearch.stores import MAX_K
+from imagesearch.stores.base import MAX_K
 from imagesearch.stores.elasticsearch.mappings import NESTED_VECTORS
 
 MAX_RESULT_WINDOW = MAX_K  # Elasticsearch's limit for k, num_candidates and size; the store contract's cap on k

@@ -16,7 +16,7 @@ from elasticsearch import Elasticsearch, helpers
 
 from imagesearch.config import Settings
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
-from imagesearch.stores import StoreUnavailable, StoreWriteError, checked_vectors, describe_layout, vector_layout
+from imagesearch.stores.base import StoreUnavailable, StoreWriteError, checked_vectors, describe_layout, vector_layout
 from imagesearch.stores.elasticsearch import mappings, queries
 from imagesearch.stores.elasticsearch.client import EsClient
 from imagesearch.stores.elasticsearch.indices import Indices, name_key
