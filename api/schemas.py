@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from imagesearch.formats import FORMATS
 from imagesearch.records import SearchFilters
-from imagesearch.search import Mode
+from imagesearch.search import Mode, check_mode, check_one_query
 
 MAX_DIMENSION = 1_000_000  # pixel-size filters beyond this can match nothing anyway
 
@@ -44,7 +44,7 @@ class SearchRequest(BaseModel):
     text: Text | None = Field(None, description="what to look for, in words")
     image_id: Text | None = Field(None, description="id (sha256) of an indexed image: find similar ones")
     image_url: Text | None = Field(None, max_length=4096, description="an image on the web: find similar ones")
-    k: int = Field(10, description="how many results (1..max_k, default max 100)")
+    k: int = Field(10, description="how many results (1..IMAGESEARCH_MAX_K, as /status lists it)")
     filters: Filters | None = None
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop results below this cosine")
     mode: Mode = Field("vector", description="with text: vector (by meaning), text (by the words of captions and "
@@ -52,10 +52,7 @@ class SearchRequest(BaseModel):
     model: str | None = Field(None, max_length=200, description=MODEL_HELP)
 
     @model_validator(mode="after")
-    def _one_query(self) -> "SearchRequest":
-        given = [name for name in ("text", "image_id", "image_url") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of text, image_id, image_url (got {', '.join(given) or 'none'})")
-        if self.mode != "vector" and self.text is None:
-            raise ValueError(f"mode {self.mode} needs text: an image is searched by its vector only")
+    def _one_query(self) -> "SearchRequest":  # QueryError is a ValueError: pydantic reports it as a 422
+        check_one_query(text=self.text, image_id=self.image_id, image_url=self.image_url)
+        check_mode(self.mode, self.text is not None)
         return self

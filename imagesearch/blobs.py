@@ -35,7 +35,7 @@ LEFTOVER_AGE_S = 3600
 
 def _find_syncfs() -> Callable[[int], int] | None:
     """Linux's syncfs(2) (Python has no os.syncfs): one call makes every file written so far on a
-    filesystem durable, where an fsync per file costs ~0.35 ms each. None elsewhere."""
+    filesystem durable, where an fsync per file would cost about as much as writing it. None elsewhere."""
     try:
         syncfs = ctypes.CDLL(None, use_errno=True).syncfs
     except (AttributeError, OSError):

@@ -11,10 +11,10 @@ import sys
 COMMANDS = {
     "export": ("imagesearch.export.cli", "export open_clip models to ONNX + Triton model repository"),
     "ingest": ("imagesearch.ingest.cli", "download/scan images and embed them"),
-    "search": ("imagesearch.search_cli", "search the index by text or by image"),
-    "status": ("imagesearch.status_cli", "counts, model and store"),
-    "remove": ("imagesearch.remove_cli", "take images out of the index (records, vectors, files)"),
-    "index": ("imagesearch.index_cli", "Elasticsearch vector index lifecycle: status, rebuild, swap"),
+    "search": ("imagesearch.search.cli", "search the index by text or by image"),
+    "status": ("imagesearch.status", "counts, model and store"),
+    "remove": ("imagesearch.removal", "take images out of the index (records, vectors, files)"),
+    "index": ("imagesearch.stores.elasticsearch.cli", "Elasticsearch vector index lifecycle: status, rebuild, swap"),
     "serve": ("imagesearch.api.cli", "run the search API"),
     "ui": ("imagesearch.ui.cli", "run the web UI"),
 }

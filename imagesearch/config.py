@@ -1,4 +1,9 @@
-"""The one settings class every service reads (environment variables prefixed ``IMAGESEARCH_``)."""
+"""The one settings class every service reads: environment variables prefixed ``IMAGESEARCH_``.
+
+The settings are grouped by concern, one class per section; ``Settings`` combines them, so every
+variable keeps its flat name (``IMAGESEARCH_ES_URL``, not a nested one). Each field's description is
+what the generated configuration reference (docs/configuration.md) says about it.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,35 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imagesearch import __version__
+from imagesearch.model_card import Variant
+from imagesearch.records import MAX_K
+
+EsIndexType = Literal["int8_hnsw", "hnsw", "bbq_hnsw"]  # dense_vector index_options types the store creates
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+HOMEPAGE = "https://github.com/imagesearch/imagesearch"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMAGESEARCH_", env_file=None, extra="ignore")
+class PathSettings(BaseModel):
+    """Where things live."""
 
-    # --- where things live -------------------------------------------------------------------
-    data_dir: Path = Path("./var")
-    model_repository: Path = Path("./model_repository")
+    data_dir: Path = Field(Path("./var"), description="images, the local store and its indexes")
+    model_repository: Path = Field(Path("./model_repository"), description="the exported models (Triton's layout)")
 
-    # --- model and encoder -------------------------------------------------------------------
+
+class ModelSettings(BaseModel):
+    """Models and encoders."""
+
     model: str = Field("", description="active model slug; empty = the only/first model in the repository")
     models: str = Field("", description="several models side by side: comma-separated slugs, each image embedded with "
                         "every one and each served by the API, the first the default; empty = IMAGESEARCH_MODEL alone")
-    model_variant: Literal["fp32", "fp16", "int8"] = "fp32"
+    model_variant: Variant = Field("fp32", description="which exported file the encoder loads: fp32, fp16 (GPUs) or "
+                                   "int8 (CPUs)")
     reference_check: Literal["refuse", "warn"] = Field(
         "refuse", description="at load, a model file that misses its parity gate on this machine: refuse it or only warn")
     encoder: Literal["onnx", "openvino", "triton"] = Field(
@@ -40,42 +55,52 @@ class Settings(BaseSettings):
         "auto", description="OpenVINO's arithmetic: auto = bf16 where the CPU multiplies it natively (AMX, AVX-512 BF16), else f32")
     onnx_text_spinning: bool = Field(
         False, description="let the text encoder's threads spin between runs (off: they sleep and leave the cores to the search)")
-    onnx_providers: str = Field("", description="comma-separated ORT providers; empty = CUDA if present, else CPU")
-    batch_size: int = 32
-    encoder_inflight: int = Field(1, description="image batches in flight to the encoder (raise for Triton)")
-    decode_workers: int = Field(0, description="decode/resize worker threads; 0 = one per core")
-    dependency_wait_s: float = Field(300.0, description="how long ingest waits for a down encoder/store")
-    triton_url: str = "localhost:8001"
+    onnx_providers: str = Field("", description="comma-separated ONNX Runtime providers; empty = CUDA if present, else CPU")
+    batch_size: int = Field(32, ge=1, description="images per encoder call while embedding")
+    encoder_inflight: int = Field(1, ge=1, description="image batches in flight to the encoder (raise for Triton)")
+    decode_workers: int = Field(0, ge=0, description="decode/resize worker threads; 0 = one per core")
+    dependency_wait_s: float = Field(300.0, description="how long ingest waits for a down encoder or store before it gives up")
+    triton_url: str = Field("localhost:8001", description="Triton's gRPC address")
     triton_timeout_s: float = Field(30.0, description="deadline of one Triton request")
     triton_retry_s: float = Field(10.0, description="keep retrying a request this long while Triton is unavailable")
     triton_startup_wait_s: float = Field(30.0, description="wait this long for Triton and the models to be ready at start-up")
 
-    # --- image decoding ----------------------------------------------------------------------
-    max_image_pixels: int = Field(100_000_000, description="decompression-bomb guard (Pillow refuses over 178,956,970 pixels whatever this says)")
+
+class DecodeSettings(BaseModel):
+    """Image decoding."""
+
+    max_image_pixels: int = Field(100_000_000, description="decompression-bomb guard (Pillow refuses over 178,956,970 "
+                                  "pixels whatever this says)")
     jpeg_draft: bool = Field(True, description="DCT-domain JPEG downscaling while decoding")
     handoff_mb: int = Field(256, ge=0, description="`imagesearch ingest` (download and embed in one process): MiB of "
                             "pixels the download's verifying decode keeps for the embedder, so each image is decoded once; 0 = off")
 
-    # --- vector store ------------------------------------------------------------------------
-    store: Literal["local", "elasticsearch"] = "local"
+
+class StoreSettings(BaseModel):
+    """The vector store: local (SQLite) or Elasticsearch."""
+
+    store: Literal["local", "elasticsearch"] = Field("local", description="local: SQLite in the data folder; "
+                                                     "elasticsearch: a node or cluster")
     local_index_min_vectors: int = Field(
         100_000, ge=0, description="the local store searches a model exactly up to this many vectors; from there on through a "
-        "saved HNSW index whose candidates are rescored exactly (~1 ms instead of ~100 ms at 1M; not for BLIP-2's several vectors)")
+        "saved HNSW graph index whose candidates are rescored exactly (not for BLIP-2's several vectors per image)")
     es_url: str = Field("http://localhost:9200", description="a node's URL, or several comma-separated (a cluster's nodes: "
                         "a request to a node that is down goes to the next)")
-    es_username: str = ""
-    es_password: SecretStr = SecretStr("")
-    es_api_key: SecretStr = SecretStr("")
-    es_ca_certs: str = ""
-    es_index_prefix: str = "imagesearch"
+    es_username: str = Field("", description="basic authentication user (with IMAGESEARCH_ES_PASSWORD)")
+    es_password: SecretStr = Field(SecretStr(""), description="basic authentication password")
+    es_api_key: SecretStr = Field(SecretStr(""), description="an Elasticsearch API key (instead of user and password)")
+    es_ca_certs: str = Field("", description="CA bundle for an https:// node with its own CA; empty = the system's CAs")
+    es_index_prefix: str = Field("imagesearch", description="the start of every index name, so that several deployments "
+                                 "can share one cluster")
     es_timeout_s: float = Field(10.0, description="a read's whole budget (a search: all its requests and retries); "
                                 "a write's per request (bulk requests get 6x)")
-    es_index_type: Literal["int8_hnsw", "hnsw", "bbq_hnsw"] = Field(
+    es_index_type: EsIndexType = Field(
         "int8_hnsw", description="dense_vector index_options type for new vector indices (bbq_hnsw needs dims >= 64)")
     es_hnsw_m: int = Field(16, ge=2, description="HNSW graph degree of new vector indices")
     es_hnsw_ef_construction: int = Field(100, ge=2, description="HNSW build-time candidate list of new vector indices")
     es_num_candidates: int = Field(
-        1000, ge=1, le=10_000, description="kNN candidates per shard (at least k); recall@10 0.97 on 20k random 512-d vectors, see bench/bench_es.py")
+        1000, ge=1, le=MAX_K, description="kNN candidates per shard (at least k): more finds more of the true neighbours, "
+        "slower (bench/bench_es.py measures the trade)")
     es_rescore_oversample: float = Field(
         2.0, ge=0, description="re-rank k x this many quantized hits with the float vectors (exact scores); 0 = off")
     es_shards: int = Field(1, ge=1, description="primary shards of new indices")
@@ -83,26 +108,31 @@ class Settings(BaseSettings):
     es_refresh_interval: str = Field("1s", description="refresh interval of new vector indices; raise (e.g. 30s) for big bulk loads")
     es_bulk_chunk: int = Field(500, ge=1, description="documents per bulk request")
 
-    # --- downloader --------------------------------------------------------------------------
-    allow_private_networks: bool = False
+
+class DownloadSettings(BaseModel):
+    """The downloader (and the API's search by image URL)."""
+
+    allow_private_networks: bool = Field(False, description="let the downloader fetch from private and loopback "
+                                         "addresses (off: the SSRF guard refuses them)")
     download_allowed_networks: list[str] = Field(
         default_factory=list, description="addresses/networks (CIDR) the SSRF guard lets through, e.g. an intranet host")
     download_concurrency: int = Field(64, ge=1, description="requests in flight, all hosts together")
     download_per_host: int = Field(8, ge=1, description="requests in flight to one host")
-    download_connect_timeout_s: float = 10.0
-    download_read_timeout_s: float = 20.0  # longest silence while reading
-    download_total_timeout_s: float = 60.0  # one attempt, redirects and body included
+    download_connect_timeout_s: float = Field(10.0, description="longest wait for a connection")
+    download_read_timeout_s: float = Field(20.0, description="longest silence while reading an answer")
+    download_total_timeout_s: float = Field(60.0, description="longest one attempt, redirects and body included")
     download_retries: int = Field(3, ge=0, description="extra attempts on timeouts, connection errors, 429, 5xx")
-    download_backoff_s: float = 1.0  # first retry waits about this long, doubling with jitter
-    download_backoff_max_s: float = 30.0
-    download_max_retry_after_s: float = 120.0  # a longer Retry-After gives up instead of waiting
-    download_max_bytes: int = 25 * 1024 * 1024
-    download_max_redirects: int = 5
-    download_user_agent: str = "imagesearch/0.1 (+https://github.com/imagesearch/imagesearch)"
+    download_backoff_s: float = Field(1.0, description="the first retry waits about this long, doubling with jitter")
+    download_backoff_max_s: float = Field(30.0, description="the longest wait between two attempts")
+    download_max_retry_after_s: float = Field(120.0, description="a longer Retry-After gives up instead of waiting")
+    download_max_bytes: int = Field(25 * 1024 * 1024, description="largest image downloaded")
+    download_max_redirects: int = Field(5, description="redirects followed per URL")
+    download_user_agent: str = Field(f"imagesearch/{__version__} (+{HOMEPAGE})", description="the User-Agent sent")
     download_honour_noai: bool = Field(True, description="skip images served with X-Robots-Tag: noai / noimageai")
     download_obey_robots: bool = Field(True, description="obey each host's robots.txt (Disallow, Crawl-delay); "
                                        "turn off only for sources you own")
-    download_write_batch: int = Field(64, ge=1, description="records per store write, for URL lists and folders (a kill loses at most a few of these)")
+    download_write_batch: int = Field(64, ge=1, description="records per store write, for URL lists and folders "
+                                      "(a kill loses at most a few of these)")
 
     @field_validator("download_allowed_networks")
     @classmethod
@@ -111,18 +141,21 @@ class Settings(BaseSettings):
             ipaddress.ip_network(net, strict=False)  # ValueError names the bad entry
         return value
 
-    # --- services ----------------------------------------------------------------------------
-    api_url: str = "http://localhost:8000"
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    # API keys (none set: the API is open). Each setting holds comma-separated keys.
-    api_keys: SecretStr = Field(SecretStr(""), description="keys that may search and read (comma-separated)")
+
+class ServiceSettings(BaseModel):
+    """The API and the web UI."""
+
+    api_url: str = Field("http://localhost:8000", description="where the UI finds the API")
+    api_host: str = Field("127.0.0.1", description="address the API listens on")
+    api_port: int = Field(8000, description="port the API listens on")
+    api_keys: SecretStr = Field(SecretStr(""), description="keys that may search and read (comma-separated); "
+                                "none set, nor admin keys nor a keys file: the API is open")
     admin_api_keys: SecretStr = Field(SecretStr(""), description="keys that may also change the index (comma-separated)")
     api_keys_file: Path | None = Field(None, description="more keys, hashed: lines '<read|admin> <sha256 hex of the key>'")
     api_key: SecretStr = Field(SecretStr(""), description="the key the web UI sends to the API")
-    ui_host: str = "127.0.0.1"
-    ui_port: int = 8501
-    max_k: int = Field(100, ge=1, description="largest k a search may ask for")
+    ui_host: str = Field("127.0.0.1", description="address the web UI listens on")
+    ui_port: int = Field(8501, description="port the web UI listens on")
+    max_k: int = Field(100, ge=1, le=MAX_K, description="largest k a search may ask for (the API, the CLI and the UI)")
     max_query_chars: int = Field(1000, ge=1, description="longest query text accepted")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest image a search may upload or fetch")
     text_cache_size: int = Field(4096, ge=0, description="text embeddings kept for repeated queries (LRU)")
@@ -130,7 +163,10 @@ class Settings(BaseSettings):
     text_batch_wait_ms: float = Field(2.0, ge=0, description="how long a query waits for others to share its encoder call")
     url_fetch_timeout_s: float = Field(15.0, gt=0, description="search by image_url: time limit for the fetch")
 
-    # --- `make run` (imagesearch.run) --------------------------------------------------------
+
+class RunSettings(BaseModel):
+    """`make run` (imagesearch.run): what it exports and ingests."""
+
     arch: str = Field(DEFAULT_MODEL, description="open_clip architecture that `make run` exports if missing")
     pretrained: str = Field(DEFAULT_PRETRAINED, description="its pretrained tag or a local checkpoint path")
     arch_config: Path | None = Field(None, description="open_clip model config (JSON file or folder) of a custom architecture")
@@ -142,12 +178,21 @@ class Settings(BaseSettings):
     def _no_arch_config(cls, value):
         return None if value == "" else value  # empty (as in .env.example): none, not the current folder
 
+
+SECTIONS: tuple[type[BaseModel], ...] = (PathSettings, ModelSettings, DecodeSettings, StoreSettings, DownloadSettings,
+                                         ServiceSettings, RunSettings)
+
+
+class Settings(PathSettings, ModelSettings, DecodeSettings, StoreSettings, DownloadSettings, ServiceSettings, RunSettings,
+               BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMAGESEARCH_", env_file=None, extra="ignore")
+
     @property
     def model_slugs(self) -> list[str]:
         """The models to embed with and serve, the default first ("" = the only/first one exported)."""
         return [slug.strip() for slug in self.models.split(",") if slug.strip()] or [self.model]
 
-    def for_model(self, slug: str) -> "Settings":
+    def for_model(self, slug: str) -> Settings:
         """These settings with ``slug`` as the model (what one encoder and its search service read)."""
         return self.model_copy(update={"model": slug})
 

@@ -32,7 +32,7 @@ MODEL_VERSION = "1"  # Triton's version folder
 Variant = Literal["fp32", "fp16", "int8"]
 VARIANT_FILES: dict[str, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 # The Triton config parameter that names the variant a model serves (export writes it, the Triton
-# encoder reads it; configs from before it fall back to the file name).
+# encoder reads it; a config written by hand may name only the file, which then says it).
 VARIANT_PARAMETER = "imagesearch_variant"
 # The parity gate: the worst per-row cosine each variant must reach against open_clip's torch output,
 # at export and again when a service loads the file (see ``reference_path``).
@@ -45,8 +45,8 @@ PARITY_MIN: dict[str, float] = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.995}
 # path. Unsigned weights are portable too but slower than fp32 on VNNI CPUs. README "int8" has figures.
 INT8_FORMAT = ("dynamic; int8 weights, 7-bit range (reduce_range), per channel; uint8 activations;"
                " matrix products and embedding tables only (the patch convolution stays fp32)")
-# The ops quantized: ONNX Runtime's ConvInteger (an im2col, then integer products) took 8-13 ms per
-# image where its fp32 Conv takes 4 (ViT-B-32, one thread, AVX2), for ~3% of the model's work.
+# The ops quantized: ONNX Runtime's ConvInteger (an im2col, then integer products) is slower than the
+# fp32 Conv it would replace, which does a small share of the model's work (bench/bench_int8.py).
 INT8_OPS = ("MatMul", "Gather")
 
 
@@ -113,7 +113,7 @@ class ModelCard(BaseModel):
         return version_dir(repository, self.slug, tower) / VARIANT_FILES[variant]
 
     def reference_path(self, repository: Path) -> Path | None:
-        """The reference batch that services check a loaded variant against (absent in old exports)."""
+        """The reference batch that services check a loaded variant against (None: the card names none)."""
         return Path(repository) / self.reference if self.reference else None
 
     def save(self, repository: Path) -> Path:

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+MAX_K = 10_000  # the most results one search can return: Elasticsearch's result window, and both stores' cap
 Source = Literal["url", "folder", "upload"]
 
 # Why a URL produced no image. Stable codes: the CLI summary, /status and the store use them.

@@ -167,19 +167,49 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
     """Fetch every entry not already in the store; returns what happened, by outcome. ``handoff``:
     an embedder in this process takes the pixels of the verifying decode (ingest/handoff.py)."""
     entries = [e if isinstance(e, UrlEntry) else UrlEntry(e) for e in urls]
-    options = FetchOptions.from_settings(settings)
-    blobs = blobs or BlobStore(settings.images_dir)
-    started = time.monotonic()
-    summary = DownloadSummary(total=len(entries))
-    writer = _BatchWriter(store, blobs, settings.download_write_batch, summary, progress, handoff)
-    # Every store call runs off the event loop: a slow or down store must not stall the fetches.
-    failed_before = {f.url for f in await asyncio.to_thread(store.failures)} if skip_failed else set()
-    queue: asyncio.Queue[UrlEntry | None] = asyncio.Queue(maxsize=2 * settings.download_concurrency)
-    per_host: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(settings.download_per_host))
+    run = _DownloadRun(entries, store, settings, blobs or BlobStore(settings.images_dir), progress, handoff)
+    return await run.run(skip_failed, skip_removed)
 
-    async def produce(workers: int) -> None:
-        for start in range(0, len(entries), _CHUNK):
-            chunk = entries[start : start + _CHUNK]
+
+class _DownloadRun:
+    """One download: a producer queues the entries the store does not know yet, workers fetch them
+    (bounded in total and per host, robots.txt obeyed) and hand the results to the batch writer."""
+
+    def __init__(self, entries: list[UrlEntry], store: VectorStore, settings: Settings, blobs: BlobStore,
+                 progress: Progress | None, handoff: DecodedHandoff | None):
+        self.entries, self.store, self.settings, self.handoff = entries, store, settings, handoff
+        self.options = FetchOptions.from_settings(settings)
+        self.summary = DownloadSummary(total=len(entries))
+        self.writer = _BatchWriter(store, blobs, settings.download_write_batch, self.summary, progress, handoff)
+        self.queue: asyncio.Queue[UrlEntry | None] = asyncio.Queue(maxsize=2 * settings.download_concurrency)
+        self.per_host: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(settings.download_per_host))
+        self.client = make_client(self.options, max_connections=settings.download_concurrency)
+        self.robots = RobotsRules(self.client, self.options) if settings.download_obey_robots else None
+
+    async def run(self, skip_failed: bool, skip_removed: bool) -> DownloadSummary:
+        started = time.monotonic()
+        workers = max(1, min(self.settings.download_concurrency, len(self.entries)))
+        tasks = [asyncio.create_task(self.produce(workers, skip_failed, skip_removed))]
+        tasks += [asyncio.create_task(self.work()) for _ in range(workers)]
+        tasks.append(asyncio.create_task(self.flush_on_time(list(tasks))))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.client.close()
+            await self.writer.close()  # also on Ctrl-C or an error: keep what was done
+            self.summary.seconds = time.monotonic() - started
+        return self.summary
+
+    async def produce(self, workers: int, skip_failed: bool, skip_removed: bool) -> None:
+        """Queue the entries that have no image, did not fail before and were not removed."""
+        # Every store call runs off the event loop: a slow or down store must not stall the fetches.
+        store, summary = self.store, self.summary
+        failed_before = {f.url for f in await asyncio.to_thread(store.failures)} if skip_failed else set()
+        for start in range(0, len(self.entries), _CHUNK):
+            chunk = self.entries[start : start + _CHUNK]
             known = await asyncio.to_thread(store.known_urls, [e.url for e in chunk])
             removed = await asyncio.to_thread(store.removed_urls, [e.url for e in chunk]) if skip_removed else set()
             skipped = [e for e in chunk if e.url in failed_before and e.url not in known | removed]
@@ -187,57 +217,42 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
             summary.already_known += len(known)
             summary.skipped_failed += len(skipped)
             summary.skipped_removed += len(gone)
-            writer.notify("known", len(known))
-            writer.notify("skipped", len(skipped) + len(gone))
+            self.writer.notify("known", len(known))
+            self.writer.notify("skipped", len(skipped) + len(gone))
             for entry in chunk:
                 if entry.url not in known and entry.url not in failed_before and entry.url not in removed:
-                    await queue.put(entry)
+                    await self.queue.put(entry)
         for _ in range(workers):
-            await queue.put(None)  # one stop sign per worker
+            await self.queue.put(None)  # one stop sign per worker
 
-    async def fetch_one(entry: UrlEntry) -> None:
-        if robots is not None:
-            verdict = await robots.check(entry.url)
+    async def work(self) -> None:
+        while (entry := await self.queue.get()) is not None:
+            await self.fetch_one(entry)
+
+    async def fetch_one(self, entry: UrlEntry) -> None:
+        if self.robots is not None:
+            verdict = await self.robots.check(entry.url)
             if not verdict.allowed:
-                await writer.add(UrlFailure(url=entry.url, reason="robots", detail=verdict.detail, caption=entry.caption))
+                await self.writer.add(UrlFailure(url=entry.url, reason="robots", detail=verdict.detail, caption=entry.caption))
                 return
-        async with per_host[urlsplit(entry.url).hostname or ""]:
-            if robots is not None:
-                await robots.pace(entry.url)
+        async with self.per_host[urlsplit(entry.url).hostname or ""]:
+            if self.robots is not None:
+                await self.robots.pace(entry.url)
             try:
-                image = await fetch_image(client, entry.url, options, verify=handoff.verify if handoff else None)
+                image = await fetch_image(self.client, entry.url, self.options,
+                                          verify=self.handoff.verify if self.handoff else None)
             except FetchError as exc:
-                await writer.add(UrlFailure(url=entry.url, reason=exc.reason, detail=exc.detail,
-                                            caption=entry.caption, attempts=exc.attempts))
+                await self.writer.add(UrlFailure(url=entry.url, reason=exc.reason, detail=exc.detail,
+                                                 caption=entry.caption, attempts=exc.attempts))
                 return
-        await writer.add((entry, image))  # hashed and written to disk by the writer's thread
+        await self.writer.add((entry, image))  # hashed and written to disk by the writer's thread
 
-    async def work() -> None:
-        while (entry := await queue.get()) is not None:
-            await fetch_one(entry)
-
-    async def flush_on_time(fetching: list[asyncio.Task]) -> None:
+    async def flush_on_time(self, fetching: list[asyncio.Task]) -> None:
         """Write what came in at least every second, also while no new result arrives (slow URLs)."""
         while not all(task.done() for task in fetching):
             await asyncio.sleep(_FLUSH_EVERY_S / 4)
-            if time.monotonic() - writer.last_flush >= _FLUSH_EVERY_S:
-                writer.flush()
-
-    workers = max(1, min(settings.download_concurrency, len(entries)))
-    client = make_client(options, max_connections=settings.download_concurrency)
-    robots = RobotsRules(client, options) if settings.download_obey_robots else None
-    tasks = [asyncio.create_task(produce(workers))] + [asyncio.create_task(work()) for _ in range(workers)]
-    tasks.append(asyncio.create_task(flush_on_time(list(tasks))))
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await client.close()
-        await writer.close()  # also on Ctrl-C or an error: keep what was done
-        summary.seconds = time.monotonic() - started
-    return summary
+            if time.monotonic() - self.writer.last_flush >= _FLUSH_EVERY_S:
+                self.writer.flush()
 
 
 async def retry_failed(store: VectorStore, settings: Settings, progress: Progress | None = None, *,

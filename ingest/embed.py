@@ -26,6 +26,7 @@ from imagesearch.encoders import Encoder, EncoderUnavailable
 from imagesearch.ingest.handoff import DecodedHandoff
 from imagesearch.model_card import ModelCard
 from imagesearch.preprocess import ImageDecodeError, prepare
+from imagesearch.records import ImageRecord
 from imagesearch.stores import StoreWriteError, VectorStore
 
 log = logging.getLogger("imagesearch.ingest")
@@ -91,77 +92,107 @@ class EmbedWorker:
         until it is set (a download beside it has ended), then embed what is left and return."""
         summary, started = EmbedSummary(), time.monotonic()
         self.store.ensure_model(self.model, self.card.dim, self.card.vectors_per_image)
-        unwritten: set[str] = set()  # handed out but not yet written: not fetched again
-        futures: deque[tuple[list[str], Future]] = deque()
+        in_flight = _InFlight(self, summary)
         idle_since = time.monotonic()
-
-        def finish_one() -> None:
-            ids, future = futures.popleft()
-            vectors = future.result()
-            try:
-                self.store.set_vectors(self.model, ids, vectors)
-                rejected: dict[str, str] = {}
-            except StoreWriteError as exc:  # the others were written; these are kept out of the queue
-                rejected = {i: "store_rejected" for i in exc.failures}
-                log.error("%s", exc)
-                try:
-                    self.store.set_embed_errors(self.model, rejected)
-                except StoreWriteError:
-                    pass  # no record any more (removed meanwhile): nothing to keep out of the queue
-            unwritten.difference_update(ids)
-            summary.embedded += len(ids) - len(rejected)
-            self.progress("embedded", len(ids) - len(rejected))
-            for reason in rejected.values():
-                summary.failed[reason] = summary.failed.get(reason, 0) + 1
-                self.progress(f"failed:{reason}", 1)
-
-        decode = partial(_decode, card=self.card, max_pixels=self.settings.max_image_pixels, draft=self.settings.jpeg_draft,
-                         handoff=self.handoff)
         # Threads, not processes: Pillow releases the GIL while it decodes and resizes, and threads
         # start instantly and hand over arrays without pickling.
         with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as decoders, \
                 ThreadPoolExecutor(self.inflight, thread_name_prefix="encode") as encoders:
             while not self.stopping.is_set():
-                records = self.store.pending(self.model, self.batch_size * 4 * self.inflight, exclude=sorted(unwritten))
+                records = self.store.pending(self.model, self.batch_size * 4 * self.inflight, exclude=sorted(in_flight.unwritten))
                 if not records:
-                    while futures:
-                        finish_one()
-                    if self.store.pending(self.model, 1):
+                    in_flight.drain()
+                    if self._wait_for_more(follow, idle_exit_s, poll_s, until, idle_since):
                         continue
-                    if until is not None and not until.is_set():
-                        until.wait(poll_s)
-                        continue
-                    if not follow or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
-                        break
-                    self.stopping.wait(poll_s)
-                    continue
+                    break
                 idle_since = time.monotonic()
-                unwritten.update(r.id for r in records)
-                jobs = [(r.id, str(self.blobs.path(r.id, r.format))) for r in records]
-                ids, pixels, errors = [], [], {}
-                for image_id, array, reason in decoders.map(decode, jobs):
-                    if array is None:
-                        errors[image_id] = reason
-                        continue
-                    ids.append(image_id)
-                    pixels.append(array)
-                    if len(ids) == self.batch_size:
-                        futures.append((ids, encoders.submit(self._encode, np.stack(pixels))))
-                        ids, pixels = [], []
-                        while len(futures) > self.inflight:
-                            finish_one()
-                if ids:
-                    futures.append((ids, encoders.submit(self._encode, np.stack(pixels))))
-                if errors:
-                    self.store.set_embed_errors(self.model, errors)
-                    unwritten.difference_update(errors)
-                    for reason in errors.values():
-                        summary.failed[reason] = summary.failed.get(reason, 0) + 1
-                        self.progress(f"failed:{reason}", 1)
-            while futures:  # stopping: what was encoded is still written
-                finish_one()
+                self._embed(records, in_flight, decoders, encoders, summary)
+            in_flight.drain()  # stopping: what was encoded is still written
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _wait_for_more(self, follow: bool, idle_exit_s: float | None, poll_s: float, until: threading.Event | None,
+                       idle_since: float) -> bool:
+        """Nothing is pending now: True to look again (after waiting, if there is reason to), False to end."""
+        if self.store.pending(self.model, 1):  # stored while the last batches were written
+            return True
+        if until is not None and not until.is_set():
+            until.wait(poll_s)
+            return True
+        if not follow or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
+            return False
+        self.stopping.wait(poll_s)
+        return True
+
+    def _embed(self, records: list[ImageRecord], in_flight: "_InFlight", decoders: ThreadPoolExecutor,
+               encoders: ThreadPoolExecutor, summary: EmbedSummary) -> None:
+        """Decode the records' images in parallel and send them to the encoder batch by batch."""
+        decode = partial(_decode, card=self.card, max_pixels=self.settings.max_image_pixels, draft=self.settings.jpeg_draft,
+                         handoff=self.handoff)
+        in_flight.unwritten.update(r.id for r in records)
+        jobs = [(r.id, str(self.blobs.path(r.id, r.format))) for r in records]
+        ids: list[str] = []
+        pixels: list[np.ndarray] = []
+        errors: dict[str, str] = {}
+        for image_id, array, reason in decoders.map(decode, jobs):
+            if array is None:
+                errors[image_id] = reason
+                continue
+            ids.append(image_id)
+            pixels.append(array)
+            if len(ids) == self.batch_size:
+                in_flight.add(ids, encoders.submit(self._encode, np.stack(pixels)), wait=True)
+                ids, pixels = [], []
+        if ids:
+            in_flight.add(ids, encoders.submit(self._encode, np.stack(pixels)), wait=False)
+        if errors:
+            self.store.set_embed_errors(self.model, errors)
+            in_flight.unwritten.difference_update(errors)
+            for reason in errors.values():
+                summary.failed[reason] = summary.failed.get(reason, 0) + 1
+                self.progress(f"failed:{reason}", 1)
+
+
+class _InFlight:
+    """Batches on their way through the encoder to the store, oldest first, and the ids handed out
+    but not yet written (not asked for again meanwhile)."""
+
+    def __init__(self, worker: EmbedWorker, summary: EmbedSummary):
+        self.worker, self.summary = worker, summary
+        self.unwritten: set[str] = set()
+        self.futures: deque[tuple[list[str], Future]] = deque()
+
+    def add(self, ids: list[str], future: Future, wait: bool) -> None:
+        """``wait``: write the oldest batches until at most ``encoder_inflight`` are in flight."""
+        self.futures.append((ids, future))
+        while wait and len(self.futures) > self.worker.inflight:
+            self.finish_one()
+
+    def drain(self) -> None:
+        while self.futures:
+            self.finish_one()
+
+    def finish_one(self) -> None:
+        """Write the oldest batch's vectors; ids the store rejects are kept out of the queue."""
+        worker, summary = self.worker, self.summary
+        ids, future = self.futures.popleft()
+        vectors = future.result()
+        try:
+            worker.store.set_vectors(worker.model, ids, vectors)
+            rejected: dict[str, str] = {}
+        except StoreWriteError as exc:  # the others were written
+            rejected = {i: "store_rejected" for i in exc.failures}
+            log.error("%s", exc)
+            try:
+                worker.store.set_embed_errors(worker.model, rejected)
+            except StoreWriteError:
+                pass  # no record any more (removed meanwhile): nothing to keep out of the queue
+        self.unwritten.difference_update(ids)
+        summary.embedded += len(ids) - len(rejected)
+        worker.progress("embedded", len(ids) - len(rejected))
+        for reason in rejected.values():
+            summary.failed[reason] = summary.failed.get(reason, 0) + 1
+            worker.progress(f"failed:{reason}", 1)
 
 
 def embed_all(workers: list[EmbedWorker], follow: bool = False, idle_exit_s: float | None = None,

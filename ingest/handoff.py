@@ -4,7 +4,7 @@ The download verifies every image by decoding it; the embedder decodes it again 
 input size. With a hand-off the verification *is* that decode (``probe_and_prepare``): its pixels
 wait here, keyed by model and image id, until the embedder takes them, and only images whose
 pixels are not here (an earlier run's, a duplicate's) are read back from the images folder. That
-saves ~3 ms of CPU per 1024x768 JPEG, on the cores the encoder needs.
+saves a decode per image on the cores the encoder needs.
 
 Bounded: once ``max_bytes`` of pixels wait, the download waits for the embedder (it is ahead of
 it anyway); after ``wait_s`` without room the oldest pixels are dropped (the embedder decodes

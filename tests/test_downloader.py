@@ -219,7 +219,10 @@ def test_robots_txt_rules_for_our_agent_and_its_crawl_delay_are_obeyed(image_ser
     assert failure.url == urls["private/x.jpg"] and "disallows it for imagesearch" in failure.detail
     assert image_server.hits["/robots.txt"] == 1 and image_server.hits["/private/x.jpg"] == 0  # asked once, never fetched
     starts = sorted(t for t, path in image_server.started if path != "/robots.txt")
-    assert len(starts) == 3 and all(b - a >= 0.95 for a, b in zip(starts, starts[1:], strict=False))  # Crawl-delay: 1
+    # Crawl-delay: 1 between the starts the client paces; the server sees them a connection later, so a
+    # loaded machine shifts each by up to a fraction of a second (without pacing they come together).
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert len(starts) == 3 and min(gaps) >= 0.75 and sum(gaps) >= 1.9, gaps
 
 
 def test_no_robots_txt_allows_everything_and_the_setting_turns_it_off(image_server, store, dl_settings):

@@ -9,7 +9,6 @@ reason for being portable (no 16-bit saturation) holds for it as for AVX2.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import shutil
@@ -137,11 +136,12 @@ def test_a_refused_model_shows_in_healthz_and_status(broken_int8_repo, tmp_path)
     assert "Traceback" not in ingest.stderr, ingest.stderr
 
 
-def test_an_export_without_reference_batch_still_loads(test_model_repo, tmp_path):
-    """Repositories exported before the check existed: loaded, and health says the check did not run."""
+def test_an_export_without_its_reference_batch_is_refused_unless_told_to_warn(test_model_repo, tmp_path):
+    """An incomplete export (its reference batch deleted or never written) cannot be checked on this
+    machine: refused with what to do, or served unchecked with IMAGESEARCH_REFERENCE_CHECK=warn."""
     repository = shutil.copytree(test_model_repo, tmp_path / "repo")
-    card_file = repository / "shapes-tiny.json"
-    card_file.write_text(json.dumps({**json.loads(card_file.read_text()), "reference": ""}))
-    check = make_encoder(Settings(model_repository=repository)).health()["reference_check"]
-    assert check == {"ok": True, "checked": False, "variant": "fp32",
-                     "detail": "this export has no reference batch (re-export to enable the load-time check)"}
+    (repository / "shapes-tiny.reference.npz").unlink()
+    with pytest.raises(ReferenceCheckFailed, match=r"shapes-tiny has no reference batch .*shapes-tiny\.reference\.npz.*Re-export"):
+        make_encoder(Settings(model_repository=repository))
+    check = make_encoder(Settings(model_repository=repository, reference_check="warn")).health()["reference_check"]
+    assert check["ok"] is False and check["checked"] is False and "IMAGESEARCH_REFERENCE_CHECK=warn" in check["detail"]

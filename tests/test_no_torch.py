@@ -28,7 +28,7 @@ def test_runtime_imports_and_runs_with_torch_unimportable(test_model_repo, tmp_p
         from imagesearch.encoders import make_encoder
         from imagesearch.preprocess import prepare
         from imagesearch.search import SearchService
-        import imagesearch.ingest.cli, imagesearch.ingest.embed, imagesearch.ingest.folder, imagesearch.search_cli, imagesearch.status_cli
+        import imagesearch.ingest.cli, imagesearch.ingest.embed, imagesearch.ingest.folder, imagesearch.search.cli, imagesearch.status, imagesearch.removal, imagesearch.stores.elasticsearch.cli
         # every service and adapter: any import error fails the test, whatever it names
         import imagesearch.api.app, imagesearch.api.cli, imagesearch.ui.cli, imagesearch.ingest.downloader, imagesearch.run
         import imagesearch.encoders.triton, imagesearch.encoders.openvino, imagesearch.stores.elasticsearch, imagesearch.stores.local

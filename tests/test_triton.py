@@ -240,7 +240,7 @@ def test_repeated_text_query_is_answered_from_the_response_cache(triton_encoder,
 
 def test_the_served_variant_is_read_from_the_config():
     """The export's variant parameter decides (a backend other than ONNX Runtime, such as the test
-    twin's Python backend, has no .onnx file name); older configs fall back to the file name."""
+    twin's Python backend, has no .onnx file name); a config written by hand names only the file."""
     twin_like = mc.ModelConfig(backend="python")
     twin_like.parameters[VARIANT_PARAMETER].string_value = "int8"
     assert served_variant(twin_like) == "int8"

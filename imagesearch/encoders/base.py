@@ -86,29 +86,35 @@ class TowerEncoder:
 
         A file can pass its gate where it was exported and fail on another CPU (int8 kernels differ
         by ISA), or be damaged; this says so at start-up instead of serving quietly worse results.
-        ``policy``: ``refuse`` raises ``ReferenceCheckFailed`` below the gate, ``warn`` logs it.
+        ``policy``: ``refuse`` raises ``ReferenceCheckFailed`` below the gate or without a reference batch, ``warn`` logs it.
         ``reduced_precision``: the runtime computes an fp32 graph's matrix products in fewer bits (TF32
         or fp16 on a GPU, TensorRT; bf16 in OpenVINO), so the gate is at most fp16's (cosine 0.999).
         """
         path = self.card.reference_path(repository)
         if path is None or not path.is_file():
-            return {"ok": True, "checked": False, "variant": variant,
-                    "detail": "this export has no reference batch (re-export to enable the load-time check)"}
+            message = (f"model {self.card.slug} has no reference batch ({path or 'its card names none'}): the export is "
+                       "incomplete. Re-export it (`imagesearch export ...`), or set IMAGESEARCH_REFERENCE_CHECK=warn to serve "
+                       "it unchecked.")
+            return _verdict({"ok": False, "checked": False, "variant": variant, "detail": message}, message, policy)
         with np.load(path) as data:
             worst = {tower: float(row_cosines(self._run(tower, data[INPUTS[tower][0]]), data[tower]).min())
                      for tower in self.towers}
         minimum = min(PARITY_MIN[variant], PARITY_MIN["fp16"]) if reduced_precision else PARITY_MIN[variant]
         result = {"ok": min(worst.values()) >= minimum, "checked": True, "variant": variant,
                   "worst_cosine": worst, "minimum": minimum}
-        if not result["ok"]:
-            figures = ", ".join(f"{tower} {value:.5f}" for tower, value in worst.items())
-            message = (
-                f"model {self.card.slug} ({variant}) does not reproduce its export's reference outputs on this "
-                f"machine: worst cosine {figures}, below the gate {minimum}. The file was exported on another "
-                f"kind of CPU or is damaged: re-export it here (`imagesearch export ... --{variant}`), use "
-                "IMAGESEARCH_MODEL_VARIANT=fp32, or set IMAGESEARCH_REFERENCE_CHECK=warn to serve it anyway."
-            )
-            if policy == "refuse":
-                raise ReferenceCheckFailed(message)
-            log.warning(message)
-        return result
+        if result["ok"]:
+            return result
+        figures = ", ".join(f"{tower} {value:.5f}" for tower, value in worst.items())
+        return _verdict(result, (
+            f"model {self.card.slug} ({variant}) does not reproduce its export's reference outputs on this "
+            f"machine: worst cosine {figures}, below the gate {minimum}. The file was exported on another "
+            f"kind of CPU or is damaged: re-export it here (`imagesearch export ... --{variant}`), use "
+            "IMAGESEARCH_MODEL_VARIANT=fp32, or set IMAGESEARCH_REFERENCE_CHECK=warn to serve it anyway."), policy)
+
+
+def _verdict(result: dict, message: str, policy: str) -> dict:
+    """A failed reference check: ``refuse`` raises ``ReferenceCheckFailed``, ``warn`` logs and goes on."""
+    if policy == "refuse":
+        raise ReferenceCheckFailed(message)
+    log.warning(message)
+    return result

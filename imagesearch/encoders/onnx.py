@@ -52,8 +52,8 @@ def make_session(path, providers: list[str] | None = None, threads: int = 0, var
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
-# The ingest's parts hold at most this many images: beside the decoding, parts of 8 took ~10% less
-# CPU per image than parts of 16 (2-core AVX2 EPYC, int8 and fp32); on raw pixels the size hardly matters.
+# The ingest's parts hold at most this many images: beside the decoding, smaller parts cost less CPU
+# per image than larger ones (bench/bench_ingest.py); on raw pixels the size hardly matters.
 PART_IMAGES = 8
 
 

@@ -6,9 +6,8 @@ from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from imagesearch.records import MAX_K as MAX_K  # the contract's cap on k; defined with the records, which settings read too
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
-
-MAX_K = 10_000  # the most results one search returns (Elasticsearch's result window)
 
 
 class StoreUnavailable(RuntimeError):

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import get_args
 
-from imagesearch.config import get_settings
+from imagesearch.config import EsIndexType, get_settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["status", "rebuild", "swap", "merge"])
     parser.add_argument("--model", default="", help="model slug (default: IMAGESEARCH_MODEL, or the only exported one)")
-    parser.add_argument("--index-type", choices=["int8_hnsw", "hnsw", "bbq_hnsw"],
+    parser.add_argument("--index-type", choices=get_args(EsIndexType),
                         help="rebuild: index type of the new index (default: IMAGESEARCH_ES_INDEX_TYPE)")
     parser.add_argument("--m", type=int, help="rebuild: HNSW graph degree (default: IMAGESEARCH_ES_HNSW_M)")
     parser.add_argument("--ef-construction", type=int, help="rebuild: HNSW build candidates (default: IMAGESEARCH_ES_HNSW_EF_CONSTRUCTION)")

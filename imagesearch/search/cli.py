@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import get_args
 
-from imagesearch.config import get_settings
+from imagesearch.config import Settings, get_settings
+from imagesearch.search.query import Mode, QueryError, check_mode, check_one_query
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="?", help="what to look for, e.g. 'a dog running on a beach'")
     parser.add_argument("--image", help="search by an example image: a file path or an http(s) URL")
     parser.add_argument("--id", dest="image_id", help="search by an image already in the index (more like this)")
-    parser.add_argument("-k", type=int, default=10, help="number of results (default 10)")
-    parser.add_argument("--mode", choices=["vector", "text", "hybrid"], default="vector",
+    parser.add_argument("-k", type=int, default=10, help="number of results (default 10; at most IMAGESEARCH_MAX_K)")
+    parser.add_argument("--mode", choices=get_args(Mode), default="vector",
                         help="for TEXT: match by meaning (vector, the default), by the words of captions and "
                              "file names (text), or both fused (hybrid)")
     parser.add_argument("--min-score", type=float, default=None)
@@ -23,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="search with this model (default: the first of IMAGESEARCH_MODELS, or IMAGESEARCH_MODEL)")
 
 
-def _image_bytes(source: str, settings) -> bytes:
+def _image_bytes(source: str, settings: Settings) -> bytes:
     if source.startswith(("http://", "https://")):
         from imagesearch.fetch import FetchOptions, fetch_image_sync
 
@@ -34,16 +36,13 @@ def _image_bytes(source: str, settings) -> bytes:
 def run(args: argparse.Namespace) -> int:
     from imagesearch.fetch import FetchError
     from imagesearch.preprocess import ImageDecodeError
-    from imagesearch.search import QueryError, SearchService
+    from imagesearch.search.service import SearchService
 
-    if sum(x is not None for x in (args.text, args.image, args.image_id)) != 1:
-        print("give exactly one of: TEXT, --image PATH_OR_URL, --id ID", file=sys.stderr)
-        return 2
-    if args.mode != "vector" and args.text is None:
-        print("--mode text|hybrid searches by TEXT; an image or an id is searched by meaning", file=sys.stderr)
-        return 2
-    if not 1 <= args.k <= 1000:
-        print("-k must be between 1 and 1000", file=sys.stderr)
+    try:
+        check_one_query(TEXT=args.text, **{"--image": args.image, "--id": args.image_id})
+        check_mode(args.mode, args.text is not None)
+    except QueryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     settings = get_settings()
     settings = settings.for_model(args.model or settings.model_slugs[0])
