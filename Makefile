@@ -6,7 +6,7 @@ PYTRITON_VERSION := 0.7.0
 # Re-install only when the dependency list changes.
 STAMP := $(VENV)/.deps-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: run test compose-test lint install bench clean-cache system-deps
+.PHONY: run test test-quick compose-test lint install bench clean-cache system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,13 @@ lint: install
 	for service in export ingest api ui; do ln -s $(CURDIR)/$$service $(TYPECHECK)/imagesearch/$$service; done
 	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p imagesearch
 
+# --durations: where the suite's time goes, printed at the end of every run.
 test: install system-deps lint
-	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra --durations=25 $(PYTEST_ARGS)
+
+# The tests that start no server process and export no model (the cached test model is trained once).
+test-quick: install
+	$(BIN)/python -m pytest -q -m "not server and not slow" --durations=10 $(PYTEST_ARGS)
 
 # The stack under a real Docker engine, as a user runs it (also part of `make test`).
 compose-test: install

@@ -67,3 +67,19 @@ def image_server():
 
     with ImageServer() as server:
         yield server
+
+
+# --- `make test-quick`: the tests that start no server process ----------------------------------------
+
+# Tests that use these fixtures, or live in these modules, start a real server process (Elasticsearch,
+# tritonserver, a Docker engine, the API and UI with a browser): marked `server`, left out of test-quick.
+SERVER_FIXTURES = {"es_node", "triton_server", "blip2_repo"}
+SERVER_MODULES = {"test_es_store", "test_es_cluster", "test_compose_docker", "test_compose_standin", "test_ui",
+                  "test_make_run", "test_triton", "test_blip2"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if module in SERVER_MODULES or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)

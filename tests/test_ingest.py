@@ -398,6 +398,7 @@ def test_switching_the_model_embeds_the_stored_images_again_without_downloading(
     switched = {**first, "IMAGESEARCH_MODEL": "shapes-tiny-b"}
     before = run_cli("search", "a red circle", env=switched)
     assert before.returncode == 1 and "nothing has been embedded with it yet" in before.stderr
+    assert "Traceback" not in before.stderr
     embedded = run_cli("ingest", "embed", env=switched)
     assert embedded.returncode == 0, embedded.stderr
     assert "embed: 24 embedded" in embedded.stdout  # every stored image, nothing downloaded or scanned

@@ -34,9 +34,11 @@ def _image_bytes(source: str, settings: Settings) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
+    from imagesearch.encoders import EncoderUnavailable
     from imagesearch.fetch import FetchError
     from imagesearch.preprocess import ImageDecodeError
     from imagesearch.search.service import SearchService
+    from imagesearch.stores import StoreUnavailable
 
     try:
         check_one_query(TEXT=args.text, **{"--image": args.image, "--id": args.image_id})
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings.for_model(args.model or settings.model_slugs[0])
     try:
         service = SearchService(settings)
-    except FileNotFoundError as exc:  # no such model exported
+    except (FileNotFoundError, EncoderUnavailable, StoreUnavailable) as exc:  # no such model exported, or down
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                                             query={"image": args.image})
         else:
             response = service.search_id(args.image_id, args.k, min_score=args.min_score)
-    except (QueryError, ImageDecodeError, FetchError, OSError) as exc:
+    except (QueryError, ImageDecodeError, FetchError, OSError, EncoderUnavailable, StoreUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
