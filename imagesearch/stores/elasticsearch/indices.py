@@ -72,6 +72,10 @@ class Indices:
         found = self.client.es.options(ignore_status=404).indices.get_alias(name=alias)
         return next(iter(found.body), None) if found.meta.status == 200 else None
 
+    def vector_indices(self) -> list[str]:
+        """Every model's vector indices, those being rebuilt included."""
+        return list(self.client.es.indices.get_alias(index=f"{self.vectors_prefix}*", allow_no_indices=True).body)
+
     def aliases(self, model: str) -> tuple[str, str]:
         """(search alias, write alias) of ``model``."""
         read = self.vectors_prefix + name_key(model)

@@ -40,6 +40,9 @@ REMOVED = {
                    "paths": {"type": "keyword", "ignore_above": LONG_KEYWORD}},
 }
 
+# The fields of an images document beside the ImageRecord (reads of records leave them out).
+NOT_RECORD = ("vec", "embed_errors", "keywords")
+
 # The metadata copied into each vector document, so filters run inside the kNN as a pre-filter.
 FILTER_FIELDS = ("format", "sources", "width", "height")
 
