@@ -61,7 +61,7 @@ class Metadata:
                 return {**record.model_dump(mode="json"), "vec": {}, "embed_errors": {}, "keywords": record.keyword_text}
             old = ImageRecord.model_validate(stored)
             new = old.merge(record)
-            if new == old and "keywords" in stored:
+            if new == old:
                 return None
             if new.sources != old.sources:
                 grown[new.id] = new.sources
