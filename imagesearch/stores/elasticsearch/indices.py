@@ -204,7 +204,7 @@ class Indices:
 
     def merge(self, model: str) -> dict:
         """Force-merge ``model``'s search index into one segment: one graph to search instead of one
-        per segment (about twice as fast at 100k). Blocks until done: minutes for millions of vectors."""
+        per segment, so searches get faster. Blocks until done, which takes long for a large index."""
         index = self.alias_target(self.aliases(model)[0])
         if index is None:
             raise ValueError(f"model {model} has no vector index yet: run `imagesearch ingest` first")
