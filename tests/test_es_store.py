@@ -18,7 +18,7 @@ import pytest
 from imagesearch.api.app import create_app
 from imagesearch.config import Settings
 from imagesearch.stores import StoreUnavailable, VectorStore, make_store
-from imagesearch.stores.elasticsearch import ElasticsearchStore
+from imagesearch.stores.elasticsearch import ElasticsearchStore, mappings
 from tests.support.cli import cli_env, run_cli, start_cli
 from tests.support.es_node import SecuredNode, ensure_distribution, free_port, start_node
 from tests.support.net import SlowLink, wait_until
@@ -87,6 +87,49 @@ def test_mapping_and_index_settings_are_as_configured(es_node, tmp_path):
     alias = default.indices.aliases(MODEL)[0]
     options = next(iter(default.es.indices.get_mapping(index=alias).body.values()))["mappings"]["properties"]["vector"]["index_options"]
     assert {k: options[k] for k in ("type", "m", "ef_construction")} == {"type": "int8_hnsw", "m": 16, "ef_construction": 100}
+
+
+def test_the_indices_the_store_creates_carry_its_schema_version(store):
+    stored = record(1)
+    store.upsert_images([stored])
+    store.ensure_model(MODEL, 64)
+    vector_index = store.indices.alias_target(store.indices.aliases(MODEL)[0])
+    for index in (store.indices.images, store.indices.failures, store.indices.removed, vector_index):
+        meta = store.es.indices.get_mapping(index=index).body[index]["mappings"]["_meta"]
+        assert meta[mappings.SCHEMA_KEY] == mappings.SCHEMA_VERSION == 1, index
+    # a new instance checks what it finds, accepts it, and works on
+    again = ElasticsearchStore(store.settings)
+    assert (found := again.get(image_id(1))) is not None and found.urls == stored.urls
+    again.close()
+
+
+@pytest.mark.parametrize("meta", [{"imagesearch_schema": 0}, {}], ids=["another version", "no version"])
+def test_an_images_index_of_another_schema_version_is_refused_and_left_alone(es_node, tmp_path, meta):
+    """There is no upgrade path before the first release: the store names the index, both versions
+    and what to do, writes nothing and creates nothing beside it. The URL is named without credentials."""
+    port = es_node.url.rsplit(":", 1)[1]
+    settings = es_settings(es_node, tmp_path).model_copy(update={"es_url": f"http://admin:url-secret@127.0.0.1:{port}"})
+    store = ElasticsearchStore(settings)
+    images = store.indices.images
+    store.es.indices.create(index=images, mappings={**mappings.IMAGES, "_meta": meta})
+    found = "schema version 0" if meta else "no schema version"
+    message = (rf"index {images} at http://127\.0\.0\.1:{port} has {found}, but this imagesearch expects schema "
+               r"version 1 .*no upgrade path before the first release: set a new IMAGESEARCH_ES_INDEX_PREFIX, "
+               rf"or delete the old indices \({store.indices.prefix}-\*\)")
+
+    started = time.monotonic()
+    for attempt in (lambda: store.upsert_images([record(1)]), lambda: store.record_failures([]),
+                    lambda: store.get(image_id(1)), lambda: store.remove_images([image_id(1)])):
+        with pytest.raises(StoreUnavailable, match=message) as refused:
+            attempt()
+        assert "secret" not in str(refused.value)
+    assert time.monotonic() - started < store.settings.dependency_wait_s  # refused at once, not waited for
+
+    store.es.indices.refresh(index=images)
+    assert store.es.count(index=images)["count"] == 0
+    assert store.es.indices.get_mapping(index=images).body[images]["mappings"].get("_meta", {}) == meta
+    assert not store.es.indices.exists(index=f"{store.indices.failures},{store.indices.removed}", allow_no_indices=False)
+    store.close()
 
 
 # --- the default index (the contract tests are in tests/test_store_contract.py) -------------------

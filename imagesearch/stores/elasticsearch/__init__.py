@@ -2,9 +2,12 @@
 
 - ``client``: the connection, errors turned into ``StoreUnavailable``, write retries, bulk and
   optimistic-concurrency writes;
-- ``mappings``: every index's settings and mappings as plain data;
-- ``indices``: index names and the alias lifecycle (a model's vector index, rebuild, swap);
+- ``mappings``: every index's settings and mappings as plain data, and their schema version;
+- ``indices``: index names, the schema check and the alias lifecycle (a model's vector index,
+  rebuild, swap);
 - ``queries``: filters, kNN, queue states and vector encoding in Elasticsearch's terms;
+- ``metadata``: the image records and URL failures, merged with optimistic concurrency;
+- ``removal``: removing images, and the tombstones that keep them out;
 - ``store``: ``ElasticsearchStore``, the ``VectorStore`` methods over those.
 """
 

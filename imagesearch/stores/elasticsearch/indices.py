@@ -31,12 +31,12 @@ class Indices:
     def __init__(self, client: EsClient):
         self.client = client
         self.settings = client.settings
-        prefix = name_key(self.settings.es_index_prefix)
+        self.prefix = prefix = name_key(self.settings.es_index_prefix)
         self.images = f"{prefix}-images"
         self.failures = f"{prefix}-failures"
         self.removed = f"{prefix}-removed"
         self.vectors_prefix = f"{prefix}-vectors-"
-        self._base_ready = False  # the images and failures indices exist
+        self._base_ready = False  # the base indices exist, and the images index has our schema version
         self._layouts: dict[str, tuple[int, int]] = {}  # index -> (dim, vectors per image)
         self._model_layouts: dict[str, tuple[int, int]] = {}  # model -> the layout of its search index
         client.on_index_missing = self.forget
@@ -51,26 +51,48 @@ class Indices:
         return mappings.index_settings(self.settings.es_shards, self.settings.es_replicas)
 
     def ensure_base(self) -> None:
+        """Create the base indices that are missing and check the schema version of the images index:
+        once per instance (again after ``forget``)."""
         if self._base_ready:
             return
-        es = self.client.es
-        for index, body in ((self.images, mappings.IMAGES), (self.failures, mappings.FAILURES),
-                            (self.removed, mappings.REMOVED)):
-            if not es.indices.exists(index=index):
-                try:
-                    es.indices.create(index=index, settings=self._settings(), mappings=body)
-                except ApiError as exc:
-                    if exc.error != "resource_already_exists_exception":  # another worker was first: fine
-                        raise
-        # an images index from before keyword search gets the field (new and updated records fill it)
-        es.indices.put_mapping(index=self.images, properties={"keywords": mappings.KEYWORDS_TEXT})
+        self._create_base(self.images, mappings.IMAGES)
+        # checked before the others are created: a prefix of another schema gets nothing new
+        self.checked_mapping(self.client.es.indices.get_mapping(index=self.images).body)
+        self._create_base(self.failures, mappings.FAILURES)
+        self._create_base(self.removed, mappings.REMOVED)
         self._base_ready = True
+
+    def _create_base(self, index: str, body: dict) -> None:
+        es = self.client.es
+        if not es.indices.exists(index=index):
+            try:
+                es.indices.create(index=index, settings=self._settings(), mappings=body)
+            except ApiError as exc:
+                if exc.error != "resource_already_exists_exception":  # another worker was first: fine
+                    raise
+
+    def checked_mapping(self, found: dict) -> dict:
+        """The mapping in ``get_mapping``'s answer for one index; an index of another schema version
+        (or none: not made by this store) is refused, since nothing here can upgrade it."""
+        (index, body), = found.items()
+        version = mappings.schema_version(body["mappings"])
+        if version != mappings.SCHEMA_VERSION:
+            has = "no schema version" if version is None else f"schema version {version!r}"
+            raise StoreUnavailable(
+                f"index {index} at {self.client.url} has {has}, but this imagesearch expects schema version "
+                f"{mappings.SCHEMA_VERSION} (_meta.{mappings.SCHEMA_KEY}); there is no upgrade path before the first "
+                f"release: set a new IMAGESEARCH_ES_INDEX_PREFIX, or delete the old indices ({self.prefix}-*)")
+        return body["mappings"]
 
     # --- a model's vector index --------------------------------------------------------------
 
     def alias_target(self, alias: str) -> str | None:
         found = self.client.es.options(ignore_status=404).indices.get_alias(name=alias)
         return next(iter(found.body), None) if found.meta.status == 200 else None
+
+    def vector_indices(self) -> list[str]:
+        """Every model's vector indices, those being rebuilt included."""
+        return list(self.client.es.indices.get_alias(index=f"{self.vectors_prefix}*", allow_no_indices=True).body)
 
     def aliases(self, model: str) -> tuple[str, str]:
         """(search alias, write alias) of ``model``."""
@@ -101,8 +123,7 @@ class Indices:
     def layout(self, index: str) -> tuple[int, int]:
         """(dim, vectors per image) of a vector index; remembered (an index's mapping of it is fixed)."""
         if index not in self._layouts:
-            mapping = self.client.es.indices.get_mapping(index=index)
-            self._layouts[index] = mappings.layout(next(iter(mapping.body.values()))["mappings"])
+            self._layouts[index] = mappings.layout(self.checked_mapping(self.client.es.indices.get_mapping(index=index).body))
         return self._layouts[index]
 
     def search_layout(self, model: str) -> tuple[int, int] | None:
@@ -112,7 +133,7 @@ class Indices:
             found = self.client.es.options(ignore_status=404).indices.get_mapping(index=self.aliases(model)[0])
             if found.meta.status != 200:
                 return None
-            self._model_layouts[model] = mappings.layout(next(iter(found.body.values()))["mappings"])
+            self._model_layouts[model] = mappings.layout(self.checked_mapping(found.body))
         return self._model_layouts[model]
 
     def ensure_model(self, model: str, dim: int, vectors_per_image: int = 1) -> str:
@@ -183,7 +204,7 @@ class Indices:
 
     def merge(self, model: str) -> dict:
         """Force-merge ``model``'s search index into one segment: one graph to search instead of one
-        per segment (about twice as fast at 100k). Blocks until done: minutes for millions of vectors."""
+        per segment, so searches get faster. Blocks until done, which takes long for a large index."""
         index = self.alias_target(self.aliases(model)[0])
         if index is None:
             raise ValueError(f"model {model} has no vector index yet: run `imagesearch ingest` first")

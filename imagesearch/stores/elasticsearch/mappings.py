@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+# The version of the indices' layout, in every mapping's ``_meta``. Raise it with any change that
+# indices made by an earlier version cannot serve: the store then refuses those indices (there is
+# no upgrade path before the first release) instead of half-working with them.
+SCHEMA_KEY = "imagesearch_schema"
+SCHEMA_VERSION = 1
+SCHEMA_META = {SCHEMA_KEY: SCHEMA_VERSION}
+
 LONG_KEYWORD = 8191  # longer URLs/paths are stored but not indexed (Lucene's term limit is 32k bytes)
 KEYWORD = {"type": "keyword"}
-KEYWORDS_TEXT = {"type": "text"}  # ImageRecord.keyword_text: captions and file names, for BM25 (mode=text|hybrid)
 
 # p-images: one document per image, the ImageRecord plus its embedding state per model.
 IMAGES = {
+    "_meta": SCHEMA_META,
     "dynamic": False,  # fields added to ImageRecord later are kept in _source, just not indexed
     "dynamic_templates": [
         {"vec": {"path_match": "vec.*", "mapping": {"type": "boolean"}}},
@@ -19,12 +26,13 @@ IMAGES = {
         "width": {"type": "integer"}, "height": {"type": "integer"}, "format": KEYWORD, "bytes": {"type": "long"},
         "first_seen": {"type": "date"}, "last_seen": {"type": "date"},
         "vec": {"type": "object", "dynamic": True}, "embed_errors": {"type": "object", "dynamic": True},
-        "keywords": KEYWORDS_TEXT,
+        "keywords": {"type": "text"},  # ImageRecord.keyword_text: captions and file names, for BM25 (mode=text|hybrid)
     },
 }
 
 # p-failures: one document per URL that gave no image.
 FAILURES = {
+    "_meta": SCHEMA_META,
     "dynamic": False,
     "properties": {
         "url": {"type": "keyword", "ignore_above": LONG_KEYWORD}, "reason": KEYWORD,
@@ -35,10 +43,14 @@ FAILURES = {
 # p-removed: one document per removed image (the record as it was): its URLs and paths are not
 # downloaded or scanned in again unless asked.
 REMOVED = {
+    "_meta": SCHEMA_META,
     "dynamic": False,
     "properties": {"id": KEYWORD, "urls": {"type": "keyword", "ignore_above": LONG_KEYWORD},
                    "paths": {"type": "keyword", "ignore_above": LONG_KEYWORD}},
 }
+
+# The fields of an images document beside the ImageRecord (reads of records leave them out).
+NOT_RECORD = ("vec", "embed_errors", "keywords")
 
 # The metadata copied into each vector document, so filters run inside the kNN as a pre-filter.
 FILTER_FIELDS = ("format", "sources", "width", "height")
@@ -74,7 +86,7 @@ def vector_index(dim: int, *, index_type: str, m: int, ef_construction: int, sha
         },
         "mappings": {
             "dynamic": "strict",
-            "_meta": {"dim": dim, "vectors_per_image": vectors_per_image},
+            "_meta": {**SCHEMA_META, "dim": dim, "vectors_per_image": vectors_per_image},
             "properties": {
                 **vectors,
                 "format": KEYWORD, "sources": KEYWORD, "width": {"type": "integer"}, "height": {"type": "integer"},
@@ -84,8 +96,10 @@ def vector_index(dim: int, *, index_type: str, m: int, ef_construction: int, sha
 
 
 def layout(mapping: dict) -> tuple[int, int]:
-    """(dim, vectors per image) of a vector index, from its mapping (indices from before ``_meta`` too)."""
-    properties = mapping["properties"]
-    if "vector" in properties:
-        return properties["vector"]["dims"], 1
-    return properties[NESTED_VECTORS]["properties"]["vector"]["dims"], mapping["_meta"]["vectors_per_image"]
+    """(dim, vectors per image) of a vector index, from the ``_meta`` of its mapping."""
+    return mapping["_meta"]["dim"], mapping["_meta"]["vectors_per_image"]
+
+
+def schema_version(mapping: dict) -> object:
+    """The schema version an index was created with (None: not made by this store)."""
+    return mapping.get("_meta", {}).get(SCHEMA_KEY)

@@ -58,7 +58,7 @@ def queue_states(write_index: str, model_key: str) -> dict[str, dict]:
 
 
 def encode_vector(vector: np.ndarray) -> str:
-    """Elasticsearch takes float vectors as base64 of big-endian float32: 4x less JSON than numbers."""
+    """Elasticsearch takes float vectors as base64 of big-endian float32: far less JSON than numbers."""
     return base64.b64encode(np.asarray(vector, ">f4").tobytes()).decode()
 
 

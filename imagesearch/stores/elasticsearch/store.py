@@ -1,4 +1,5 @@
-"""``ElasticsearchStore``: the ``VectorStore`` methods over the client, indices and query parts.
+"""``ElasticsearchStore``: the ``VectorStore`` methods over the client, indices, metadata, removal
+and query parts.
 
 Writes are bulk requests keyed by the content hash, so re-runs and concurrent workers never
 duplicate. ``p-images`` is the work queue: ``pending(model)`` = the documents with neither
@@ -8,26 +9,21 @@ image, and nothing is downloaded again.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import Elasticsearch
 
 from imagesearch.config import Settings
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
-from imagesearch.stores.base import StoreUnavailable, StoreWriteError, checked_vectors, describe_layout, vector_layout
+from imagesearch.stores.base import StoreWriteError, checked_vectors, describe_layout, vector_layout
 from imagesearch.stores.elasticsearch import mappings, queries
 from imagesearch.stores.elasticsearch.client import EsClient
 from imagesearch.stores.elasticsearch.indices import Indices, name_key
-from imagesearch.stores.elasticsearch.mappings import FILTER_FIELDS
+from imagesearch.stores.elasticsearch.mappings import FILTER_FIELDS, NOT_RECORD
+from imagesearch.stores.elasticsearch.metadata import Metadata
 from imagesearch.stores.elasticsearch.queries import MAX_RESULT_WINDOW
-
-NOT_RECORD = ("vec", "embed_errors", "keywords")  # fields of an images document beside the ImageRecord
-
-
-def url_id(url: str) -> str:
-    return hashlib.sha256(url.encode()).hexdigest()
+from imagesearch.stores.elasticsearch.removal import Removal
 
 
 class ElasticsearchStore:
@@ -36,6 +32,8 @@ class ElasticsearchStore:
         self.client = EsClient(settings)
         self.url = self.client.url
         self.indices = Indices(self.client)
+        self.metadata = Metadata(self.client, self.indices)
+        self.removal = Removal(self.client, self.indices, self.metadata)
 
     @property
     def es(self) -> Elasticsearch:
@@ -75,117 +73,19 @@ class ElasticsearchStore:
     # --- metadata ----------------------------------------------------------------------------
 
     def upsert_images(self, records: Sequence[ImageRecord]) -> list[bool]:
-        batch: dict[str, ImageRecord] = {}
-        for record in records:  # the same image twice in one batch: merge first
-            batch[record.id] = batch[record.id].merge(record) if record.id in batch else record
-        grown: dict[str, list] = {}  # ids whose sources changed: the vector indices copy them
-
-        def build(stored: dict | None, record: ImageRecord) -> dict | None:
-            if stored is None:
-                return {**record.model_dump(mode="json"), "vec": {}, "embed_errors": {}, "keywords": record.keyword_text}
-            old = ImageRecord.model_validate(stored)
-            new = old.merge(record)
-            if new == old and "keywords" in stored:
-                return None
-            if new.sources != old.sources:
-                grown[new.id] = new.sources
-            return {**stored, **new.model_dump(mode="json"), "keywords": new.keyword_text}
-
-        def run() -> set[str]:
-            self.indices.ensure_base()
-            created = self.client.occ_write(self.indices.images, batch, build) if batch else set()
-            self._drop_failures({u for r in batch.values() for u in r.urls})
-            self.client.bulk([{"_op_type": "delete", "_index": self.indices.removed, "_id": i} for i in batch],
-                             ignore_status=(404,))  # stored again on purpose: no longer removed
-            if grown:
-                self._copy_sources(grown)
-            return created
-
-        created = self.client.write(run)
-        seen: set[str] = set()
-        out = []
-        for record in records:  # True only at the first occurrence of a new id
-            out.append(record.id in created and record.id not in seen)
-            seen.add(record.id)
-        return out
-
-    def _drop_failures(self, urls: set[str]) -> None:
-        """A URL that now has an image is no longer a failure."""
-        if not urls:
-            return
-        docs = self.es.mget(index=self.indices.failures, ids=[url_id(u) for u in urls], source=False)["docs"]
-        found = [d["_id"] for d in docs if d.get("found")]
-        if found:
-            self.client.bulk([{"_op_type": "delete", "_index": self.indices.failures, "_id": i} for i in found],
-                             ignore_status=(404,))
-
-    def _copy_sources(self, sources: dict[str, list[str]]) -> None:
-        """Keep the ``sources`` copies in the vector indices (the ``source`` filter) in step."""
-        indices = list(self.es.indices.get_alias(index=f"{self.indices.vectors_prefix}*", allow_no_indices=True).body)
-        actions = [{"_op_type": "update", "_index": index, "_id": i, "doc": {"sources": s}, "retry_on_conflict": 5}
-                   for index in indices for i, s in sources.items()]
-        self.client.bulk(actions, ignore_status=(404,))  # 404: not embedded in that index (yet)
+        return self.metadata.upsert_images(records)
 
     def record_failures(self, failures: Sequence[UrlFailure]) -> None:
-        batch: dict[str, UrlFailure] = {}
-        for failure in failures:  # attempts add up, the latest reason wins
-            key = url_id(failure.url)
-            if key in batch:
-                failure = failure.model_copy(update={"attempts": batch[key].attempts + failure.attempts})
-            batch[key] = failure
-
-        def build(stored: dict | None, failure: UrlFailure) -> dict:
-            attempts = failure.attempts + (stored.get("attempts", 0) if stored else 0)
-            return failure.model_copy(update={"attempts": attempts}).model_dump(mode="json")
-
-        def run() -> None:
-            self.indices.ensure_base()
-            if batch:
-                self.client.occ_write(self.indices.failures, batch, build)
-
-        self.client.write(run)
+        self.metadata.record_failures(failures)
 
     def failures(self) -> list[UrlFailure]:
-        def run() -> list[UrlFailure]:
-            self.indices.ensure_base()
-            self.es.indices.refresh(index=self.indices.failures)
-            hits = helpers.scan(self.es, index=self.indices.failures, query={"query": {"match_all": {}}, "sort": ["url"]},
-                                preserve_order=True, size=1000)
-            return [UrlFailure.model_validate(h["_source"]) for h in hits]
-
-        return self.client.read(run, patient=True)  # the downloader's question: it may wait
+        return self.metadata.failures()
 
     def known_urls(self, urls: Iterable[str]) -> set[str]:
-        urls = list(dict.fromkeys(urls))
-
-        def run() -> set[str]:
-            known: set[str] = set()
-            self.indices.ensure_base()
-            self.es.indices.refresh(index=self.indices.images)
-            for start in range(0, len(urls), 1000):
-                chunk = urls[start : start + 1000]
-                hits = self.es.search(index=self.indices.images, query={"terms": {"urls": chunk}}, source_includes=["urls"],
-                                      size=MAX_RESULT_WINDOW)["hits"]["hits"]
-                wanted = set(chunk)
-                known.update(u for h in hits for u in h["_source"]["urls"] if u in wanted)
-            return known
-
-        return self.client.read(run, patient=True)  # the downloader's question: it may wait
+        return self.metadata.known_urls(urls)
 
     def get(self, image_id: str) -> ImageRecord | None:
-        def run() -> ImageRecord | None:
-            self.indices.ensure_base()
-            found = self.es.options(ignore_status=404).get(index=self.indices.images, id=image_id)
-            if "error" in found:  # the index itself is gone
-                self.indices.forget()
-                raise StoreUnavailable(f"index {self.indices.images} is missing at {self.url}")
-            return ImageRecord.model_validate(found["_source"]) if found.get("found") else None
-
-        return self.client.read(run)
-
-    def _records(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
-        docs = self.es.mget(index=self.indices.images, ids=list(ids), source_excludes=list(NOT_RECORD))["docs"]
-        return {d["_id"]: ImageRecord.model_validate(d["_source"]) for d in docs if d.get("found")}
+        return self.metadata.get(image_id)
 
     # --- vectors -----------------------------------------------------------------------------
 
@@ -276,62 +176,16 @@ class ElasticsearchStore:
     # --- removal -----------------------------------------------------------------------------
 
     def remove_images(self, ids: Sequence[str]) -> list[ImageRecord]:
-        """In an order a kill cannot spoil: the tombstone first (a rerun finds the id by URL or
-        path), then the record (out of the queue: nothing re-embeds it; searches drop hits without
-        a record), then its vectors in every vector index."""
-        ids = list(dict.fromkeys(ids))
-        if not ids:
-            return []
-
-        def run() -> list[ImageRecord]:
-            self.indices.ensure_base()
-            records = self._records(ids)
-            self.client.bulk([{"_op_type": "index", "_index": self.indices.removed, "_id": i,
-                               "_source": {"id": i, "urls": r.urls, "paths": r.paths}} for i, r in records.items()])
-            self.client.bulk([{"_op_type": "delete", "_index": self.indices.images, "_id": i} for i in records],
-                             ignore_status=(404,))
-            vector_indices = list(self.es.indices.get_alias(index=f"{self.indices.vectors_prefix}*", allow_no_indices=True).body)
-            self.client.bulk([{"_op_type": "delete", "_index": index, "_id": i} for index in vector_indices for i in ids],
-                             ignore_status=(404,))  # also those of an earlier, interrupted removal
-            self.indices.refresh()
-            return list(records.values())
-
-        return self.client.write(run)
+        return self.removal.remove_images(ids)
 
     def removed_urls(self, urls: Iterable[str]) -> set[str]:
-        return self._removed_values("urls", list(dict.fromkeys(urls)))
+        return self.removal.removed_urls(urls)
 
     def removed_ids(self, ids: Iterable[str]) -> set[str]:
-        return self._removed_values("id", list(dict.fromkeys(ids)))
-
-    def _removed_values(self, field: str, values: list[str]) -> set[str]:
-        def run() -> set[str]:
-            self.indices.ensure_base()
-            self.es.indices.refresh(index=self.indices.removed)
-            found: set[str] = set()
-            for start in range(0, len(values), 1000):
-                chunk = values[start : start + 1000]
-                hits = self.es.search(index=self.indices.removed, query={"terms": {field: chunk}},
-                                      source_includes=[field], size=MAX_RESULT_WINDOW)["hits"]["hits"]
-                wanted = set(chunk)
-                for hit in hits:
-                    value = hit["_source"][field]
-                    found.update(v for v in (value if isinstance(value, list) else [value]) if v in wanted)
-            return found
-
-        return self.client.read(run, patient=True)
+        return self.removal.removed_ids(ids)
 
     def find_ids(self, *, url: str | None = None, folder: str | None = None) -> list[str]:
-        query = {"term": {"urls": url}} if url is not None else {"prefix": {"paths": str(folder).rstrip("/") + "/"}}
-
-        def run() -> list[str]:
-            self.indices.ensure_base()
-            self.es.indices.refresh(index=f"{self.indices.images},{self.indices.removed}")
-            hits = helpers.scan(self.es, index=f"{self.indices.images},{self.indices.removed}", query={"query": query},
-                                source=False, size=1000)
-            return list(dict.fromkeys(h["_id"] for h in hits))
-
-        return self.client.read(run)
+        return self.removal.find_ids(url=url, folder=folder)
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -340,13 +194,14 @@ class ElasticsearchStore:
         if k <= 0:
             return []
         k = min(k, MAX_RESULT_WINDOW)
+
         def run() -> tuple[list[dict], dict[str, ImageRecord]]:
             layout = self.indices.search_layout(model)  # None: no index; the search below says so
             knn = queries.knn(vector, k, field=mappings.vector_field(layout[1] if layout else 1),
                               num_candidates=self.settings.es_num_candidates,
                               rescore_oversample=self.settings.es_rescore_oversample, filters=filters, min_score=min_score)
             found = self.es.search(index=self.indices.aliases(model)[0], knn=knn, size=k, source=False)["hits"]["hits"]
-            return found, self._records([h["_id"] for h in found]) if found else {}
+            return found, self.metadata.records([h["_id"] for h in found]) if found else {}
 
         found, records = self.client.read(run)
         return [Hit(id=h["_id"], score=queries.dot_product(h["_score"]), record=records[h["_id"]])
