@@ -73,7 +73,7 @@ def image_server():
 
 # Tests that use these fixtures, or live in these modules, start a real server process (Elasticsearch,
 # tritonserver, a Docker engine, the API and UI with a browser): marked `server`, left out of test-quick.
-SERVER_FIXTURES = {"es_node", "triton_server", "blip2_repo"}
+SERVER_FIXTURES = {"es_node", "secured_es_node", "triton_server", "blip2_repo"}
 SERVER_MODULES = {"test_es_store", "test_es_cluster", "test_compose_docker", "test_compose_standin", "test_ui",
                   "test_make_run", "test_triton", "test_blip2"}
 

@@ -34,7 +34,6 @@ import httpx
 
 from tests.support import compose as c
 from tests.support.browser import search_in_browser
-from tests.support.es_node import SecuredNode, ensure_distribution, java_home
 from tests.support.search_api import make_shapes, wait_for
 from tests.support.triton_server import TritonServer, free_port
 from tests.support.triton_twin import make_python_twin
@@ -156,29 +155,14 @@ class Standin:
         return codes
 
 
-def start_es(password: str) -> SecuredNode:
-    """A node with TLS on HTTP and ``password`` for the built-in `elastic` user (the keystore's
-    bootstrap.password: what the image's entrypoint does with ELASTIC_PASSWORD)."""
-    home = ensure_distribution()
-    node = SecuredNode(home, user="standin-unused", password="unused-password")
-    env = {**os.environ, "ES_JAVA_HOME": java_home(), "ES_PATH_CONF": str(node.workdir / "config")}
-    for args, stdin in ((["create"], None), (["add", "-x", "-f", "bootstrap.password"], password)):
-        subprocess.run([str(home / "bin" / "elasticsearch-keystore"), *args], input=stdin, text=True, env=env,
-                       check=True, capture_output=True, timeout=120)
-    if node.user:  # the node runs as `nobody` when we are root
-        for path in [node.workdir, *node.workdir.rglob("*")]:
-            os.chown(path, node.user.pw_uid, node.user.pw_gid)
-    node.start()
-    return node
-
-
-def test_compose_services_as_local_processes(test_model_repo, image_server, tmp_path):
+def test_compose_services_as_local_processes(test_model_repo, image_server, tmp_path, secured_es_node):
     env = {**c.load_env(), "IMAGESEARCH_MODEL": "shapes-tiny", "IMAGESEARCH_ARCH": "shapes-tiny",
            "IMAGESEARCH_PRETRAINED": "none"}
     project = c.load_project([c.COMPOSE_FILE], env)
-    es = triton = standin = None
+    es = secured_es_node  # TLS with its own CA, and `elastic` with the compose example's ELASTIC_PASSWORD
+    assert c.environment(project["services"]["es"])["ELASTIC_PASSWORD"] == c.load_env()["ELASTIC_PASSWORD"]
+    triton = standin = None
     try:
-        es = start_es(c.environment(project["services"]["es"])["ELASTIC_PASSWORD"])
         ports = {("es", 9200): es.http_port, ("api", 8000): free_port(), ("ui", 8501): free_port()}
         # export: the model volume already holds the test model, so `--if-missing` leaves it alone.
         twin_dir = tmp_path / "triton"
@@ -265,5 +249,3 @@ def test_compose_services_as_local_processes(test_model_repo, image_server, tmp_
             standin.stop_all()
         if triton is not None:
             triton.stop()
-        if es is not None:
-            es.close()

@@ -20,7 +20,7 @@ from imagesearch.config import Settings
 from imagesearch.stores import StoreUnavailable, VectorStore, make_store
 from imagesearch.stores.elasticsearch import ElasticsearchStore, mappings
 from tests.support.cli import cli_env, run_cli, start_cli
-from tests.support.es_node import SecuredNode, ensure_distribution, free_port, start_node
+from tests.support.es_node import SECURED_PASSWORD, SECURED_USER, free_port, start_node
 from tests.support.net import SlowLink, wait_until
 from tests.support.search_api import ApiThread, make_shapes, write_folder
 from tests.support.store_data import image_id, record, unit_vectors
@@ -471,43 +471,39 @@ def test_missing_index_and_unreachable_node_give_clear_errors_without_credential
     assert "secret" not in text
 
 
-def test_basic_auth_api_key_and_ca_certificate(tmp_path):
+def test_basic_auth_api_key_and_ca_certificate(tmp_path, secured_es_node):
     """A second node with security on (TLS with a private CA, a file-realm user), like the compose file's."""
-    node = SecuredNode(ensure_distribution(), "imagesearch", "test-password-1")
-    try:
-        node.start()
-        base = {"data_dir": tmp_path / "var", "store": "elasticsearch", "es_url": node.url,
-                "es_ca_certs": str(node.ca_cert), "es_index_prefix": "secured"}
-        basic = ElasticsearchStore(Settings(**base, es_username="imagesearch", es_password="test-password-1"))
-        vector = unit_vectors(1, 64, seed=16)
-        basic.upsert_images([record(1)])
-        basic.set_vectors(MODEL, [image_id(1)], vector)
-        basic.refresh()
-        assert basic.health()["ok"] is True
-        assert [h.id for h in basic.search(MODEL, vector[0], 3)] == [image_id(1)]
+    node = secured_es_node
+    base = {"data_dir": tmp_path / "var", "store": "elasticsearch", "es_url": node.url,
+            "es_ca_certs": str(node.ca_cert), "es_index_prefix": f"secured{uuid.uuid4().hex[:8]}"}
+    basic = ElasticsearchStore(Settings(**base, es_username=SECURED_USER, es_password=SECURED_PASSWORD))
+    vector = unit_vectors(1, 64, seed=16)
+    basic.upsert_images([record(1)])
+    basic.set_vectors(MODEL, [image_id(1)], vector)
+    basic.refresh()
+    assert basic.health()["ok"] is True
+    assert [h.id for h in basic.search(MODEL, vector[0], 3)] == [image_id(1)]
 
-        # This distribution cannot mint API keys (its .security index needs a module it lacks), so the
-        # key's path is checked by the server's verdict on one: rejected as a key, not as missing.
-        keyed = ElasticsearchStore(Settings(**base, es_api_key="aW1hZ2VzZWFyY2g6bm90LWEta2V5"))
-        with pytest.raises(StoreUnavailable, match="rejected the credentials") as error:
-            keyed.search(MODEL, vector[0], 3)
-        assert "unable to authenticate" in str(error.value.__cause__.body)
-        anonymous = ElasticsearchStore(Settings(**base))
-        with pytest.raises(StoreUnavailable) as error:
-            anonymous.search(MODEL, vector[0], 3)
-        assert "missing authentication credentials" in str(error.value.__cause__.body)
+    # This distribution cannot mint API keys (its .security index needs a module it lacks), so the
+    # key's path is checked by the server's verdict on one: rejected as a key, not as missing.
+    keyed = ElasticsearchStore(Settings(**base, es_api_key="aW1hZ2VzZWFyY2g6bm90LWEta2V5"))
+    with pytest.raises(StoreUnavailable, match="rejected the credentials") as error:
+        keyed.search(MODEL, vector[0], 3)
+    assert "unable to authenticate" in str(error.value.__cause__.body)
+    anonymous = ElasticsearchStore(Settings(**base))
+    with pytest.raises(StoreUnavailable) as error:
+        anonymous.search(MODEL, vector[0], 3)
+    assert "missing authentication credentials" in str(error.value.__cause__.body)
 
-        wrong = ElasticsearchStore(Settings(**base, es_username="imagesearch", es_password="not-the-password"))
-        with pytest.raises(StoreUnavailable, match="rejected the credentials") as error:
-            wrong.search(MODEL, vector[0], 3)
-        assert "not-the-password" not in str(error.value) and wrong.health()["ok"] is False
+    wrong = ElasticsearchStore(Settings(**base, es_username="imagesearch", es_password="not-the-password"))
+    with pytest.raises(StoreUnavailable, match="rejected the credentials") as error:
+        wrong.search(MODEL, vector[0], 3)
+    assert "not-the-password" not in str(error.value) and wrong.health()["ok"] is False
 
-        unverified = ElasticsearchStore(Settings(**{**base, "es_ca_certs": ""}, es_username="imagesearch",
-                                                 es_password="test-password-1"))
-        with pytest.raises(StoreUnavailable, match="unreachable"):  # the private CA is not trusted without es_ca_certs
-            unverified.search(MODEL, vector[0], 3)
-    finally:
-        node.close()
+    unverified = ElasticsearchStore(Settings(**{**base, "es_ca_certs": ""}, es_username=SECURED_USER,
+                                             es_password=SECURED_PASSWORD))
+    with pytest.raises(StoreUnavailable, match="unreachable"):  # the private CA is not trusted without es_ca_certs
+        unverified.search(MODEL, vector[0], 3)
 
 
 @pytest.fixture

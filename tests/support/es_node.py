@@ -197,9 +197,11 @@ class ElasticsearchNode:
 
 
 class SecuredNode(ElasticsearchNode):
-    """A node with security on: TLS on HTTP (a private CA made with openssl) and a file-realm user."""
+    """A node with security on: TLS on HTTP (a private CA made with openssl) and a file-realm user;
+    ``elastic_password``: the built-in `elastic` user's too (the keystore's bootstrap.password, what the
+    official image's entrypoint does with ELASTIC_PASSWORD)."""
 
-    def __init__(self, home: Path, user: str, password: str, heap: str = HEAP):
+    def __init__(self, home: Path, user: str, password: str, heap: str = HEAP, elastic_password: str = ""):
         certs = {"key": "certs/node.key", "certificate": "certs/node.crt", "certificate_authorities": "certs/ca.crt"}
         super().__init__(home, {
             "xpack.security.enabled": "true", "xpack.security.http.ssl.enabled": "true",
@@ -213,6 +215,10 @@ class SecuredNode(ElasticsearchNode):
         env = clean_env(ES_JAVA_HOME=java_home(), ES_PATH_CONF=str(config))
         subprocess.run([str(home / "bin" / "elasticsearch-users"), "useradd", user, "-p", password, "-r", "superuser"],
                        env=env, check=True, capture_output=True, timeout=120)
+        if elastic_password:
+            for args, stdin in ((["create"], None), (["add", "-x", "-f", "bootstrap.password"], elastic_password)):
+                subprocess.run([str(home / "bin" / "elasticsearch-keystore"), *args], input=stdin, text=True, env=env,
+                               check=True, capture_output=True, timeout=120)
         if self.user:
             for path in [self.workdir, *self.workdir.rglob("*")]:
                 os.chown(path, self.user.pw_uid, self.user.pw_gid)
@@ -286,6 +292,25 @@ def start_node(settings: dict[str, str] | None = None, heap: str = HEAP) -> Elas
     atexit.register(node.close)  # also when the session is interrupted
     node.start()
     return node
+
+
+SECURED_USER, SECURED_PASSWORD = "imagesearch", "test-password-1"
+
+
+@pytest.fixture(scope="session")
+def secured_es_node() -> Iterator[SecuredNode]:
+    """One node with security on, shared by the tests that need one: the file-realm superuser
+    ``SECURED_USER`` / ``SECURED_PASSWORD``, and `elastic` with the compose example's ELASTIC_PASSWORD."""
+    from tests.support.compose import load_env
+
+    node = SecuredNode(ensure_distribution(), SECURED_USER, SECURED_PASSWORD,
+                       elastic_password=load_env()["ELASTIC_PASSWORD"])
+    atexit.register(node.close)
+    node.start()
+    try:
+        yield node
+    finally:
+        node.close()
 
 
 @pytest.fixture(scope="session")
