@@ -104,7 +104,7 @@ def test_keyword_rows_are_found_by_rowid_and_a_store_from_the_first_version_is_r
     import sqlite3
 
     from imagesearch.records import ImageRecord
-    from imagesearch.stores.local import keyword_rowid
+    from imagesearch.stores.local.store import keyword_rowid
 
     def image_id(n: int) -> str:
         return hashlib.sha256(str(n).encode()).hexdigest()

@@ -1,4 +1,4 @@
-"""The local store's graph index (imagesearch/stores/vector_index.py) past ``index_min_vectors``:
+"""The local store's graph index (imagesearch/stores/local/vector_index.py) past ``index_min_vectors``:
 the same answers as exact search on CLIP-like vectors, snapshots that a new process opens and
 catches up from, and every way a snapshot can be missing, stale or broken. The store contract
 (tests/test_store_contract.py) also runs on the index, with it on from the first vector."""
@@ -15,7 +15,7 @@ import pytest
 
 from imagesearch.records import SearchFilters
 from imagesearch.stores.local import LocalStore
-from imagesearch.stores.vector_index import SAVE_EVERY
+from imagesearch.stores.local.vector_index import SAVE_EVERY
 from tests.support.store_data import image_id, record, unit_vectors
 
 MODEL, DIM = "clip-like", 64

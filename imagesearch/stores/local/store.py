@@ -29,7 +29,7 @@ import numpy as np
 
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
 from imagesearch.stores.base import MAX_K, StoreUnavailable, StoreWriteError, checked_vectors, describe_layout, vector_layout
-from imagesearch.stores.vector_index import MIN_CANDIDATES, SAVE_EVERY, RecallProbe, VectorIndex
+from imagesearch.stores.local.vector_index import MIN_CANDIDATES, SAVE_EVERY, RecallProbe, VectorIndex
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
