@@ -138,7 +138,7 @@ def run(args) -> None:
     if not args.no_local:
         try:
             from imagesearch.stores.local import LocalStore
-            from imagesearch.stores.local.store import INDEX_MIN_VECTORS
+            from imagesearch.stores.local.graph import INDEX_MIN_VECTORS
         except ImportError:
             print("\n(no local store to compare with)")
         else:
