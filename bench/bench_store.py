@@ -24,7 +24,8 @@ import numpy as np
 
 from bench.common import bench_vectors, cpu_description, latencies_ms, p50, pct
 from imagesearch.records import ImageRecord
-from imagesearch.stores.local import INDEX_MIN_VECTORS, LocalStore
+from imagesearch.stores.local import LocalStore
+from imagesearch.stores.local.graph import INDEX_MIN_VECTORS
 
 DIM, MODEL, QUERIES = 512, "bench", 200
 EXACT = 10**12  # index_min_vectors that keeps a store exact

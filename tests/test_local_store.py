@@ -96,15 +96,14 @@ def test_a_store_locked_for_readers_gives_503_with_retry_after_then_recovers(set
 
 # --- keyword index ------------------------------------------------------------------------------
 
-def test_keyword_rows_are_found_by_rowid_and_a_store_from_the_first_version_is_reindexed(tmp_path):
+def test_keyword_rows_are_found_by_rowid(tmp_path):
     """Re-storing and removing an image touch its one keyword row (FTS5 finds rows by rowid only:
-    the first version looked them up by id, a full scan per write); a store with the first
-    version's `keywords` table gets the new index, filled from its records, when it is opened."""
+    finding them by id would be a full scan per write)."""
     import hashlib
     import sqlite3
 
     from imagesearch.records import ImageRecord
-    from imagesearch.stores.local import keyword_rowid
+    from imagesearch.stores.local.keywords import keyword_rowid
 
     def image_id(n: int) -> str:
         return hashlib.sha256(str(n).encode()).hexdigest()
@@ -123,17 +122,8 @@ def test_keyword_rows_are_found_by_rowid_and_a_store_from_the_first_version_is_r
     store.remove_images([image_id(2)])
     assert [i for (i,) in db.execute("SELECT id FROM image_keywords")] == [image_id(1)]
     assert [h.id for h in store.keyword_search("lighthouse", 5)] == [image_id(1)]
-    store.close()
-
-    # The first version: `keywords` found by id, no `image_keywords`.
-    db.executescript("DROP TABLE image_keywords; CREATE VIRTUAL TABLE keywords USING fts5(id UNINDEXED, text);"
-                     f"INSERT INTO keywords (id, text) VALUES ('{image_id(1)}', 'lighthouse');")
     db.close()
-    reopened = LocalStore(path)
-    assert [h.id for h in reopened.keyword_search("lighthouse dawn", 5)] == [image_id(1)]
-    tables = {name for (name,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert "keywords" not in tables and "image_keywords" in tables
-    reopened.close()
+    store.close()
 
 
 def test_keyword_search_gives_the_best_bm25_matches_that_pass_the_filter_in_order(tmp_path):
@@ -202,9 +192,9 @@ def test_a_word_most_captions_hold_is_left_out_of_the_search_without_changing_th
     zebra = [h.record.captions[0] for h in store.keyword_search("a zebra", 10)]
     assert sorted(zebra[:2]) == ["a zebra", "a zebra on a quay"] and all("zebra" not in c for c in zebra[2:])
     statements: list[str] = []  # what SQLite ran, parameters filled in
-    store._db().set_trace_callback(statements.append)
+    store.database.connection().set_trace_callback(statements.append)
     store.keyword_search("a gull at dawn", 20)
-    store._db().set_trace_callback(None)
+    store.database.connection().set_trace_callback(None)
     searches = [sql for sql in statements if "MATCH" in sql and "image_keywords.rank" in sql]
     assert len(searches) == 1 and '"a"' not in searches[0] and '"gull"' in searches[0]
     store.close()
@@ -267,32 +257,61 @@ def test_a_batch_of_vectors_is_seen_all_or_none_by_a_reader_and_after_a_kill(tmp
     reopened.close()
 
 
-def test_a_store_from_before_multi_vector_models_is_migrated_when_opened(tmp_path):
-    """Stores written before BLIP-2 have no ``models.vectors_per_image``: opening one adds it (1 for
-    the models it holds) and their vectors are searched as before."""
+# --- the schema's version ------------------------------------------------------------------------
+
+def test_a_new_store_has_the_schema_version_and_opens_again(tmp_path):
     import sqlite3
 
-    import numpy as np
-
-    from imagesearch.records import ImageRecord
-    from imagesearch.stores.local import LocalStore
+    from imagesearch.stores.local.database import SCHEMA_VERSION
 
     path = tmp_path / "store.sqlite3"
-    image = ImageRecord(id="a" * 64, width=10, height=10, format="png", bytes=10, sources=["folder"])
-    vector = np.eye(8, dtype=np.float32)[2]
-    with sqlite3.connect(path) as db:  # the tables as the previous version created them
+    store = LocalStore(path)
+    store.ensure_model(MODEL, DIM)
+    store.close()
+    assert SCHEMA_VERSION == 1
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    reopened = LocalStore(path)
+    assert reopened.counts(MODEL).images == 0 and reopened.health()["ok"]
+    reopened.close()
+
+
+def test_a_store_of_another_schema_version_is_refused_with_what_to_do(tmp_path):
+    import sqlite3
+
+    import pytest
+
+    from imagesearch.stores import StoreUnavailable
+
+    path = tmp_path / "store.sqlite3"
+    LocalStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 7")
+    with pytest.raises(StoreUnavailable) as refused:
+        LocalStore(path)
+    message = str(refused.value)
+    assert str(path) in message and "schema version 7" in message and "expects version 1" in message
+    assert "new data dir" in message and "no upgrade path" in message
+
+
+def test_a_store_made_before_schema_versions_is_refused(tmp_path):
+    """A database with the store's tables but user_version 0 (made before the schema had a version)."""
+    import sqlite3
+
+    import pytest
+
+    from imagesearch.stores import StoreUnavailable
+
+    path = tmp_path / "store.sqlite3"
+    with sqlite3.connect(path) as db:  # the tables as a store before versioning created them
         db.executescript("""
             CREATE TABLE images (id TEXT PRIMARY KEY, record TEXT NOT NULL, format TEXT NOT NULL, width INTEGER NOT NULL,
                 height INTEGER NOT NULL, sources TEXT NOT NULL);
-            CREATE TABLE models (model TEXT PRIMARY KEY, dim INTEGER NOT NULL);
-            CREATE TABLE vectors (seq INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, id TEXT NOT NULL,
-                vector BLOB NOT NULL, UNIQUE (model, id));""")
-        db.execute("INSERT INTO images VALUES (?, ?, 'png', 10, 10, '[\"folder\"]')", (image.id, image.model_dump_json()))
-        db.execute("INSERT INTO models VALUES ('old-model', 8)")
-        db.execute("INSERT INTO vectors (model, id, vector) VALUES ('old-model', ?, ?)", (image.id, vector.tobytes()))
-    store = LocalStore(path)
-    assert [(h.id, round(h.score, 6)) for h in store.search("old-model", vector, 3)] == [(image.id, 1.0)]
-    store.ensure_model("old-model", 8)  # one vector per image, as stored
-    with sqlite3.connect(path) as db:
-        assert db.execute("SELECT dim, vectors_per_image FROM models").fetchall() == [(8, 1)]
-    store.close()
+            CREATE TABLE models (model TEXT PRIMARY KEY, dim INTEGER NOT NULL);""")
+    with pytest.raises(StoreUnavailable) as refused:
+        LocalStore(path)
+    message = str(refused.value)
+    assert str(path) in message and "schema version 0 (made before the schema had versions)" in message
+    assert "expects version 1" in message and "new data dir" in message
+    with sqlite3.connect(path) as db:  # left as it was
+        assert db.execute("PRAGMA user_version").fetchone() == (0,)
+        assert {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {"images", "models"}

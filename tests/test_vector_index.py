@@ -1,4 +1,4 @@
-"""The local store's graph index (imagesearch/stores/vector_index.py) past ``index_min_vectors``:
+"""The local store's graph index (imagesearch/stores/local/vector_index.py) past ``index_min_vectors``:
 the same answers as exact search on CLIP-like vectors, snapshots that a new process opens and
 catches up from, and every way a snapshot can be missing, stale or broken. The store contract
 (tests/test_store_contract.py) also runs on the index, with it on from the first vector."""
@@ -15,7 +15,7 @@ import pytest
 
 from imagesearch.records import SearchFilters
 from imagesearch.stores.local import LocalStore
-from imagesearch.stores.vector_index import SAVE_EVERY
+from imagesearch.stores.local.vector_index import SAVE_EVERY
 from tests.support.store_data import image_id, record, unit_vectors
 
 MODEL, DIM = "clip-like", 64
@@ -62,7 +62,7 @@ def test_past_the_threshold_the_index_answers_as_exact_search_with_exact_scores(
         np.testing.assert_allclose([h.score for h in hits], [by_id[h.id] for h in hits], atol=1e-6)  # rescored
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert np.mean(recall) >= 0.99, recall
-    assert store._indexes and not store._matrices  # the float32 matrix is not held beside the index
+    assert store.searchers.indexes and not store.searchers.matrices  # the float32 matrix is not held beside the index
     # min_score cuts the rescored list
     top3 = store.search(MODEL, queries[0], 10)[:3]
     assert [h.id for h in store.search(MODEL, queries[0], 10, min_score=top3[-1].score - 1e-7)] == [h.id for h in top3]
@@ -85,14 +85,14 @@ def test_a_store_growing_past_the_threshold_switches_to_the_index_in_a_running_p
     store, vectors = filled_store(tmp_path / "store.db", 900)
     query = clip_like(1, seed=97)[0]
     assert [h.id for h in store.search(MODEL, query, 5)] == exact_top(vectors, query, 5)
-    assert store._matrices and not store._indexes  # below 1,000: exact
+    assert store.searchers.matrices and not store.searchers.indexes  # below 1,000: exact
     more = clip_like(300, seed=2)
     store.upsert_images([record(i) for i in range(900, 1_200)])
     store.set_vectors(MODEL, [image_id(i) for i in range(900, 1_200)], more)
     everything = np.concatenate([vectors, more])
     store.search(MODEL, query, 5)  # sees the new rows in its matrix, and the count
     hits = store.search(MODEL, query, 5)
-    assert store._indexes and not store._matrices
+    assert store.searchers.indexes and not store.searchers.matrices
     # The graph is approximate, and usearch builds it on several threads, so its edges differ from
     # run to run: about 1 build in 30 misses one of these 5 (the recall tests measure how often).
     assert len(hits) == 5 and len({h.id for h in hits} & set(exact_top(everything, query, 5))) >= 4
@@ -214,7 +214,7 @@ def test_several_vectors_per_image_stay_exact(tmp_path, vectors_per_image):
     best = (vectors @ query).max(1)
     assert [h.id for h in store.search("blip2-like", query, 5)] == [image_id(int(i)) for i in np.argsort(-best)[:5]]
     store.refresh()
-    assert not store._indexes and snapshots(store) == []
+    assert not store.searchers.indexes and snapshots(store) == []
 
 
 def test_a_snapshot_newer_than_a_database_restored_from_a_backup_is_rebuilt(tmp_path, caplog):
@@ -253,7 +253,7 @@ def test_the_setting_decides_over_a_saved_snapshot(tmp_path):
     exact = LocalStore(path, index_min_vectors=10**9)
     query = clip_like(1, seed=8)[0]
     assert [h.id for h in exact.search(MODEL, query, 10)] == exact_top(vectors, query, 10)
-    assert exact._matrices and not exact._indexes
+    assert exact.searchers.matrices and not exact.searchers.indexes
     exact.close()
 
 

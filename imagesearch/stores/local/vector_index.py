@@ -1,9 +1,10 @@
 """The local store's graph index for large collections: usearch HNSW over int8 vectors, whose
 candidates the store rescores with the exact float32 vectors it keeps in SQLite.
 
-Why: exact search over 1M x 512 float32 needs 2 GiB of RAM, ~10 s to load and ~100 ms per query
-on 2 cores; through this index a query takes ~3 ms with ~0.7 GiB, and a new process opens it in
-about a second (bench/bench_store.py; the table is in the README). SQLite stays the one
+Why: exact search over a million float32 vectors needs their full size in RAM, a long load in
+every new process and a pass over all of them per query; through this index a query reads a small
+part of a graph of int8 copies, and a new process opens a saved snapshot instead of loading every
+vector (bench/bench_store.py measures both; the figures are in the README). SQLite stays the one
 source of truth: the index is a cache that can always be rebuilt from it.
 
 - **Keys are ``vectors.seq``.** A replaced or removed vector gets a new row (and seq) and its old
@@ -29,14 +30,14 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-CONNECTIVITY = 16  # HNSW's M: 1.000 recall@10 at 1M CLIP-like vectors with the settings below
+CONNECTIVITY = 16  # HNSW's M: with the settings below, recall@10 stays at 1 on CLIP-like vectors (bench_vector_index)
 EXPANSION_ADD = 128
-# The graph's search breadth. At 1M CLIP-like vectors, text-like queries (far from every image, as
-# CLIP's texts are) keep recall@10 1.000 at 256, and fall to 0.995 at 128 and 0.98 at 64 (README).
+# The graph's search breadth: text-like queries (far from every image, as CLIP's texts are) need
+# this much to find every one of the ten nearest images; less breadth loses some (README).
 EXPANSION_SEARCH = 256
 MIN_CANDIDATES = 64  # rescored per search at least: exact order among them, recall from the graph
 RECENT_QUERIES = 1_024  # repeated queries whose candidates are kept until the index changes
-SAVE_EVERY = 2_000  # unsaved changes before a new snapshot: a new process catches up on fewer (< 0.5 s)
+SAVE_EVERY = 2_000  # unsaved changes before a new snapshot: a new process catches up on fewer, quickly
 FORMAT = 1
 
 
@@ -51,9 +52,9 @@ class VectorIndex:
         self.index = index if index is not None else Index(
             ndim=dim, metric="ip", dtype="i8", connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD)
         self.unsaved = 0
-        # query bytes and count -> candidates. The graph walk is most of a query's cost at 1M vectors
-        # (~3 ms on a 2-core AVX2 EPYC, its memory reads missing the cache) and gives the same answer
-        # for the same query until the index changes; every change empties this.
+        # query bytes and count -> candidates. The graph walk is most of a query's cost in a large
+        # index (its memory reads miss the cache) and gives the same answer for the same query until
+        # the index changes; every change empties this.
         self._recent: OrderedDict[tuple[bytes, int], np.ndarray] = OrderedDict()
 
     @staticmethod
