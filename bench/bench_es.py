@@ -137,8 +137,8 @@ def run(args) -> None:
     local = None
     if not args.no_local:
         try:
+            from imagesearch.config import LOCAL_INDEX_MIN_VECTORS as INDEX_MIN_VECTORS
             from imagesearch.stores.local import LocalStore
-            from imagesearch.stores.local.graph import INDEX_MIN_VECTORS
         except ImportError:
             print("\n(no local store to compare with)")
         else:

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import bench_vectors, cpu_description, latencies_ms, p50, pct
+from imagesearch.config import LOCAL_INDEX_MIN_VECTORS as INDEX_MIN_VECTORS
 from imagesearch.records import ImageRecord
 from imagesearch.stores.local import LocalStore
-from imagesearch.stores.local.graph import INDEX_MIN_VECTORS
 
 DIM, MODEL, QUERIES = 512, "bench", 200
 EXACT = 10**12  # index_min_vectors that keeps a store exact

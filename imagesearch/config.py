@@ -24,6 +24,9 @@ EsIndexType = Literal["int8_hnsw", "hnsw", "bbq_hnsw"]  # dense_vector index_opt
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 HOMEPAGE = "https://github.com/imagesearch/imagesearch"
+# Up to this many vectors of a model the local store searches exactly (fast enough that no graph index
+# is worth building or keeping); bench/bench_store.py measures both sides of it.
+LOCAL_INDEX_MIN_VECTORS = 100_000
 
 
 class PathSettings(BaseModel):
@@ -82,7 +85,7 @@ class StoreSettings(BaseModel):
     store: Literal["local", "elasticsearch"] = Field("local", description="local: SQLite in the data folder; "
                                                      "elasticsearch: a node or cluster")
     local_index_min_vectors: int = Field(
-        100_000, ge=0, description="the local store searches a model exactly up to this many vectors; from there on through a "
+        LOCAL_INDEX_MIN_VECTORS, ge=0, description="the local store searches a model exactly up to this many vectors; from there on through a "
         "saved HNSW graph index whose candidates are rescored exactly (not for BLIP-2's several vectors per image)")
     es_url: str = Field("http://localhost:9200", description="a node's URL, or several comma-separated (a cluster's nodes: "
                         "a request to a node that is down goes to the next)")

@@ -21,7 +21,6 @@ from imagesearch.stores.local.vector_index import MIN_CANDIDATES, RecallProbe, V
 
 log = logging.getLogger(__name__)
 
-INDEX_MIN_VECTORS = 100_000  # below: exact search, fast enough that no index is worth building or keeping
 # A search through the index that finds fewer than k filtered candidates asks for 4x more, up to
 # this many (or 8k); past that the filter is so narrow that exact search over its matches is cheap.
 MAX_FILTER_CANDIDATES = 4_096
@@ -70,7 +69,7 @@ def _report_recall(model: str, index: VectorIndex, probe: RecallProbe, started: 
     if recall < MIN_RECALL:
         log.warning("the vector index of %s finds only %.0f%% of the nearest neighbours: these vectors are too evenly "
                     "spread for a graph index (CLIP embeddings are not). For exact search, set "
-                    "IMAGESEARCH_LOCAL_INDEX_MIN_VECTORS above %d (slower: ~100 ms at 1M vectors on 2 cores)",
+                    "IMAGESEARCH_LOCAL_INDEX_MIN_VECTORS above %d (slower: each query then reads every vector)",
                     model, 100 * recall, len(index))
 
 

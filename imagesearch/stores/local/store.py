@@ -7,18 +7,18 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from imagesearch.config import LOCAL_INDEX_MIN_VECTORS
 from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
 from imagesearch.stores.base import StoreWriteError, checked_vectors
 from imagesearch.stores.local import embeddings, keywords, metadata, removal
 from imagesearch.stores.local.database import Database, answers
-from imagesearch.stores.local.graph import INDEX_MIN_VECTORS
 from imagesearch.stores.local.searchers import Searchers
 
 
 class LocalStore:
     """The store in one SQLite file at ``path``; the graph indexes' snapshots in ``<path>.index``."""
 
-    def __init__(self, path: Path, write_wait_s: float = 300.0, index_min_vectors: int = INDEX_MIN_VECTORS):
+    def __init__(self, path: Path, write_wait_s: float = 300.0, index_min_vectors: int = LOCAL_INDEX_MIN_VECTORS):
         self.path = Path(path)
         self.database = Database(self.path, write_wait_s)
         self.index_folder = self.path.with_name(self.path.name + ".index")
