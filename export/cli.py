@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from imagesearch.export.pipeline import export_model
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("export").setLevel(logging.INFO)
+    logging.getLogger("imagesearch.export").setLevel(logging.INFO)  # the parity figures of each file
     options = ExportOptions(
         model=args.model, pretrained=pretrained, family=args.family, slug=slug, model_config=args.model_config,
         fp16=args.fp16, int8=args.int8,
