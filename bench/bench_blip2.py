@@ -57,7 +57,8 @@ def real_size_folder(folder: Path) -> Path:
 
 def encoders(batch: int) -> None:
     from imagesearch.encoders import make_encoder
-    from imagesearch.export.onnx_export import ExportOptions, export_model
+    from imagesearch.export.pipeline import export_model
+    from imagesearch.export.source import ExportOptions
 
     repo = CACHE / "blip2-random"
     slug = "blip2-vit-g-random"

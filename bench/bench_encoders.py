@@ -21,7 +21,7 @@ def main() -> None:
     import open_clip
     import torch
 
-    from imagesearch.export.onnx_export import TextualTower, VisualTower
+    from imagesearch.export.sources.open_clip import TextualTower, VisualTower
 
     repo = vit_b32_repository()
     print(f"machine: {cpu_description()}; ViT-B-32 random weights; batch {BATCH}")

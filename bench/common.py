@@ -23,7 +23,8 @@ def vit_b32_repository() -> Path:
 
     repo = CACHE / "vit-b-32-random"
     if not (repo / "vit-b-32-random.json").is_file() or load_card(repo, "vit-b-32-random").int8_format != INT8_FORMAT:
-        from imagesearch.export.onnx_export import ExportOptions, export_model
+        from imagesearch.export.pipeline import export_model
+        from imagesearch.export.source import ExportOptions
 
         export_model(ExportOptions(model="ViT-B-32", pretrained="none", int8=True), repo)
     return repo

@@ -1,4 +1,7 @@
-"""`imagesearch export`: thin command-line shell over imagesearch.export.onnx_export."""
+"""`imagesearch export`: thin command-line shell over ``imagesearch.export.pipeline``.
+
+Imports no torch until an export really runs, so ``--help`` and ``--if-missing`` (the compose
+export job's check) stay quick."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ import os
 from pathlib import Path
 
 from imagesearch.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, get_settings
-from imagesearch.model_card import FAMILIES
+from imagesearch.export.source import ExportError, ExportOptions
+from imagesearch.export.triton_config import TritonOptions
+from imagesearch.model_card import FAMILIES, list_models, make_slug
 
 BLIP2_DEFAULT = "Salesforce/blip2-itm-vit-g"
 
@@ -24,8 +29,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from imagesearch.export.triton_config import TritonOptions as Defaults  # the flags' defaults are the options'
-
+    # The --triton-* flags' defaults are TritonOptions' own.
     parser.add_argument("--family", choices=FAMILIES, default="open_clip",
                         help="open_clip (CLIP models), or blip2 (transformers' BLIP-2 retrieval model, e.g. "
                              "Salesforce/blip2-itm-vit-g: several vectors per image)")
@@ -43,28 +47,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8", action="store_true", help="also write a dynamically quantized int8 variant (CPUs)")
     parser.add_argument("--if-missing", action="store_true", help="do nothing when the model is already exported")
     triton = parser.add_argument_group("Triton config.pbtxt")
-    triton.add_argument("--triton-kind", choices=["gpu", "cpu"], default=Defaults.kind.removeprefix("KIND_").lower(),
+    triton.add_argument("--triton-kind", choices=["gpu", "cpu"], default=TritonOptions.kind.removeprefix("KIND_").lower(),
                         help="instance_group kind")
-    triton.add_argument("--triton-instances", type=int, default=Defaults.instances)
-    triton.add_argument("--triton-variant", choices=["fp32", "fp16", "int8"], default=Defaults.variant,
+    triton.add_argument("--triton-instances", type=int, default=TritonOptions.instances)
+    triton.add_argument("--triton-variant", choices=["fp32", "fp16", "int8"], default=TritonOptions.variant,
                         help="which exported file Triton loads")
-    triton.add_argument("--triton-visual-max-batch", type=int, default=Defaults.visual_max_batch)
-    triton.add_argument("--triton-textual-max-batch", type=int, default=Defaults.textual_max_batch)
-    triton.add_argument("--triton-queue-delay-us", type=int, default=Defaults.queue_delay_us,
+    triton.add_argument("--triton-visual-max-batch", type=int, default=TritonOptions.visual_max_batch)
+    triton.add_argument("--triton-textual-max-batch", type=int, default=TritonOptions.textual_max_batch)
+    triton.add_argument("--triton-queue-delay-us", type=int, default=TritonOptions.queue_delay_us,
                         help="dynamic batcher: longest wait to fill a batch")
-    triton.add_argument("--triton-preferred-batch", type=_sizes, default=Defaults.preferred_batch_sizes, metavar="N,N,...",
+    triton.add_argument("--triton-preferred-batch", type=_sizes, default=TritonOptions.preferred_batch_sizes, metavar="N,N,...",
                         help="dynamic batcher's preferred batch sizes (default %(default)s)")
-    triton.add_argument("--triton-warmup-batch", type=_sizes, default=Defaults.warmup_batch_sizes, metavar="N,N,...",
+    triton.add_argument("--triton-warmup-batch", type=_sizes, default=TritonOptions.warmup_batch_sizes, metavar="N,N,...",
                         help="batch sizes Triton runs once at load time (default %(default)s)")
     triton.add_argument("--triton-tensorrt-fp16", action="store_true", help="enable the TensorRT FP16 accelerator (GPU)")
-    triton.add_argument("--triton-tensorrt-workspace-bytes", type=int, default=Defaults.tensorrt_workspace_bytes)
+    triton.add_argument("--triton-tensorrt-workspace-bytes", type=int, default=TritonOptions.tensorrt_workspace_bytes)
     triton.add_argument("--no-triton-response-cache", action="store_true", help="disable the text model's response cache")
 
 
-def triton_options(args: argparse.Namespace):
+def triton_options(args: argparse.Namespace) -> TritonOptions:
     """The ``--triton-*`` flags as ``TritonOptions``."""
-    from imagesearch.export.triton_config import TritonOptions
-
     return TritonOptions(
         kind=f"KIND_{args.triton_kind.upper()}", instances=args.triton_instances, variant=args.triton_variant,
         visual_max_batch=args.triton_visual_max_batch, textual_max_batch=args.triton_textual_max_batch,
@@ -76,8 +78,6 @@ def triton_options(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from imagesearch.model_card import list_models, make_slug
-
     repository = args.repository or get_settings().model_repository
     blip2 = args.family == "blip2"
     pretrained = args.pretrained or (BLIP2_DEFAULT if blip2 else DEFAULT_PRETRAINED)
@@ -86,10 +86,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"model {slug} is already in {repository}; nothing to do")
         return 0
 
-    from imagesearch.export.onnx_export import ExportError, ExportOptions, export_model
+    # Imported only now: the export loads torch, which the checks above do not need.
+    from imagesearch.export.pipeline import export_model
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("export").setLevel(logging.INFO)
+    logging.getLogger("imagesearch.export").setLevel(logging.INFO)  # the parity figures of each file
     options = ExportOptions(
         model=args.model, pretrained=pretrained, family=args.family, slug=slug, model_config=args.model_config,
         fp16=args.fp16, int8=args.int8,

@@ -37,7 +37,8 @@ def test_model_repo_int8(test_model_repo) -> Path:
 def blip2_repo(tmp_path_factory) -> Path:
     """A model repository with a tiny random-weight BLIP-2 (slug ``blip2-tiny``, fp32 and int8),
     exported from its transformers model folder (``blip2_repo.parent / "blip2-tiny-hf"``)."""
-    from imagesearch.export.onnx_export import ExportOptions, export_model
+    from imagesearch.export.pipeline import export_model
+    from imagesearch.export.source import ExportOptions
     from tests.support.tiny_blip2 import build
 
     root = tmp_path_factory.mktemp("blip2")

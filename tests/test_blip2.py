@@ -207,11 +207,13 @@ def test_a_model_too_big_for_one_protobuf_keeps_its_weights_beside_the_graph(tmp
     """BLIP-2 ViT-g has 1.2 billion weights (4.4 GiB in fp32), over protobuf's 2 GiB: its graphs keep
     the weights in ``model.onnx.data``. The same path, forced on the tiny model: every variant is
     written so, passes its gate, and loads in ONNX Runtime with the embeddings of the one-file export."""
-    from imagesearch.export import onnx_export
+    from imagesearch.export import graph
+    from imagesearch.export.pipeline import export_model
+    from imagesearch.export.source import ExportOptions
 
-    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
-    card = onnx_export.export_model(
-        onnx_export.ExportOptions(family="blip2", pretrained=str(hf_folder(blip2_repo)), slug=SLUG, fp16=True, int8=True),
+    monkeypatch.setattr(graph, "EXTERNAL_DATA_BYTES", 0)
+    card = export_model(
+        ExportOptions(family="blip2", pretrained=str(hf_folder(blip2_repo)), slug=SLUG, fp16=True, int8=True),
         tmp_path, triton_kind="KIND_CPU")
     for variant in ("fp32", "fp16", "int8"):
         for tower in ("visual", "textual"):

@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from imagesearch.export.onnx_export import ExportError, ExportOptions, export_model, load_model
+from imagesearch.export.pipeline import export_model
+from imagesearch.export.source import ExportError, ExportOptions
+from imagesearch.export.sources.open_clip import load_model
 from imagesearch.model_card import load_card
 
 pytestmark = pytest.mark.slow
@@ -61,7 +63,7 @@ def test_graph_contract_uint8_in_normalized_float_out(test_model_repo):
 
 
 def test_parity_gate_rejects_a_broken_graph(tmp_path):
-    from imagesearch.export.onnx_export import check_parity
+    from imagesearch.export.parity import check_parity
 
     card = export_model(ExportOptions(model="ViT-B-32", pretrained="none", parity_batch=2), tmp_path)
     images = np.zeros((2, 224, 224, 3), np.uint8)

@@ -33,7 +33,8 @@ def vit_card(tmp_path_factory):
     """ViT-B-32's description (224px, bicubic, shortest-side resize) and open_clip's own transform."""
     import open_clip
 
-    from imagesearch.export.onnx_export import ExportOptions, export_model
+    from imagesearch.export.pipeline import export_model
+    from imagesearch.export.source import ExportOptions
 
     repo = tmp_path_factory.mktemp("vitb32")
     card = export_model(ExportOptions(model="ViT-B-32", pretrained="none", parity_batch=2), repo)

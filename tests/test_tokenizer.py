@@ -36,7 +36,7 @@ def corpus() -> list[str]:
 
 @pytest.fixture(scope="module")
 def clip_tokenizer(tmp_path_factory):
-    from imagesearch.export.onnx_export import write_tokenizer
+    from imagesearch.export.sources.open_clip import write_tokenizer
 
     path = tmp_path_factory.mktemp("tok") / "clip.tokenizer.json"
     return Tokenizer(write_tokenizer("ViT-B-32", 77, path), path)

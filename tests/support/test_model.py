@@ -53,10 +53,12 @@ def _training_fingerprint() -> str:
 
 
 def _export_fingerprint() -> str:
+    """Every source file of the export (its modules and the model description it writes)."""
+    import imagesearch.export
     from imagesearch import model_card
-    from imagesearch.export import onnx_export, triton_config
 
-    return _fingerprint(*(Path(str(m.__file__)) for m in (onnx_export, triton_config, model_card)))
+    export_dir = Path(str(imagesearch.export.__file__)).parent
+    return _fingerprint(*sorted(export_dir.rglob("*.py")), Path(str(model_card.__file__)))
 
 
 def pixels_for(images: list[shapes.ShapeImage]) -> np.ndarray:
@@ -73,7 +75,7 @@ def train(checkpoint: Path, steps: int = 700, seed: int = 0) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from imagesearch.export.onnx_export import VisualTower
+    from imagesearch.export.sources.open_clip import VisualTower
 
     torch.manual_seed(seed)
     # The same thread count on every machine (how sums are split changes the float results) and
@@ -151,7 +153,8 @@ def _build_once(target: Path, build) -> Path:
 
 def ensure_test_model(cache_dir: Path = DEFAULT_CACHE, int8: bool = False) -> Path:
     """A model repository holding the trained, exported test model (fp32; ``int8`` adds that variant)."""
-    from imagesearch.export.onnx_export import ExportOptions, export_model
+    from imagesearch.export.pipeline import export_model
+    from imagesearch.export.source import ExportOptions
     from imagesearch.export.triton_config import TritonOptions
 
     cache_dir = Path(cache_dir)

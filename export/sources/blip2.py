@@ -16,9 +16,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import torch
+import transformers
 from torch import nn
+from transformers import AutoImageProcessor, AutoTokenizer, Blip2Config, Blip2ForImageTextRetrieval
 
-from imagesearch.export.onnx_export import ExportError, ExportOptions, Source, hub_unreachable
+from imagesearch.export.source import ExportError, ExportOptions, Source, hub_unreachable
 from imagesearch.model_card import TokenizerSpec
 
 ARCHITECTURE = "blip2"
@@ -67,9 +69,6 @@ class Blip2Textual(nn.Module):
 
 def _load(options: ExportOptions):
     """(model, tokenizer, image processor) from a folder or hub name, or random weights of a config."""
-    import transformers
-    from transformers import AutoImageProcessor, AutoTokenizer, Blip2Config, Blip2ForImageTextRetrieval
-
     given = options.pretrained
     random_weights = given.lower() in ("", "none", "random")
     folder = Path(options.model_config) if random_weights and options.model_config else Path(given)
