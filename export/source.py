@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from imagesearch.model_card import TokenizerSpec
+from imagesearch.config import DEFAULT_MODEL
+from imagesearch.model_card import Family, TokenizerSpec
 
 if TYPE_CHECKING:  # only named in annotations: importing this module must not import torch
     from torch import nn
@@ -25,9 +26,9 @@ class ExportError(RuntimeError):
 
 @dataclass
 class ExportOptions:
-    model: str = "ViT-B-32"  # the open_clip architecture (ignored for BLIP-2)
+    model: str = DEFAULT_MODEL  # the open_clip architecture (ignored for BLIP-2)
     pretrained: str = "none"
-    family: str = "open_clip"  # open_clip | blip2
+    family: Family = "open_clip"
     slug: str = ""
     # open_clip: an extra model config (JSON file or folder); BLIP-2 with random weights: a folder
     # with config.json and the tokenizer files

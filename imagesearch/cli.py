@@ -9,7 +9,7 @@ import sys
 # subcommand -> module with configure(parser) and run(args) -> int; imported only when used, so
 # `imagesearch search` never imports torch and `imagesearch export` never imports FastAPI.
 COMMANDS = {
-    "export": ("imagesearch.export.cli", "export open_clip models to ONNX + Triton model repository"),
+    "export": ("imagesearch.export.cli", "export open_clip or BLIP-2 models to ONNX + the Triton model repository"),
     "ingest": ("imagesearch.ingest.cli", "download/scan images and embed them"),
     "search": ("imagesearch.search.cli", "search the index by text or by image"),
     "status": ("imagesearch.status", "counts, model and store"),
