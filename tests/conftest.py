@@ -34,18 +34,32 @@ def test_model_repo_int8(test_model_repo) -> Path:
 
 
 @pytest.fixture(scope="session")
-def blip2_repo(tmp_path_factory) -> Path:
+def blip2_repo() -> Path:
     """A model repository with a tiny random-weight BLIP-2 (slug ``blip2-tiny``, fp32 and int8),
-    exported from its transformers model folder (``blip2_repo.parent / "blip2-tiny-hf"``)."""
+    exported from its transformers model folder (``blip2_repo.parent / "blip2-tiny-hf"``); cached."""
     from imagesearch.export.pipeline import export_model
     from imagesearch.export.source import ExportOptions
-    from tests.support.tiny_blip2 import build
+    from tests.support import tiny_blip2
+    from tests.support.test_model import ensure_export
 
-    root = tmp_path_factory.mktemp("blip2")
-    folder = build(root / "blip2-tiny-hf")
-    export_model(ExportOptions(family="blip2", pretrained=str(folder), slug="blip2-tiny", int8=True),
-                 root / "models", triton_kind="KIND_CPU")
-    return root / "models"
+    def build(root: Path) -> None:
+        folder = tiny_blip2.build(root / "blip2-tiny-hf")
+        export_model(ExportOptions(family="blip2", pretrained=str(folder), slug="blip2-tiny", int8=True),
+                     root / "models", triton_kind="KIND_CPU")
+
+    return ensure_export("blip2-tiny", build, extra_sources=[Path(tiny_blip2.__file__)]) / "models"
+
+
+@pytest.fixture(scope="session")
+def vit_b32_repo() -> Path:
+    """ViT-B-32 with random weights, exported with its fp16 and int8 variants (slug ``vit-b-32-random``),
+    shared by the tests of the export and of preprocessing at 224 px; cached."""
+    from imagesearch.export.pipeline import export_model
+    from imagesearch.export.source import ExportOptions
+    from tests.support.test_model import ensure_export
+
+    return ensure_export("vit-b-32-random", lambda folder: export_model(
+        ExportOptions(model="ViT-B-32", pretrained="none", fp16=True, int8=True), folder))
 
 
 @pytest.fixture()

@@ -23,15 +23,20 @@ pytestmark = pytest.mark.slow
      # SigLIP's Hugging Face tokenizer needs the hub: the towers' parity is checked with token ids.
      ("ViT-B-16-SigLIP", False)],
 )
-def test_parity_gate_passes_for_open_clip_architectures(tmp_path, model, tokenizer):
-    card = export_model(ExportOptions(model=model, pretrained="none", tokenizer=tokenizer), tmp_path)
+def test_parity_gate_passes_for_open_clip_architectures(tmp_path, request, model, tokenizer):
+    if model == "ViT-B-32":  # exported once for every test that needs it (conftest.vit_b32_repo)
+        repository = request.getfixturevalue("vit_b32_repo")
+        card = load_card(repository)
+    else:
+        repository = tmp_path
+        card = export_model(ExportOptions(model=model, pretrained="none", tokenizer=tokenizer), repository)
+        assert load_card(repository, card.slug) == card
     assert card.parity["visual_fp32"] >= 0.9999
     assert card.parity["textual_fp32"] >= 0.9999
     for tower in ("visual", "textual"):
-        assert card.onnx_path(tmp_path, tower).is_file()
-        assert (tmp_path / f"{card.slug}_{tower}" / "config.pbtxt").is_file()
-    saved = load_card(tmp_path, card.slug)
-    assert saved == card
+        assert card.onnx_path(repository, tower).is_file()
+        assert (repository / f"{card.slug}_{tower}" / "config.pbtxt").is_file()
+    saved = load_card(repository, card.slug)
     assert saved.dim == {"ViT-B-32": 512, "ViT-B-16": 512, "ViT-L-14": 768, "ViT-B-16-SigLIP": 768}[model]
     import open_clip  # the description carries what open_clip's own transform does for this model
 
@@ -40,12 +45,12 @@ def test_parity_gate_passes_for_open_clip_architectures(tmp_path, model, tokeniz
         expected["resize_mode"], expected["interpolation"], tuple(expected["mean"]), tuple(expected["std"]))
 
 
-def test_fp16_and_int8_variants_pass_their_gates(tmp_path):
-    card = export_model(ExportOptions(model="ViT-B-32", pretrained="none", fp16=True, int8=True), tmp_path)
+def test_fp16_and_int8_variants_pass_their_gates(vit_b32_repo):
+    card = load_card(vit_b32_repo)
     assert card.variants == ["fp32", "fp16", "int8"]
     assert min(card.parity["visual_fp16"], card.parity["textual_fp16"]) >= 0.999
     assert min(card.parity["visual_int8"], card.parity["textual_int8"]) >= 0.995
-    assert card.onnx_path(tmp_path, "visual", "int8").stat().st_size < card.onnx_path(tmp_path, "visual").stat().st_size / 3
+    assert card.onnx_path(vit_b32_repo, "visual", "int8").stat().st_size < card.onnx_path(vit_b32_repo, "visual").stat().st_size / 3
 
 
 def test_graph_contract_uint8_in_normalized_float_out(test_model_repo):
@@ -62,14 +67,14 @@ def test_graph_contract_uint8_in_normalized_float_out(test_model_repo):
     assert textual.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
 
 
-def test_parity_gate_rejects_a_broken_graph(tmp_path):
+def test_parity_gate_rejects_a_broken_graph(vit_b32_repo):
     from imagesearch.export.parity import check_parity
 
-    card = export_model(ExportOptions(model="ViT-B-32", pretrained="none", parity_batch=2), tmp_path)
+    card = load_card(vit_b32_repo)
     images = np.zeros((2, 224, 224, 3), np.uint8)
     wrong_reference = np.random.default_rng(0).normal(size=(2, card.dim)).astype(np.float32)
     with pytest.raises(ExportError, match="parity check failed .* worst cosine"):
-        check_parity(card.onnx_path(tmp_path, "visual"), wrong_reference, images, 0.9999, "broken")
+        check_parity(card.onnx_path(vit_b32_repo, "visual"), wrong_reference, images, 0.9999, "broken")
 
 
 def test_unknown_model_lists_close_matches():

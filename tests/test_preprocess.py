@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imagesearch.model_card import load_card
 from imagesearch.preprocess import ImageDecodeError, prepare, probe
 from tests.support.shapes import draw_shape
 
@@ -29,17 +30,12 @@ def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def vit_card(tmp_path_factory):
+def vit_card(vit_b32_repo):
     """ViT-B-32's description (224px, bicubic, shortest-side resize) and open_clip's own transform."""
     import open_clip
 
-    from imagesearch.export.pipeline import export_model
-    from imagesearch.export.source import ExportOptions
-
-    repo = tmp_path_factory.mktemp("vitb32")
-    card = export_model(ExportOptions(model="ViT-B-32", pretrained="none", parity_batch=2), repo)
     _, _, transform = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
-    return card, repo, transform
+    return load_card(vit_b32_repo), vit_b32_repo, transform
 
 
 def open_clip_pixels(transform, data: bytes, card) -> np.ndarray:

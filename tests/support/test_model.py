@@ -1,9 +1,13 @@
-"""A tiny CLIP of open_clip's own architecture, trained on coloured shapes, exported like any model.
+"""The models the tests use, built once and kept in the test cache (``IMAGESEARCH_TEST_CACHE``).
 
-No model hub is needed: ``ensure_test_model()`` trains it (about a minute on 2 CPU cores), exports it
-through ``export_model``, and caches both: the checkpoint keyed by the training code and data, each
-exported repository keyed by the export code too, so later runs reuse them. The fp32 repository and
-the one with the int8 variant are separate, so a failing int8 gate fails only the tests about int8.
+- ``ensure_test_model()``: a tiny CLIP of open_clip's own architecture, trained here on coloured
+  shapes (no model hub needed), exported like any model. The checkpoint is keyed by the training
+  code and data, each exported repository by the export code too. The fp32 repository and the one
+  with the int8 variant are separate, so a failing int8 gate fails only the tests about int8.
+- ``ensure_export(name, options)``: any other export the tests share (ViT-B-32 with random weights,
+  the tiny BLIP-2), keyed by its name and the export code: a change to the export builds it again.
+
+Tests read these repositories and never change them (copy one to change it).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -52,13 +57,13 @@ def _training_fingerprint() -> str:
     return _fingerprint(Path(shapes.__file__), inspect.getsource(train), inspect.getsource(pixels_for))
 
 
-def _export_fingerprint() -> str:
+def _export_fingerprint(*extra_sources: Path) -> str:
     """Every source file of the export (its modules and the model description it writes)."""
     import imagesearch.export
     from imagesearch import model_card
 
     export_dir = Path(str(imagesearch.export.__file__)).parent
-    return _fingerprint(*sorted(export_dir.rglob("*.py")), Path(str(model_card.__file__)))
+    return _fingerprint(*sorted(export_dir.rglob("*.py")), Path(str(model_card.__file__)), *extra_sources)
 
 
 def pixels_for(images: list[shapes.ShapeImage]) -> np.ndarray:
@@ -151,6 +156,30 @@ def _build_once(target: Path, build) -> Path:
     return target
 
 
+class _CacheLock:
+    """One builder at a time across processes (pytest and a benchmark may start together)."""
+
+    def __init__(self, cache_dir: Path):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.path = cache_dir / ".lock"
+
+    def __enter__(self) -> None:
+        self.file = open(self.path, "w")  # noqa: SIM115 - held until __exit__
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+
+    def __exit__(self, *_) -> None:
+        self.file.close()
+
+
+def ensure_export(name: str, build: Callable[[Path], object], cache_dir: Path = DEFAULT_CACHE,
+                  extra_sources: Sequence[Path] = ()) -> Path:
+    """The folder ``build(folder)`` filled (an export, and what it was exported from), built once per
+    version of the export code (and of ``extra_sources``) and kept in the cache."""
+    cache_dir = Path(cache_dir)
+    with _CacheLock(cache_dir):
+        return _build_once(cache_dir / f"{name}-{_export_fingerprint(*extra_sources)}", build)
+
+
 def ensure_test_model(cache_dir: Path = DEFAULT_CACHE, int8: bool = False) -> Path:
     """A model repository holding the trained, exported test model (fp32; ``int8`` adds that variant)."""
     from imagesearch.export.pipeline import export_model
@@ -158,9 +187,7 @@ def ensure_test_model(cache_dir: Path = DEFAULT_CACHE, int8: bool = False) -> Pa
     from imagesearch.export.triton_config import TritonOptions
 
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".lock", "w") as lock:  # one builder at a time across processes
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _CacheLock(cache_dir):
         trained = _build_once(cache_dir / f"test-model-{_training_fingerprint()}",
                               lambda work: (work / "training.json").write_text(json.dumps(train(work / "checkpoint.pt"))))
 
