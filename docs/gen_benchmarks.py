@@ -381,7 +381,10 @@ def plots(results: list[dict]) -> list[Plot]:
 
 
 def write_plots(plot_list: list[Plot], folder: Path) -> list[Path]:
-    """Each plot as an SVG whose bytes depend only on the data (no date, fixed ids, text kept as text)."""
+    """Each plot as an SVG whose bytes depend only on the data (no date, fixed ids, text kept as text);
+    returns the files that changed."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -393,8 +396,10 @@ def write_plots(plot_list: list[Plot], folder: Path) -> list[Path]:
     for plot in plot_list:
         fig = plot.draw()
         fig.suptitle(plot.title, fontsize=10)
-        path = folder / f"{plot.name}.svg"
-        fig.savefig(path, format="svg", metadata={"Date": None})
+        path, svg = folder / f"{plot.name}.svg", io.BytesIO()
+        fig.savefig(svg, format="svg", metadata={"Date": None})
         plt.close(fig)
-        written.append(path)
+        if not path.is_file() or path.read_bytes() != svg.getvalue():
+            path.write_bytes(svg.getvalue())
+            written.append(path)
     return written

@@ -241,7 +241,7 @@ def operation_section(method: str, path: str, operation: dict) -> list[str]:
     summary = (operation.get("description") or operation.get("summary", "")).strip().split("\n\n")[0]
     lines = [f"### {method.upper()} `{path}`", "", cell(summary.replace("``", "`")), ""]
     if operation.get("security"):
-        lines += ["Needs an API key when keys are configured (a read key; routes that change the index, an admin key).", ""]
+        lines += ["Needs an API key when keys are configured: a read key, or an admin key where the route changes the index.", ""]
     parameters = operation.get("parameters", [])
     if parameters:
         lines += ["| parameter | in | type | required | default | description |", "|---|---|---|---|---|---|"]
@@ -284,7 +284,7 @@ def api_page(schema: dict) -> str:
              "## Endpoints", "", "| method | path | what it does |", "|---|---|---|"]
     operations = [(method, path, op) for path, item in schema["paths"].items() for method, op in item.items()]
     for method, path, op in operations:
-        first = (op.get("description") or op.get("summary", "")).strip().split("\n")[0].replace("``", "`")
+        first = (op.get("description") or op.get("summary", "")).strip().split("\n\n")[0].replace("``", "`")
         anchor = f"{method}-{path}".lower().replace("/", "").replace("{", "").replace("}", "").replace("_", "")
         lines.append(f"| {method.upper()} | [`{path}`](#{anchor}) | {cell(first)} |")
     lines.append("")

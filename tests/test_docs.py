@@ -127,6 +127,7 @@ def test_a_benchmark_run_is_rendered_on_the_page(tmp_path, monkeypatch):
     assert saved["cpu"] in next(p for p in plots if p.name == "query-latency-by-size").caption
     written = benchmarks.write_plots(plots, tmp_path / "plots")
     assert len(written) == len(plots) >= 4 and all(p.stat().st_size for p in written)
+    assert benchmarks.write_plots(plots, tmp_path / "plots") == []  # the same data, the same bytes
 
 
 # --- the README ------------------------------------------------------------------------------------
