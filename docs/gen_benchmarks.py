@@ -298,7 +298,7 @@ def api_plot(results: list[dict]) -> Plot:
     def complete(result: dict, row: dict) -> bool:
         return (isinstance(row.get("clients"), int) and row.get("queries") in ("distinct", "repeated")
                 and is_number(row.get("qps")) and is_number(row.get("p50_ms"))
-                and value(result, row, "store") == "local" and "ONNX Runtime" in str(value(result, row, "encoder")))
+                and value(result, row, "store") == "local" and "onnx" in str(value(result, row, "encoder")).lower())
     chosen: dict[tuple, tuple[dict, list[dict]]] = {}
     for result in results:
         if result["benchmark"] != "bench_api":
