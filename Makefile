@@ -6,7 +6,7 @@ PYTRITON_VERSION := 0.7.0
 # Re-install only when the dependency list changes.
 STAMP := $(VENV)/.deps-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: run test test-quick compose-test lint install bench clean-cache system-deps
+.PHONY: run test test-quick compose-test lint install bench clean-cache system-deps docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,3 +59,9 @@ run: install
 # `make bench ONLY="bench_es bench_blip2"` runs only those.
 bench: install
 	$(BIN)/python -m bench.all $(ONLY)
+
+# The documentation site: the generated pages (configuration, command line, REST API, benchmarks and
+# their plots from bench/results/), then a strict build into site/ (a broken link or page fails it).
+docs: install
+	$(BIN)/python docs/generate.py
+	$(BIN)/python -m mkdocs build --strict

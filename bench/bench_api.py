@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 
 from bench.bench_store import ids_for
-from bench.common import bench_vectors, cpu_description, elasticsearch, latencies_ms, p50, pct, vit_b32_repository
+from bench.common import bench_vectors, cpu_description, elasticsearch, latencies_ms, p50, pct, save_results, vit_b32_repository
 from imagesearch.config import Settings
 from imagesearch.encoders import make_encoder
 from imagesearch.records import ImageRecord
@@ -231,6 +231,12 @@ def run(args) -> None:
         if phase == "repeated":
             print(f"  cached, {clients} clients p50 {r['p50']:.1f} ms <= 5 ms: {'met' if r['p50'] <= 5 else 'NOT met'}")
     print(f"  errors: {sum(r['errors'] for _, _, r in rows)}")
+    save_results("bench_api", [
+        {"clients": clients, "queries": phase, "qps": r["qps"], "p50_ms": r["p50"], "p95_ms": r["p95"], "p99_ms": r["p99"],
+         "errors": r["errors"], "texts_per_call": r["per_call"]} for clients, phase, r in rows],
+        parameters={"vectors": args.vectors, "store": args.store, "encoder": runtime, "seconds": args.seconds,
+                    "es_merged": args.store == "elasticsearch" and args.es_merge,
+                    "raw_text_batch1_p50_ms": batch1_ms, "raw_text_batch16_texts_s": batch16_qps})
 
 
 if __name__ == "__main__":

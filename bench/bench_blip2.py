@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import CACHE, bench_vectors, cpu_description, latencies_ms, p50, pct, rate, vit_b32_repository
+from bench.common import CACHE, bench_vectors, cpu_description, latencies_ms, p50, pct, rate, save_results, vit_b32_repository
 from imagesearch.config import Settings
 from imagesearch.records import ImageRecord
 
@@ -55,18 +55,20 @@ def real_size_folder(folder: Path) -> Path:
     return folder
 
 
-def encoders(batch: int) -> None:
+def encoders(batch: int) -> list[dict]:
     from imagesearch.encoders import make_encoder
     from imagesearch.export.pipeline import export_model
     from imagesearch.export.source import ExportOptions
 
     repo = CACHE / "blip2-random"
     slug = "blip2-vit-g-random"
+    rows: list[dict] = []
     if not (repo / f"{slug}.json").is_file():
         started = time.perf_counter()
         export_model(ExportOptions(family="blip2", pretrained="none", model_config=real_size_folder(CACHE / "blip2-config"),
                                    slug=slug, int8=True), repo, triton_kind="KIND_CPU")
         print(f"export (fp32 + int8, parity checked): {time.perf_counter() - started:.0f} s, peak RAM {_peak_rss_gib():.1f} GiB")
+        rows.append({"model": "BLIP-2 ViT-g", "export_s": time.perf_counter() - started, "export_peak_ram_gib": _peak_rss_gib()})
     card = json.loads((repo / f"{slug}.json").read_text())
     sizes = {p.relative_to(repo).as_posix(): p.stat().st_size for p in repo.rglob("model*.onnx*")}
     print(f"files: {', '.join(f'{k} {v / 2**30:.2f} GiB' for k, v in sorted(sizes.items()) if v > 2**26)}")
@@ -82,12 +84,14 @@ def encoders(batch: int) -> None:
             img_s = rate(lambda e=encoder, p=pixels: e.encode_images(p), batch, min_seconds=20 if "BLIP" in name else 5)
             text = latencies_ms(lambda i, e=encoder: e.encode_texts([texts[i % len(texts)]]), 20)
             figures[(name, variant)] = img_s
+            rows.append({"model": name, "variant": variant, "img_s": img_s, "text_p50_ms": p50(text)})
             print(f"{name:13s} {variant}: {img_s:6.2f} img/s at batch {batch} ({1000 / img_s:7.0f} ms per image, "
                   f"{img_s * 3600:9,.0f} images/hour) | text p50 {p50(text):6.1f} ms | reference check "
                   f"{encoder.health()['reference_check'].get('ok')}")
             encoder.close()
     for variant in ("fp32", "int8"):
         print(f"ViT-B-32 / BLIP-2 image speed, {variant}: {figures[('ViT-B-32', variant)] / figures[('BLIP-2 ViT-g', variant)]:.0f}x")
+    return rows
 
 
 def image_vectors(n: int, seed: int) -> np.ndarray:
@@ -120,7 +124,7 @@ def fill(store, model: str, vectors: np.ndarray, chunk: int) -> float:
     return time.perf_counter() - started
 
 
-def measure(store, model: str, vectors: np.ndarray, queries: np.ndarray) -> str:
+def measure(store, model: str, vectors: np.ndarray, queries: np.ndarray, row: dict | None = None) -> str:
     ids = ids_for(len(vectors))
     store.search(model, queries[0], 10)  # first query: the local store loads its matrix
     lat = latencies_ms(lambda i: store.search(model, queries[i % len(queries)], 10), 100)
@@ -129,16 +133,19 @@ def measure(store, model: str, vectors: np.ndarray, queries: np.ndarray) -> str:
         scores = (vectors @ q) if vectors.ndim == 2 else np.einsum("nqd,d->nq", vectors, q).max(1)
         exact = {ids[i] for i in np.argsort(-scores)[:10]}
         recall.append(len(exact & {h.id for h in store.search(model, q, 10)}) / 10)
+    if row is not None:
+        row.update(p50_ms=p50(lat), p99_ms=pct(lat, 99), recall_at_10=float(np.mean(recall)))
     return f"query p50 {p50(lat):7.1f} ms p99 {pct(lat, 99):7.1f} ms | recall@10 {np.mean(recall):.3f}"
 
 
-def stores(n_local: int, n_es: int, force_merge: bool = False) -> None:
+def stores(n_local: int, n_es: int, force_merge: bool = False) -> list[dict]:
     from imagesearch.stores import make_store
     from imagesearch.stores.local import LocalStore
     from tests.support.es_node import start_node
 
     queries = bench_vectors("clustered", 100, DIM, seed=7)  # text-like: from the same mixture
     clip_queries = bench_vectors("clustered", 100, 512, seed=7)
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-blip2-") as tmp:
         for label, vectors, q in (("BLIP-2 32 x 256-d", image_vectors(n_local, seed=1), queries),
                                   ("CLIP 1 x 512-d", bench_vectors("clustered", n_local, 512, seed=1), clip_queries)):
@@ -153,9 +160,12 @@ def stores(n_local: int, n_es: int, force_merge: bool = False) -> None:
             started = time.perf_counter()
             reader.search("m", q[0], 10)
             load_s = time.perf_counter() - started
-            figures = measure(reader, "m", vectors, q)
+            rows.append({"store": "local (exact)", "images": n_local, "model": label, "build_s": build,
+                         "disk_gib": disk / 2**30, "first_query_s": load_s})
+            figures = measure(reader, "m", vectors, q, rows[-1])
             print(f"local store, {n_local:,} images, {label}: build {build:6.1f} s | disk {disk / 2**30:5.2f} GiB | "
                   f"first query {load_s:5.1f} s | RAM +{_rss_gib() - before:4.1f} GiB | {figures}")
+            rows[-1]["ram_gib"] = _rss_gib() - before
             store.close()
             reader.close()
             path.unlink()
@@ -171,12 +181,15 @@ def stores(n_local: int, n_es: int, force_merge: bool = False) -> None:
                     if force_merge:  # one HNSW graph: slow for nested vectors (over 30 min for 640k on 2 cores)
                         es.es.options(request_timeout=7200).indices.forcemerge(index=f"{prefix}-vectors-*", max_num_segments=1)
                     stats = es.es.indices.stats(index=f"{prefix}-vectors-*", metric="store,segments")["_all"]["total"]
+                    rows.append({"store": f"Elasticsearch (int8_hnsw, {stats['segments']['count']} segments)", "images": n_es,
+                                 "model": label, "build_s": build, "disk_gib": stats["store"]["size_in_bytes"] / 2**30})
                     print(f"Elasticsearch (int8_hnsw, {stats['segments']['count']} segments), {n_es:,} images, {label}: "
                           f"build {build:6.1f} s | disk {stats['store']['size_in_bytes'] / 2**30:5.2f} GiB | "
-                          f"{measure(es, 'm', vectors, q)}")
+                          f"{measure(es, 'm', vectors, q, rows[-1])}")
                     es.close()
             finally:
                 node.stop()
+    return rows
 
 
 def main() -> None:
@@ -188,10 +201,12 @@ def main() -> None:
     parser.add_argument("--force-merge", action="store_true", help="merge each Elasticsearch index to one segment first")
     args = parser.parse_args()
     print(f"CPU: {cpu_description()}")
+    rows = []
     if args.what in ("encoders", "both"):
-        encoders(args.batch)
+        rows += encoders(args.batch)
     if args.what in ("stores", "both"):
-        stores(args.images, args.es_images, args.force_merge)
+        rows += stores(args.images, args.es_images, args.force_merge)
+    save_results("bench_blip2", rows, parameters={"batch": args.batch})
 
 
 if __name__ == "__main__":

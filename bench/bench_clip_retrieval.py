@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_ingest import SLUG, ingest_command
-from bench.common import CACHE, cpu_description, photo_jpegs, vit_b32_repository
+from bench.common import CACHE, cpu_description, photo_jpegs, save_results, vit_b32_repository
 from imagesearch.config import Settings
 from imagesearch.encoders import make_encoder, row_cosines
 from imagesearch.stores import make_store
@@ -141,12 +141,21 @@ def main() -> None:
           f"with start-up {median(t['images'] / t['wall_s'] for t in theirs):.1f} img/s ({median(t['wall_s'] for t in theirs):.1f} s)")
     print("  quality: the ingest's image vectors, worst cosine to the fp32 ingest's (all images) / the reference "
           "check's images and texts (worst cosine to torch fp32); fp32-equivalent: >= 0.999")
+    figures = [{"ingest": "clip-retrieval 2.45 inference (torch fp32), steady", "img_s": median(steadies),
+                "vs_clip_retrieval": 1.0, "rounds": steadies,
+                "with_startup_img_s": median(t["images"] / t["wall_s"] for t in theirs)}]
     for label, runs in rates.items():
         images, visual, textual, precision = quality[label]
         verdict = "fp32-equivalent images" if min(images, visual) >= 0.999 else "images below fp32-equivalent"
         print(f"  imagesearch ingest --folder, {label}{precision}: {median(r[0] for r in runs):.1f} img/s = "
               f"{median(r[1] for r in runs):.2f}x clip-retrieval steady (rounds: {', '.join(f'{r[1]:.2f}x' for r in runs)}); "
               f"images {images:.5f} / {visual:.5f} ({verdict}); texts {textual:.5f}")
+        figures.append({"ingest": f"imagesearch ingest --folder, {label}{precision}", "img_s": median(r[0] for r in runs),
+                        "vs_clip_retrieval": median(r[1] for r in runs), "rounds": [r[1] for r in runs],
+                        "image_cosine_to_fp32_ingest": images, "reference_visual_cosine": visual,
+                        "reference_textual_cosine": textual})
+    save_results("bench_clip_retrieval", figures, parameters={"model": "open_clip ViT-B-32, random weights",
+                                                              "images": args.images, "batch": args.batch, "rounds": args.rounds})
 
 
 def stored_vectors(settings: Settings, folder: Path) -> dict[str, np.ndarray]:

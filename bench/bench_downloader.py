@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import save_results
 from imagesearch.config import Settings
 from imagesearch.fetch import FetchOptions, fetch_image, make_client
 from imagesearch.ingest.downloader import download
@@ -123,15 +124,18 @@ def main() -> None:
             print(f"cores: {os.cpu_count()} (load average {os.getloadavg()[0]:.1f}), {args.n} URLs, "
                   f"{args.size}x{args.size} JPEG, {mean_bytes:.0f} bytes mean, concurrency {args.concurrency}, "
                   f"per host {args.per_host}")
+            figures = []
             for client_name in ("httpx", "aiohttp"):
                 cpu = time.process_time()
                 seconds = asyncio.run(bare_gets(urls, client_name, workers))
                 cpu_ms = (time.process_time() - cpu) / args.n * 1000
+                figures.append({"stage": f"bare GET with {client_name}", "urls_s": args.n / seconds, "cpu_ms_per_url": cpu_ms})
                 print(f"bare {client_name + ' GET:':13s}{args.n / seconds:6.0f} URLs/s  ({seconds:.2f} s; client CPU {cpu_ms:.2f} ms/URL)")
             cpu = time.process_time()
             seconds = asyncio.run(fetch_only(urls, options, workers))
             cpu_ms = (time.process_time() - cpu) / args.n * 1000
             print(f"fetch only:    {args.n / seconds:6.0f} URLs/s  ({seconds:.2f} s; downloader CPU {cpu_ms:.2f} ms/URL)")
+            figures.append({"stage": "fetch only", "urls_s": args.n / seconds, "cpu_ms_per_url": cpu_ms})
             creation_us = file_creation_us(settings.data_dir / "probe")
             print(f"creating a file in the data folder: {creation_us:.0f} us"
                   + ("  (slow: many files deleted in the last minutes? see the docstring)" if creation_us > 300 else ""))
@@ -146,6 +150,11 @@ def main() -> None:
             print(f"full download: {args.n / summary.seconds:6.0f} URLs/s  ({summary.seconds:.2f} s; downloader CPU "
                   f"{cpu_ms:.2f} ms/URL; {summary.describe()})")
             print(f"load average after: {os.getloadavg()[0]:.1f} (other processes share these cores)")
+            figures.append({"stage": "full download into the local store", "urls_s": args.n / summary.seconds,
+                            "cpu_ms_per_url": cpu_ms})
+            save_results("bench_downloader", figures, parameters={
+                "urls": args.n, "image_px": args.size, "concurrency": args.concurrency, "per_host": args.per_host,
+                "file_creation_us": round(creation_us)})
     finally:
         server.terminate()
         server.join(5)

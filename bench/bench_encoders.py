@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.common import cpu_description, latencies_ms, p50, photo_jpegs, rate, vit_b32_repository
+from bench.common import cpu_description, latencies_ms, p50, photo_jpegs, rate, save_results, vit_b32_repository
 from imagesearch.config import Settings
 from imagesearch.encoders import make_encoder
 from imagesearch.preprocess import prepare
@@ -64,6 +64,16 @@ def main() -> None:
     draft = rate(lambda: [prepare(d, card, draft=True) for d in jpegs], len(jpegs), min_seconds=4)
     print(f"preprocess 1024x768 JPEG -> 224, one core: Pillow {plain:.0f} img/s | Pillow + draft {draft:.0f} img/s "
           f"({draft / plain:.2f}x)")
+    save_results("bench_encoders", [
+        {"runtime": "torch eager", "precision": "fp32", "img_s": torch_img, "text_p50_ms": p50(torch_text)},
+        {"runtime": "ONNX Runtime", "precision": "fp32", "img_s": ort_img, "text_p50_ms": p50(ort_text)},
+        {"runtime": "ONNX Runtime", "precision": "int8", "img_s": int8_img, "text_p50_ms": p50(int8_text)},
+        *({"runtime": "OpenVINO", "precision": precision, "img_s": value, "text_p50_ms": p50(ov_text[precision])}
+          for precision, value in ov_img.items()),
+        {"runtime": "tokenization alone", "text_p50_ms": p50(tokenize)},
+        {"runtime": "decode + resize a 1024x768 JPEG to 224, one core: Pillow", "preprocess_img_s": plain},
+        {"runtime": "decode + resize a 1024x768 JPEG to 224, one core: Pillow with JPEG draft", "preprocess_img_s": draft},
+    ], parameters={"model": "ViT-B-32, random weights", "batch": BATCH})
 
 
 if __name__ == "__main__":

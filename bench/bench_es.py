@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import bench_vectors, cpu_description, elasticsearch
+from bench.common import bench_vectors, cpu_description, elasticsearch, save_results
 from imagesearch.config import Settings
 from imagesearch.records import ImageRecord
 from imagesearch.stores.elasticsearch import ElasticsearchStore
@@ -104,7 +104,7 @@ def run(args) -> None:
         meta.upsert_images(recs[start : start + 1000])
     print(f"metadata upsert_images: {args.n / (time.perf_counter() - started):,.0f} docs/s")
 
-    rows = []
+    rows, figures = [], []
     for index_type in args.types.split(","):
         store = ElasticsearchStore(base.model_copy(update={"es_index_type": index_type}))
         model = f"bench-{index_type}"
@@ -131,6 +131,10 @@ def run(args) -> None:
             result = timed_searches(searcher, model, queries, args.k, index_of, truth)
             rows.append((index_type, nc, result, rate, stats["disk"] * per_million, stats["off_heap"].get("total_size_bytes", 0) * per_million))
             print(f"  num_candidates {nc:>5}: recall@{args.k} {result['recall']:.3f}  p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms", flush=True)
+            figures.append({"store": "elasticsearch", "index": index_type, "segments": stats["segments"], "num_candidates": nc,
+                            "indexing_docs_s": rate, "recall_at_10": result["recall"], "p50_ms": float(result["p50_ms"]),
+                            "p99_ms": float(result["p99_ms"]), "disk_per_1m_gib": stats["disk"] * per_million / 2**30,
+                            "vector_files_per_1m_gib": stats["off_heap"].get("total_size_bytes", 0) * per_million / 2**30})
             searcher.close()
         store.close()
 
@@ -164,6 +168,12 @@ def run(args) -> None:
         kind = "graph (usearch int8, rescored)" if args.n >= INDEX_MIN_VECTORS else "exact (float32 matrix)"
         print(f"| local | {kind} | - | {rate:,.0f} | {result['recall']:.3f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} "
               f"| {size * 1_000_000 / args.n / 2**30:.2f} GiB (whole db) | - |")
+        figures.append({"store": "local", "index": kind, "indexing_docs_s": rate, "recall_at_10": result["recall"],
+                        "p50_ms": float(result["p50_ms"]), "p99_ms": float(result["p99_ms"]),
+                        "disk_per_1m_gib": size * 1_000_000 / args.n / 2**30})
+    save_results("bench_es", figures, parameters={"vectors": args.n, "dim": args.dim, "data": args.data, "k": args.k,
+                                                  "m": args.m, "ef_construction": args.ef_construction,
+                                                  "force_merged": args.force_merge})
     meta.close()
 
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from bench.bench_store import DIM, ids_for
-from bench.common import bench_vectors, cpu_description, latencies_ms, p50, pct
+from bench.common import bench_vectors, cpu_description, latencies_ms, p50, pct, save_results
 from imagesearch.records import ImageRecord
 from imagesearch.search import fuse
 from imagesearch.stores.local import LocalStore
@@ -65,6 +65,9 @@ def main() -> None:
         for name, values in figures.items():
             print(f"{name:>7}: p50 {p50(values):6.1f} ms  p99 {pct(values, 99):6.1f} ms")
         print(f"hybrid adds {p50(figures['hybrid']) - p50(figures['vector']):.1f} ms at p50 to a vector query's store time")
+        save_results("bench_hybrid", [{"mode": name, "p50_ms": p50(values), "p99_ms": pct(values, 99)}
+                                      for name, values in figures.items()],
+                     parameters={"images": n, "store": "local", "k": 10})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import cpu_description, photo_jpegs, rate, vit_b32_repository
+from bench.common import cpu_description, photo_jpegs, rate, save_results, vit_b32_repository
 from imagesearch.config import Settings, get_settings
 from imagesearch.encoders import make_encoder
 from imagesearch.ingest import cli
@@ -153,11 +153,21 @@ def main() -> None:
     print(f"  encoder load with its reference check: both towers {statistics.median(loads[TOWERS]):.2f} s, "
           f"the image tower only (what the ingest loads) {statistics.median(loads[('visual',)]):.2f} s")
     print("  | | img/s with start-up | of raw | embed stage img/s (steady) | of raw | CPU ms per image |")
+    figures = [{"row": "raw encoder on pre-decoded pixels", "img_s": statistics.median(raws), "rounds": raws}]
+    if raws_whole:
+        figures.append({"row": "raw encoder, each batch in one run on all threads (the API's way)",
+                        "img_s": statistics.median(raws_whole), "rounds": raws_whole})
     for name, runs in rows.items():
         median = [statistics.median(values) for values in zip(*runs, strict=True)]
         ratio = statistics.median(r[0] / r[3] for r in runs)
         steady_ratio = statistics.median(r[1] / r[3] for r in runs)
         print(f"  | {name} | {median[0]:.1f} | {ratio:.0%} | {median[1]:.1f} | {steady_ratio:.0%} | {median[2]:.0f} |")
+        figures.append({"row": name, "img_s": median[0], "of_raw_pct": round(ratio * 100), "steady_img_s": median[1],
+                        "steady_of_raw_pct": round(steady_ratio * 100), "cpu_ms_per_image": round(median[2])})
+    save_results("bench_ingest", figures, parameters={
+        "model": "ViT-B-32, random weights", "variant": args.variant, "encoder": runtime, "batch": args.batch,
+        "images": args.images, "rounds": args.rounds, "load_both_towers_s": statistics.median(loads[TOWERS]),
+        "load_image_tower_s": statistics.median(loads[("visual",)])})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from bench.common import cpu_description, latencies_ms, p50, rate, vit_b32_repository
+from bench.common import cpu_description, latencies_ms, p50, rate, save_results, vit_b32_repository
 from imagesearch.encoders import row_cosines
 from imagesearch.model_card import INPUTS, INT8_OPS, TOWERS, load_card
 
@@ -54,14 +54,18 @@ def main() -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (BATCH, card.image_size, card.image_size, 3), dtype=np.uint8)
     print(f"machine: {cpu_description()}; ViT-B-32 random weights; img/s at batch {BATCH}, text p50 at batch 1")
 
+    rows: list[dict] = []
+
     def measure(label: str, files: dict[str, Path]) -> None:
         sessions = {tower: _session(path) for tower, path in files.items()}
         worst = {t: float(row_cosines(_run(sessions[t], x), _run(_session(fp32[t]), x)).min()) for t, x in inputs.items()}
         line = f"{label:55s} cosine to fp32: visual {worst['visual']:.5f} textual {worst['textual']:.5f}"
+        rows.append({"format": label, "visual_cosine": worst["visual"], "textual_cosine": worst["textual"]})
         if not args.accuracy_only:
             images = rate(lambda: _run(sessions["visual"], pixels), BATCH, min_seconds=8)
             text = latencies_ms(lambda i: _run(sessions["textual"], inputs["textual"][i % len(inputs["textual"])][None]), 40)
             line += f" | {images:6.1f} img/s | text p50 {p50(text):5.1f} ms"
+            rows[-1].update(img_s=images, text_p50_ms=p50(text))
         print(line, flush=True)
 
     measure("fp32", fp32)
@@ -74,6 +78,8 @@ def main() -> None:
                 quantize_dynamic(str(src), str(files[tower]), weight_type=getattr(QuantType, kwargs["weight_type"]),
                                  per_channel=True, reduce_range=kwargs["reduce_range"], op_types_to_quantize=ops)
             measure(label, files)
+    save_results("bench_int8", rows, parameters={"model": "ViT-B-32, random weights", "batch": BATCH,
+                                                 "accuracy_only": args.accuracy_only})
 
 
 if __name__ == "__main__":

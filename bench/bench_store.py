@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import bench_vectors, cpu_description, latencies_ms, p50, pct
+from bench.common import bench_vectors, cpu_description, latencies_ms, p50, pct, save_results
 from imagesearch.config import LOCAL_INDEX_MIN_VECTORS as INDEX_MIN_VECTORS
 from imagesearch.records import ImageRecord
 from imagesearch.stores.local import LocalStore
@@ -86,6 +86,7 @@ def main() -> None:
     print(f"CPU: {cpu_description()}; {DIM}-d vectors; graph index from {INDEX_MIN_VECTORS:,} vectors on")
     print(f"{'n':>9} {'data':<9} {'search':<6} {'write':>7} {'index':>7} {'disk':>9} {'first query':>11} "
           f"{'p50':>8} {'p99':>8} {'recall@10':>9} {'RAM':>9}")
+    figures = []
     for n in (int(s) for s in args.sizes.split(",")):
         for kind in args.data.split(","):
             with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
@@ -112,6 +113,11 @@ def main() -> None:
                     print(f"{n:>9,} {kind:<9} {name:<6} {write_s:6.1f}s {index_s:6.1f}s {disk / 2**20:7,.0f}Mi "
                           f"{r['first_query_s']:10.2f}s {r['p50_ms']:6.2f}ms {r['p99_ms']:6.2f}ms {r['recall']:9.3f} "
                           f"{r['rss_mib']:7,.0f}Mi", flush=True)
+                    figures.append({"vectors": n, "data": kind, "search": "graph index" if name == "index" else "exact",
+                                    "write_s": write_s, "index_s": index_s, "disk_mib": round(disk / 2**20),
+                                    "first_query_s": r["first_query_s"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
+                                    "recall_at_10": r["recall"], "ram_mib": round(r["rss_mib"])})
+    save_results("bench_store", figures, parameters={"dim": DIM, "graph_index_from": INDEX_MIN_VECTORS})
 
 
 if __name__ == "__main__":

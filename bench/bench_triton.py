@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import pct, vit_b32_repository
+from bench.common import pct, save_results, vit_b32_repository
 from imagesearch.config import Settings
 from imagesearch.encoders.onnx import OnnxEncoder
 from imagesearch.encoders.triton import TritonEncoder
@@ -84,20 +84,28 @@ def main() -> None:
         try:
             remote = TritonEncoder(card, settings.model_copy(update={"triton_url": server.grpc_url}))
             print("image encoding (img/s, higher is better):")
-            print(f"  in-process ONNX Runtime            {images_per_second(local.encode_images, pixels, args.batch, 1):8.1f}")
+            in_process = images_per_second(local.encode_images, pixels, args.batch, 1)
+            print(f"  in-process ONNX Runtime            {in_process:8.1f}")
+            figures = [{"path": "in-process ONNX Runtime", "batches_in_flight": 1, "img_s": in_process}]
             for in_flight in (1, 2, 4):
                 rate = images_per_second(remote.encode_images, pixels, args.batch, in_flight)
                 print(f"  Triton, {in_flight} batch(es) in flight       {rate:8.1f}")
+                figures.append({"path": "Triton", "batches_in_flight": in_flight, "img_s": rate})
             print(f"text query latency (ms, batch 1, {args.queries} distinct queries):")
             local_ms = query_latencies_ms(local, 1, args.queries, "local")
             print(f"  in-process ONNX Runtime, 1 client  p50 {pct(local_ms, 50):7.2f}  p99 {pct(local_ms, 99):7.2f}")
+            figures.append({"path": "in-process ONNX Runtime", "clients": 1, "text_p50_ms": pct(local_ms, 50),
+                            "text_p99_ms": pct(local_ms, 99)})
             for clients in (1, 16):
                 ms = query_latencies_ms(remote, clients, args.queries, f"{clients}-clients")
                 print(f"  Triton, {clients:2d} concurrent client(s)  p50 {pct(ms, 50):7.2f}  p99 {pct(ms, 99):7.2f}")
+                figures.append({"path": "Triton", "clients": clients, "text_p50_ms": pct(ms, 50), "text_p99_ms": pct(ms, 99)})
             stats = server.inference_stats(card.textual_name)["batch_stats"]
             sizes = {int(s["batch_size"]): int(s["compute_infer"]["count"]) for s in stats}
             cache = server.inference_stats(card.textual_name)["inference_stats"]["cache_hit"]["count"]
             print(f"  Triton text model executions by batch size: {dict(sorted(sizes.items()))}; cache hits {cache}")
+            save_results("bench_triton", figures, parameters={
+                "model": slug, "batch": args.batch, "images": args.images, "largest_text_batch": max(sizes, default=0)})
             remote.close()
         finally:
             server.stop()

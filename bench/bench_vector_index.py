@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import bench_vectors, cpu_description, latencies_ms, p50, pct
+from bench.common import bench_vectors, cpu_description, latencies_ms, p50, pct, save_results
 
 DIM = 512
 QUERIES = 200
@@ -180,6 +180,7 @@ def main() -> None:
           f"rescored exactly; HNSW ef {args.ef}")
     print(f"{'data':<10} {'index':<17} {'build':>8} {'disk':>9} {'first query':>12} {'p50':>8} {'p99':>8} "
           f"{'recall@10':>9} {'RAM':>9}")
+    figures = []
     with tempfile.TemporaryDirectory(prefix="bench-vindex-") as tmp:
         for kind in args.data.split(","):
             folder = Path(tmp) / kind
@@ -200,6 +201,12 @@ def main() -> None:
                 print(f"{kind:<10} {name:<17} {built['build_s']:7.1f}s {disk / 2**20:7,.0f}Mi "
                       f"{served['first_query_s']:11.2f}s {served['p50_ms']:6.2f}ms {served['p99_ms']:6.2f}ms "
                       f"{served['recall']:9.3f} {served['rss_mib']:7,.0f}Mi", flush=True)
+                figures.append({"data": kind, "index": name, "build_s": built["build_s"], "disk_mib": round(disk / 2**20),
+                                "first_query_s": served["first_query_s"], "p50_ms": served["p50_ms"],
+                                "p99_ms": served["p99_ms"], "recall_at_10": served["recall"],
+                                "ram_mib": round(served["rss_mib"])})
+    save_results("bench_vector_index", figures, parameters={"vectors": args.n, "dim": DIM, "rescore": args.rescore,
+                                                            "ef": args.ef})
 
 
 if __name__ == "__main__":

@@ -1,12 +1,18 @@
-"""Helpers shared by the benchmarks: a cached ViT-B-32 (random weights) export, JPEG fixtures, timing."""
+"""Helpers shared by the benchmarks: a cached ViT-B-32 (random weights) export, JPEG fixtures, timing,
+and ``save_results``, which keeps each run's figures in bench/results/ for the documentation."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import shlex
 import statistics
+import subprocess
+import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +20,9 @@ import numpy as np
 from PIL import Image
 
 CACHE = Path(os.environ.get("IMAGESEARCH_BENCH_CACHE", Path.home() / ".cache" / "imagesearch-bench"))
+ROOT = Path(__file__).resolve().parents[1]
+# Kept in the repository: `make docs` renders every file there into docs/benchmarks.md (tables, plots).
+RESULTS = Path(os.environ.get("IMAGESEARCH_BENCH_RESULTS", ROOT / "bench" / "results"))
 
 
 def vit_b32_repository() -> Path:
@@ -131,3 +140,49 @@ def bench_vectors(kind: str, n: int, dim: int, seed: int) -> np.ndarray:
         out[start : start + rows] = unit(0.6 * common + 0.1 * latent @ basis + noise)
     return out
 
+
+
+# --- results for the documentation ---------------------------------------------------------------
+
+def git_commit() -> str:
+    """The checkout's commit, "-dirty" when files differ from it, "unknown" outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                                 text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if changed else "")
+
+
+def _rounded(value):
+    """Five significant digits: what the printed figures show, without a float's noise."""
+    if isinstance(value, float):
+        return float(f"{value:.5g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def save_results(name: str, figures: list[dict], parameters: dict | None = None) -> Path:
+    """Write the figures this run printed (one flat dict per table row) to bench/results/ with the CPU,
+    the date, the git commit and the command line; `make docs` turns them into the benchmarks page."""
+    now = datetime.now(timezone.utc)
+    result = {
+        "benchmark": name,
+        "date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": git_commit(),
+        "cpu": cpu_description(),
+        "command": " ".join([".venv/bin/python -m", f"bench.{name}", shlex.join(sys.argv[1:])]).strip(),
+        "source": "measured",
+        "parameters": _rounded(parameters or {}),
+        "figures": _rounded(figures),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{now:%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    print(f"results: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
+    return path

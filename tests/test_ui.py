@@ -4,6 +4,7 @@ UI talking to the real API (test model, shape images ingested by `imagesearch in
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -27,6 +28,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 PER_CLASS = 4  # = the k the text search test picks: k images of one class exist
 UI_KEY = "ui-key-4c2e"
 TIMEOUT_MS = 60_000  # a loaded 2-core CI box can take a while to rerun the script
+# The README's picture of the product: this test's page, written there when this variable is 1.
+DOCS_SCREENSHOT = ROOT / "docs" / "images" / "ui-search.png"
+UPDATE_DOCS_SCREENSHOT = "IMAGESEARCH_UPDATE_DOCS_SCREENSHOT"
 
 
 def start_ui(api_url: str, api_key: str = "") -> tuple[subprocess.Popen, str]:
@@ -139,6 +143,8 @@ def test_text_search_shows_k_images_of_the_right_colour_and_shape(stack, page, a
     assert shown_classes(page, stack["classes"], k) == [chosen] * k
     assert result_ids(page) == expected
     page.screenshot(path=str(artifacts_dir / "ui-text-search.png"), full_page=True)
+    if os.environ.get(UPDATE_DOCS_SCREENSHOT) == "1":
+        page.screenshot(path=str(DOCS_SCREENSHOT), full_page=True)
 
 
 def test_upload_an_image_to_search_by_it(stack, page, tmp_path, artifacts_dir):
