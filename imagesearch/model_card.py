@@ -42,7 +42,7 @@ PARITY_MIN: dict[str, float] = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.995}
 # without VNNI (AVX2, AVX-512F) ONNX Runtime adds pairs of uint8 x int8 products in saturating 16-bit
 # lanes, and full-range weights overflow them (cosine 0.98 to fp32); 7-bit weights cannot
 # (2 x 255 x 64 < 32767), so every CPU computes the same integers, and VNNI CPUs keep their fast
-# path. Unsigned weights are portable too but slower than fp32 on VNNI CPUs. README "int8" has figures.
+# path. Unsigned weights are portable too but slower than fp32 on VNNI CPUs. docs/models.md, "int8", has figures.
 INT8_FORMAT = ("dynamic; int8 weights, 7-bit range (reduce_range), per channel; uint8 activations;"
                " matrix products and embedding tables only (the patch convolution stays fp32)")
 # The ops quantized: ONNX Runtime's ConvInteger (an im2col, then integer products) is slower than the

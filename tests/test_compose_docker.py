@@ -1,5 +1,5 @@
 """`docker compose up` for real: the project's images built and the whole stack run in a real
-Docker engine, exactly as the README tells a user, checked through the published ports only.
+Docker engine, exactly as the docs tell a user, checked through the published ports only.
 
 The engine, Compose v2 and the stand-ins of the three third-party images (no registry is reachable
 here) come from ``tests/support/docker_engine.py``. The project is a copy of this checkout's files
@@ -34,7 +34,7 @@ from tests.support.net import free_port, wait_until
 from tests.support.search_api import make_shapes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# the README's CPU command with BLIP-2 beside the CLIP model
+# the documented CPU command with BLIP-2 beside the CLIP model
 README_COMMAND = ["compose", "-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml", "-f", "docker-compose.blip2.yml"]
 LONG_RUNNING = ["es", "triton", "api", "ui", "embedder"]
 HEALTHCHECKED = ["es", "triton", "api", "ui"]
@@ -222,7 +222,7 @@ def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
         captioned = next(u for u in urls if classes[u] == "green_triangle")
         lines = [f"{u}\tthe eiffel tower at dusk" if u == captioned else u for u in urls]
         (project.folder / "data" / "image_urls.txt").write_text("\n".join(lines + urls[:1]) + "\n")
-        project.compose("run", "--rm", "downloader", timeout=600)  # the README's "ingest a new URL list"
+        project.compose("run", "--rm", "downloader", timeout=600)  # the docs' "Ingesting later"
         assert images.image_requests() == len(urls)  # the repeated URL: fetched once
         counts = project.wait_embedded(len(urls))
         assert (counts["images"], counts["pending"], counts["failed_urls"]) == (len(urls), 0, 0), counts

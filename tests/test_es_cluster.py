@@ -3,7 +3,7 @@ with SIGKILL while an ingest is embedding and the API is answering searches. Sea
 ingest goes on, and after the node is back every image is embedded exactly once.
 
 What a user sees during the fault is measured here and written to test-artifacts/es-cluster-fault.json
-(the README's fault table quotes it)."""
+(docs/deployment/operations.md's fault table quotes it)."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ class OnnxEncoder(TowerEncoder):
         providers = _providers(settings.onnx_providers)
         repo, variant, threads = settings.model_repository, settings.model_variant, settings.onnx_threads
         # Text runs one query at a time between searches over the vectors: by default its threads do
-        # not spin on the cores the search needs (README, "Search API").
+        # not spin on the cores the search needs (docs/api.md, "Limits and tuning").
         spinning = {"visual": True, "textual": settings.onnx_text_spinning}
         self.image_runs, image_threads = image_runs(settings, providers) if bulk else (1, threads)
         tower_threads = {"visual": image_threads, "textual": threads}

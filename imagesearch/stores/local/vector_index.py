@@ -4,7 +4,7 @@ candidates the store rescores with the exact float32 vectors it keeps in SQLite.
 Why: exact search over a million float32 vectors needs their full size in RAM, a long load in
 every new process and a pass over all of them per query; through this index a query reads a small
 part of a graph of int8 copies, and a new process opens a saved snapshot instead of loading every
-vector (bench/bench_store.py measures both; the figures are in the README). SQLite stays the one
+vector (bench/bench_store.py measures both; the figures are in docs/benchmarks.md). SQLite stays the one
 source of truth: the index is a cache that can always be rebuilt from it.
 
 - **Keys are ``vectors.seq``.** A replaced or removed vector gets a new row (and seq) and its old
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 CONNECTIVITY = 16  # HNSW's M: with the settings below, recall@10 stays at 1 on CLIP-like vectors (bench_vector_index)
 EXPANSION_ADD = 128
 # The graph's search breadth: text-like queries (far from every image, as CLIP's texts are) need
-# this much to find every one of the ten nearest images; less breadth loses some (README).
+# this much to find every one of the ten nearest images; less breadth loses some (docs/benchmarks.md).
 EXPANSION_SEARCH = 256
 MIN_CANDIDATES = 64  # rescored per search at least: exact order among them, recall from the graph
 RECENT_QUERIES = 1_024  # repeated queries whose candidates are kept until the index changes
