@@ -200,9 +200,15 @@ def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
     project = Project(engine, tmp_path / "checkout", test_model_repo.parent, blip2_repo.parent / "blip2-tiny-hf")
     served = tmp_path / "served"
     images = None
+    phases: list[tuple[str, float]] = []  # (phase, when it began): where the test's time goes, printed at the end
+
+    def phase(name: str) -> None:
+        phases.append((name, time.monotonic()))
+
     project.compose("down", "-v", "--remove-orphans")  # the engine's data root is kept between runs
     try:
         # --- first start: build our images, every service healthy or done -------------------------
+        phase("first start")
         started = time.monotonic()
         project.compose("up", "-d", "--build", timeout=3600)
         rows = project.wait_healthy()
@@ -215,6 +221,7 @@ def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
         assert f"exported {BLIP2} (blip2, 4 x 16-d vectors per image" in project.compose("logs", "export-blip2").stdout
 
         # --- ingest through the containers ---------------------------------------------------------
+        phase("ingest")
         urls, classes = write_images(served, "", per_class=3, seed=11)
         network = project.inspect("api", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}")
         images = ImageHost(engine, served, network)
@@ -229,9 +236,11 @@ def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
         assert set(project.model_counts()) == {"shapes-tiny-compose", BLIP2}  # CLIP the default, BLIP-2 beside it
 
         # --- BLIP-2 through Triton: every image, by the best of its query vectors --------------------
+        phase("BLIP-2 search")
         assert {r["url"] for r in project.searchable(len(urls), model=BLIP2)} == set(urls)
 
         # --- search on the published API port: text and image ---------------------------------------
+        phase("searches")
         everything = project.searchable(len(urls))
         assert len({r["id"] for r in everything}) == len(urls)
         top = project.search("a red circle", 3)
@@ -243,20 +252,24 @@ def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
         assert all(classes[r["url"]] == "blue_square" for r in by_image.json()["results"]), by_image.json()
 
         # --- keyword and hybrid search over the captions (Elasticsearch BM25, fused in the API) ------
+        phase("hybrid")
         hybrid = httpx.get(f"{project.api}/search", params={"q": "eiffel tower", "k": 5, "mode": "hybrid"},
                            headers=READ, timeout=60).json()["results"]
         assert (hybrid[0]["url"], hybrid[0]["matched"]) == (captioned, ["vector", "text"]), hybrid[0]
 
         # --- the API keys from .env: none, or a wrong one, is refused; the probes stay open --------
+        phase("keys")
         assert httpx.get(f"{project.api}/search", params={"q": "a red circle"}, timeout=30).status_code == 401
         assert httpx.get(f"{project.api}/status", headers={"X-API-Key": "wrong"}, timeout=30).status_code == 401
         assert httpx.get(f"{project.api}/healthz", timeout=30).status_code == 200
 
         # --- the UI on its published port, in Chromium (it sends UI_API_KEY) ------------------------
+        phase("UI")
         shown = search_in_browser(project.ui, "a red circle", expected=12)
         assert shown == [r["id"][:12] for r in project.search("a red circle", 12)]
 
         # --- down, then up again: the volumes keep images, vectors and the model -------------------
+        phase("down and up")
         before = project.status()
         project.compose("down")
         started = time.monotonic()
@@ -272,6 +285,7 @@ def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
         assert project.status() == before  # nothing embedded again
 
         # --- SIGKILL of the embedder in the middle of embedding, then up: nothing lost or doubled ---
+        phase("embedder killed")
         more, _ = write_images(served, "more-", per_class=25, seed=12)
         project.compose("stop", "embedder")
         (project.folder / "data" / "image_urls.txt").write_text("\n".join(more) + "\n")
@@ -290,6 +304,7 @@ def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
         assert len({r["id"] for r in project.searchable(100)}) == 100  # the API's largest k
 
         # --- Elasticsearch stopped: 503 with Retry-After; started: back, the API never restarted ---
+        phase("Elasticsearch stopped")
         api_started = project.inspect("api", "{{.State.StartedAt}}")
         project.compose("stop", "es")
         health = httpx.get(f"{project.api}/healthz", timeout=60)
@@ -302,6 +317,7 @@ def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
         assert project.inspect("api", "{{.State.StartedAt}}") == api_started
 
         # --- removal with an admin key: the record, its vectors and its file (in the images volume) go
+        phase("removal")
         victim = project.search("a red circle", 1)[0]["id"]
         assert httpx.delete(f"{project.api}/images/{victim}", headers=READ, timeout=60).status_code == 403
         removed = httpx.delete(f"{project.api}/images/{victim}", headers=ADMIN, timeout=60)
@@ -311,6 +327,7 @@ def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
         assert project.status()["images"] == total - 1
 
         # --- non-root, no restarts, no tracebacks ------------------------------------------------------
+        phase("checks")
         rows = project.ps()
         for service in OURS:
             user = project.inspect(service, "{{.Config.User}}")
@@ -324,8 +341,11 @@ def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
 
         sizes = {image: engine.docker("image", "inspect", "--format", "{{.Size}}", image).stdout.strip()
                  for image in ("imagesearch-runtime", "imagesearch-export")}
+        phase("end")
         print(f"\n[compose] first up --build {first_up_s:.0f} s, second up --build {second_up_s:.0f} s, "
-              + ", ".join(f"{name} {int(size) / 2**20:.0f} MiB" for name, size in sizes.items()))
+              + ", ".join(f"{name} {int(size) / 2**20:.0f} MiB" for name, size in sizes.items())
+              + "\n[compose] seconds per phase: "
+              + ", ".join(f"{name} {end - start:.0f}" for (name, start), (_, end) in zip(phases, phases[1:], strict=False)))
     except BaseException:
         project.report()  # what each container said, so a failure on CI can be read from its log
         raise
