@@ -176,9 +176,12 @@ def test_search_ranks_by_dot_product_with_filters_and_min_score(store):
     assert store.search(MODEL, query, 5, min_score=1.01) == []
 
 
-def test_rankings_match_numpy_brute_force_over_the_stored_vectors(store):
+def test_rankings_match_numpy_brute_force_over_the_stored_vectors(store, request):
     """An oracle outside both stores: the exact top k by numpy over the vectors the store gives back
-    (``get_vector``), with the filters applied to the records by Python, for many queries, filters and k."""
+    (``get_vector``), with the filters applied to the records by Python, for many queries, filters and k.
+    The local store's graph index is approximate by design (its candidates rescored exactly): there,
+    what it returns must be in the exact order with the exact scores, and miss few of the true top k."""
+    approximate = request.node.callspec.params["store"] == "local-hnsw"
     n, rng = 200, np.random.default_rng(31)
     records = [record(i, fmt=str(rng.choice(["jpeg", "png", "webp", "gif"])), width=int(rng.integers(16, 2000)),
                       height=int(rng.integers(16, 2000)), source=str(rng.choice(["url", "folder"]))) for i in range(n)]
@@ -186,24 +189,30 @@ def test_rankings_match_numpy_brute_force_over_the_stored_vectors(store):
     filled(store, records, written)
     stored = np.stack([store.get_vector(MODEL, r.id) for r in records])
     np.testing.assert_array_equal(stored, written)
+    position = {r.id: i for i, r in enumerate(records)}
 
     filter_choices = [None, SearchFilters(format=["png"]), SearchFilters(format=["gif", "webp"], source=["folder"]),
                       SearchFilters(min_width=500, max_width=1500), SearchFilters(max_height=300),
                       SearchFilters(source=["url"], min_height=1000, format=["jpeg"]), SearchFilters(format=["bmp"])]
-    queries = unit_vectors(12, DIM, seed=33)
-    checked = 0
-    for query in queries:
+    wanted = found = 0
+    for query in unit_vectors(12, DIM, seed=33):
         scores = stored @ query
         order = np.argsort(-scores, kind="stable")
         for filters in filter_choices:
-            keep = [int(i) for i in order if filters is None or filters.matches(records[i])]
+            keep = [records[i].id for i in order if filters is None or filters.matches(records[i])]
             for k in (1, 7, 40):
                 hits = store.search(MODEL, query, k, filters)
-                assert [h.id for h in hits] == [records[i].id for i in keep[:k]], (filters, k)
-                np.testing.assert_allclose([h.score for h in hits], scores[keep[:k]], atol=1e-5)
-                assert [h.record for h in hits] == [records[i] for i in keep[:k]]
-                checked += len(hits)
-    assert checked > 2000  # the filters leave enough to compare
+                ids = [h.id for h in hits]
+                np.testing.assert_allclose([h.score for h in hits], [scores[position[i]] for i in ids], atol=1e-5)
+                assert [h.record for h in hits] == [records[position[i]] for i in ids]
+                assert len(ids) == min(k, len(keep)), (filters, k)
+                if approximate:
+                    assert ids == [i for i in keep if i in set(ids)], (filters, k)  # the exact order among them
+                else:
+                    assert ids == keep[:k], (filters, k)
+                wanted, found = wanted + len(keep[:k]), found + len(set(ids) & set(keep[:k]))
+    assert wanted > 2000  # the filters leave enough to compare
+    assert found / wanted >= (0.95 if approximate else 1.0), found / wanted
 
 
 def test_k_is_capped_at_max_k(store):
