@@ -287,14 +287,14 @@ def test_a_slow_disk_holds_up_the_fetches_instead_of_filling_the_memory(image_se
 
     monkeypatch.setattr(downloader._BatchWriter, "add", counted_add)
 
-    def fetched() -> int:
+    def fetched_so_far() -> int:
         return sum(n for path, n in image_server.hits.items() if path.startswith("/slow-disk/"))
 
     async def main():
         downloading = asyncio.create_task(download(urls, store, settings, blobs=blobs))
-        while handing_over[0] < settings.download_concurrency and fetched() < len(urls):
+        while handing_over[0] < settings.download_concurrency and fetched_so_far() < len(urls):
             await asyncio.sleep(0.01)  # until every fetch worker waits for the disk (unbounded: all is fetched)
-        held_at = fetched()
+        held_at = fetched_so_far()
         blobs.go.set()
         return held_at, await downloading
 
