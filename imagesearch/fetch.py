@@ -3,7 +3,8 @@
 One attempt = the whole redirect chain (followed here, at most ``max_redirects``), each hop checked
 by the SSRF guard: the URL before a request is sent (scheme, host, an IP literal's address), and a
 host name's addresses inside the client's own DNS step, so the addresses checked are the addresses
-connected to (a DNS answer cannot change between the check and the connect).
+connected to (a DNS answer cannot change between the check and the connect). Which addresses are
+refused is ``imagesearch.addresses``' explicit list.
 Attempts are retried with exponential backoff and jitter on timeouts, connection errors, 429 and 5xx,
 honouring ``Retry-After``. Everything else fails at once with a typed :class:`FetchError`.
 """
@@ -26,6 +27,7 @@ from multidict import CIMultiDictProxy
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 from yarl import URL
 
+from imagesearch.addresses import denied, ip_literal
 from imagesearch.config import Settings
 from imagesearch.preprocess import ImageDecodeError, ImageInfo, probe
 from imagesearch.records import FAILURE_REASONS
@@ -117,24 +119,6 @@ def make_client(options: FetchOptions, max_connections: int = 100) -> aiohttp.Cl
 
 # --- SSRF guard --------------------------------------------------------------------------------
 
-def _blocked_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, options: FetchOptions) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # ::ffff:127.0.0.1 is 127.0.0.1
-        ip = ip.ipv4_mapped
-    if any(ip in net for net in options._allowed):
-        return False
-    return (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved
-            or ip.is_unspecified or not ip.is_global)
-
-
-def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a host spells out, also in the integer forms that resolvers accept (2130706433,
-    0x7f000001 are 127.0.0.1); None for a name."""
-    try:
-        return ipaddress.ip_address(int(host, 0) if re.fullmatch(r"\d+|0[xX][0-9a-fA-F]+", host) else host.split("%")[0])
-    except ValueError:
-        return None
-
-
 class BlockedAddress(OSError):
     """A host name resolved to a non-public address (raised in the client's DNS step)."""
 
@@ -151,7 +135,7 @@ class GuardedResolver(ThreadedResolver):
         answers = await super().resolve(host, port, family)
         for answer in answers:
             ip = ipaddress.ip_address(answer["host"].split("%")[0])
-            if _blocked_address(ip, self.options):
+            if denied(ip, self.options._allowed):
                 raise BlockedAddress(f"{host} resolves to non-public address {ip}")
         return answers
 
@@ -167,10 +151,10 @@ def check_url(url: URL, options: FetchOptions) -> None:
         raise FetchError("invalid_url", f"bad host {url.raw_host!r}")
     if options.allow_private_networks:
         return
-    ip = _ip_literal(url.raw_host)
+    ip = ip_literal(url.raw_host)
     if ip is None:
         return  # a name: resolved and checked when the client connects
-    if _blocked_address(ip, options):
+    if denied(ip, options._allowed):
         raise FetchError("blocked", f"{url.raw_host} is the non-public address {ip}")
 
 

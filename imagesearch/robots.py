@@ -6,6 +6,9 @@ precedence, Crawl-delay) for our product token (the User-Agent up to its "/").
 - 4xx (404: no robots.txt): everything is allowed.
 - 5xx, a timeout or no connection: "unreachable", so everything on that origin is disallowed for
   this run; the URLs are recorded as ``robots`` failures, and ``--retry-failed`` asks again later.
+- refused by the SSRF guard (the origin's own address, or a redirect of robots.txt to a non-public
+  one): never requested, and the origin counts as having no robots.txt; its images meet the same
+  guard.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class RobotsRules:
             if exc.reason == "http_status" and exc.status is not None and 400 <= exc.status < 500:
                 return None  # no robots.txt: no rules
             if exc.reason in ("blocked", "invalid_url"):
-                return None  # the guard refuses the host itself: each image's fetch says so
+                return None  # the guard refused it (the host, or where robots.txt redirects): nothing to obey
             return f"robots.txt of {origin} is unreachable ({exc}): treated as disallowing everything (RFC 9309)"
         return Protego.parse(body.decode("utf-8", errors="replace"))
 

@@ -269,18 +269,34 @@ class SlowDisk(BlobStore):
         return super().put_many(items)
 
 
-def test_a_slow_disk_holds_up_the_fetches_instead_of_filling_the_memory(image_server, store, dl_settings):
+def test_a_slow_disk_holds_up_the_fetches_instead_of_filling_the_memory(image_server, store, dl_settings, monkeypatch):
     images = [shape_jpeg("red", "circle", (40 + i, 40)) for i in range(40)]
     urls = [image_server.add(f"/slow-disk/{i}.jpg", data) for i, data in enumerate(images)]
     settings = dl_settings.model_copy(update={"download_concurrency": 4, "download_per_host": 4})
     blobs = SlowDisk(settings.images_dir)
+    # Each fetch worker hands its result to the writer's ``add``, which returns at once unless the
+    # disk is behind: count the workers inside it, to see the moment all of them wait for the disk.
+    handing_over, real_add = [0], downloader._BatchWriter.add
+
+    async def counted_add(self, item):
+        handing_over[0] += 1
+        try:
+            await real_add(self, item)
+        finally:
+            handing_over[0] -= 1
+
+    monkeypatch.setattr(downloader._BatchWriter, "add", counted_add)
+
+    def fetched_so_far() -> int:
+        return sum(n for path, n in image_server.hits.items() if path.startswith("/slow-disk/"))
 
     async def main():
         downloading = asyncio.create_task(download(urls, store, settings, blobs=blobs))
-        await asyncio.sleep(2)  # the fetches run ahead until the bytes waiting for the disk are bounded
-        fetched = sum(n for path, n in image_server.hits.items() if path.startswith("/slow-disk/"))
+        while handing_over[0] < settings.download_concurrency and fetched_so_far() < len(urls):
+            await asyncio.sleep(0.01)  # until every fetch worker waits for the disk (unbounded: all is fetched)
+        held_at = fetched_so_far()
         blobs.go.set()
-        return fetched, await downloading
+        return held_at, await downloading
 
     fetched, summary = asyncio.run(main())
     # at most the batches waiting for the disk (4 of 4 images), the one being written, and one per fetch worker

@@ -241,6 +241,60 @@ def test_guard_refuses_non_public_addresses(host):
     assert error.attempts == 1
 
 
+# Every kind of special-purpose address in IANA's registries, in the spellings a URL can give it. Each
+# is refused by the guard itself ("blocked", nothing sent), never left to the network to refuse.
+SPECIAL_PURPOSE_HOSTS = [
+    # IPv4
+    "0.1.2.3", "100.64.0.1", "100.127.255.254", "192.0.0.1", "192.0.0.170", "192.0.2.1", "198.51.100.7",
+    "203.0.113.9", "198.18.0.1", "198.19.255.254", "192.88.99.1", "239.255.255.250", "240.0.0.1", "255.255.255.255",
+    # IPv6 carrying an IPv4 address: judged by it
+    "[2002:7f00:1::]", "[2002:a00:1::1]", "[2002:a9fe:a9fe::]", "[2002:c000:201::]",  # 6to4 of 127.0.0.1, 10.0.0.1, ...
+    "[64:ff9b::7f00:1]", "[64:ff9b::a9fe:a9fe]", "[64:ff9b::10.1.2.3]",  # NAT64 well-known prefix
+    "[::ffff:a9fe:a9fe]", "[::ffff:100.64.0.1]",  # IPv4-mapped
+    "[::127.0.0.1]", "[::8.8.8.8]",  # IPv4-compatible (deprecated: refused whatever it carries)
+    # IPv6
+    "[64:ff9b:1::808:808]",  # NAT64 local use
+    "[2001::1]", "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",  # Teredo: its client IPv4 is obfuscated
+    "[2001:2::1]", "[2001:10::1]", "[2001:20::1]",  # benchmarking, ORCHID, ORCHIDv2
+    "[2001:db8::1]", "[3fff::1]",  # documentation
+    "[fec0::1]", "[fc00::1]", "[fd12:3456:789a::1]", "[fe80::1]", "[fe80::1%25eth0]",  # site-local, unique local, link-local
+    "[ff02::1]", "[ff0e::1]", "[100::1]", "[5f00::1]", "[4000::1]", "[::]", "[::1]",
+    # IPv4 in the forms the system resolver accepts (inet_aton)
+    "0177.0.0.1", "127.1", "0x7f.1", "0x7F.0.0.1", "017700000001", "10.1", "0xa9.254.169.254",
+]
+
+
+@pytest.mark.parametrize("host", SPECIAL_PURPOSE_HOSTS)
+def test_guard_refuses_every_special_purpose_address(host, image_server):
+    """On the test server's port: a spelling of 127.0.0.1 that got through would be answered."""
+    url = image_server.add("/red.jpg", JPEG).replace("127.0.0.1", host)
+    error = fetch_error(url, GUARDED)
+    assert (error.reason, error.attempts) == ("blocked", 1), error
+    assert image_server.hits["/red.jpg"] == 0
+
+
+@pytest.mark.parametrize("host", ["0177.0.0.1", "127.1", "0x7f.1", "2130706433", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]"])
+def test_the_allow_list_judges_the_address_not_its_spelling(host):
+    assert check_url(URL(f"http://{host}/x.jpg"), dataclasses.replace(GUARDED, allowed_networks=("127.0.0.0/8",))) is None
+
+
+def test_an_ipv4_mapped_spelling_of_an_allowed_address_is_allowed(image_server):
+    """The allow-list (``download_allowed_networks``) judges the address, not its spelling."""
+    url = image_server.add("/red.jpg", JPEG).replace("127.0.0.1", "[::ffff:127.0.0.1]")
+    assert fetch(url, dataclasses.replace(GUARDED, allowed_networks=("127.0.0.0/8",))).data == JPEG
+    assert image_server.hits["/red.jpg"] == 1
+
+
+def test_the_allow_list_opens_special_purpose_ranges_of_both_families():
+    options = dataclasses.replace(GUARDED, allowed_networks=("10.0.0.0/8", "fd00::/8", "2002:a00::/24"))
+    for url in ["http://10.1.2.3/x.jpg", "http://[fd00::5]/x.jpg", "http://[::ffff:10.0.0.1]/x.jpg",
+                "http://[2002:a00:1::]/x.jpg", "http://[64:ff9b::10.0.0.1]/x.jpg"]:
+        assert check_url(URL(url), options) is None, url
+    for url in ["http://192.168.0.1/x.jpg", "http://[fc00::1]/x.jpg", "http://[2002:c0a8:1::]/x.jpg"]:
+        with pytest.raises(FetchError):
+            check_url(URL(url), options)
+
+
 @pytest.mark.parametrize("url", ["ftp://example.com/x.jpg", "file:///etc/passwd", "gopher://example.com/"])
 def test_guard_refuses_other_schemes(url):
     assert fetch_error(url, GUARDED).reason == "blocked"
@@ -252,7 +306,9 @@ def test_malformed_urls(url):
 
 
 @pytest.mark.parametrize("url", ["http://93.184.215.14/x.jpg", "https://[2606:4700::6810:85e5]/x.jpg",
-                                 "http://8.8.8.8:8080/"])
+                                 "http://8.8.8.8:8080/", "http://[2002:808:808::1]/x.jpg",  # 6to4 of 8.8.8.8
+                                 "http://[64:ff9b::8.8.8.8]/x.jpg", "http://[::ffff:8.8.8.8]/x.jpg",
+                                 "http://134744072/x.jpg", "http://8.8.2056/x.jpg"])  # 8.8.8.8 spelled as resolvers read it
 def test_guard_passes_public_addresses(url):
     assert check_url(URL(url), GUARDED) is None  # no FetchError: let through
 
@@ -299,6 +355,67 @@ def test_a_host_name_is_checked_on_the_addresses_it_connects_to(image_server, mo
     answers.clear()
     assert fetch(url, dataclasses.replace(GUARDED, allowed_networks=("127.0.0.0/8",))).data == JPEG
     assert answers == ["127.0.0.1"] and image_server.hits["/red.jpg"] == 1
+
+
+def fake_dns(monkeypatch, names: dict[str, list[str]]) -> list[str]:
+    """The system resolver, except that each of ``names`` answers its addresses (all of them, in
+    order); returns the names looked up. Only the lookup is faked: the guard and the connection are real."""
+    real_getaddrinfo, asked = socket.getaddrinfo, []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        host = host.decode() if isinstance(host, bytes) else host
+        if host not in names:
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        asked.append(host)
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port, 0, 0)) if ":" in address
+                else (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))
+                for address in names[host]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+@pytest.mark.parametrize("answers", [["127.0.0.1", "10.0.0.1"], ["192.168.7.7", "127.0.0.1"],
+                                     ["127.0.0.1", "2002:a00:1::"], ["127.0.0.1", "fec0::1"], ["127.0.0.1", "64:ff9b::a00:1"]])
+def test_a_name_with_one_non_public_address_among_several_is_refused(image_server, monkeypatch, answers):
+    """127.0.0.1 (the test server, on the allow-list) stands for a public address: the name also
+    answers a non-public one, so it is refused whatever the order, before any connection."""
+    options = dataclasses.replace(GUARDED, allowed_networks=("127.0.0.1/32",))
+    asked = fake_dns(monkeypatch, {"mixed.test": answers, "fine.test": ["127.0.0.1"]})
+    error = fetch_error(image_server.add("/red.jpg", JPEG).replace("127.0.0.1", "mixed.test"), options)
+    assert error.reason == "blocked" and "mixed.test resolves to non-public address" in error.detail, error
+    assert image_server.hits["/red.jpg"] == 0 and asked == ["mixed.test"]
+    assert fetch(image_server.url("/red.jpg").replace("127.0.0.1", "fine.test"), options).data == JPEG
+
+
+def test_a_robots_txt_redirected_to_a_private_address_is_not_fetched(image_server, monkeypatch):
+    """robots.txt of a public-looking host (a name on the allow-listed test server) redirects to
+    another server on a private address: the robots.txt fetch goes through the same guard, so the
+    private server never sees a request; the origin then counts as having no robots.txt."""
+    from imagesearch.robots import RobotsRules
+    from tests.support.image_server import ImageServer
+
+    fake_dns(monkeypatch, {"images.example": ["127.0.0.1"]})
+    options = dataclasses.replace(GUARDED, allowed_networks=("127.0.0.1/32",))
+    with ImageServer(host="127.0.0.2") as private:
+        private.add("/robots.txt", b"User-agent: *\nDisallow: /\n", "text/plain")
+        image_server.add_redirect("/robots.txt", private.url("/robots.txt"))
+        origin = f"http://images.example:{image_server.port}"
+
+        async def verdict():
+            async with make_client(options) as client:
+                return await RobotsRules(client, options).check(f"{origin}/red.jpg")
+
+        assert asyncio.run(verdict()).allowed
+        assert image_server.hits["/robots.txt"] == 1 and private.hits["/robots.txt"] == 0
+        # the same redirect with the private server allowed: it is asked, and its rules apply
+        opened = dataclasses.replace(options, allowed_networks=("127.0.0.0/30",))
+
+        async def opened_verdict():
+            async with make_client(opened) as client:
+                return await RobotsRules(client, opened).check(f"{origin}/red.jpg")
+
+        assert not asyncio.run(opened_verdict()).allowed and private.hits["/robots.txt"] == 1
 
 
 def test_sync_wrapper(image_server):

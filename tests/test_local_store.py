@@ -3,6 +3,8 @@ locks: writers wait and readers answer 503, never 500. The contract both stores 
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from imagesearch.stores.local import LocalStore
@@ -48,21 +50,28 @@ def test_writers_wait_for_another_writer_and_readers_go_on(settings, tmp_path):
     import httpx
 
     from imagesearch.api.app import create_app
+    from imagesearch.blobs import BlobStore
     from tests.support.cli import start_cli
+    from tests.support.net import wait_until
     from tests.support.search_api import ApiThread, ingest, make_shapes, settings_env, write_folder
 
     ingest(settings, "--folder", str(write_folder(tmp_path / "first", make_shapes(1, seed=3))))
     database = settings.data_dir / "store.sqlite3"
+    second = make_shapes(1, seed=4)
     lock = HeldLock(database, "write")
     try:
-        late = start_cli("ingest", "--folder", str(write_folder(tmp_path / "second", make_shapes(1, seed=4))),
+        late = start_cli("ingest", "--folder", str(write_folder(tmp_path / "second", second)),
                          env=settings_env(settings))
         with ApiThread(create_app(settings)) as api:
             assert httpx.get(f"{api.url}/search", params={"q": "a red circle"}, timeout=30).status_code == 200
-        try:
-            late.wait(timeout=3)
-        except Exception:  # still waiting for the lock, as it must: it cannot write before the release
-            pass
+        # The folder scan stores each image's file before its records (one write for the folder):
+        # once every file is there, the ingest is at its first write, which must wait for the lock.
+        files = [BlobStore(settings.images_dir).path(hashlib.sha256(s.data).hexdigest(), "jpeg") for s in second]
+        wait_until(lambda: all(f.exists() for f in files) or late.poll() is not None, 120, "the late ingest's files")
+        assert late.poll() is None, late.stdout.read()
+        reader = LocalStore(database)
+        assert reader.counts("shapes-tiny").images == 12  # nothing of it written while the lock is held
+        reader.close()
         assert late.poll() is None, late.stdout.read()
     finally:
         lock.release()
@@ -92,6 +101,36 @@ def test_a_store_locked_for_readers_gives_503_with_retry_after_then_recovers(set
             assert httpx.get(f"{api.url}/search", params={"q": "a red circle"}, timeout=30).status_code == 200
     finally:
         lock.release()
+
+
+def test_a_write_that_waits_past_its_limit_says_where_and_reads_go_on(tmp_path):
+    """Another process holds the write lock longer than a write waits (``dependency_wait_s``): each
+    write raises ``StoreUnavailable`` naming the database, nothing of it is kept, and reads answer
+    meanwhile (WAL)."""
+    import pytest
+
+    from imagesearch.records import UrlFailure
+    from imagesearch.stores import StoreUnavailable
+    from tests.support.store_data import image_id, record, unit_vectors
+
+    path = tmp_path / "store.sqlite3"
+    store = LocalStore(path, write_wait_s=0.3)
+    store.upsert_images([record(1)])
+    store.set_vectors(MODEL, [image_id(1)], unit_vectors(1, DIM, seed=1))
+    lock = HeldLock(path, "write")
+    try:
+        for write in (lambda: store.upsert_images([record(2)]), lambda: store.set_vectors(MODEL, [image_id(1)], unit_vectors(1, DIM, seed=2)),
+                      lambda: store.record_failures([UrlFailure(url="https://a.example/x.jpg", reason="timeout")]),
+                      lambda: store.remove_images([image_id(1)])):
+            with pytest.raises(StoreUnavailable, match=f"{path}.*locked"):
+                write()
+        assert [h.id for h in store.search(MODEL, unit_vectors(1, DIM, seed=1)[0], 5)] == [image_id(1)]
+        assert store.counts(MODEL).images == 1
+    finally:
+        lock.release()
+    np.testing.assert_array_equal(store.get_vector(MODEL, image_id(1)), unit_vectors(1, DIM, seed=1)[0])
+    assert store.get(image_id(2)) is None and store.failures() == []
+    store.close()
 
 
 # --- keyword index ------------------------------------------------------------------------------

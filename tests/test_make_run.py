@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 
 import httpx
 
+from tests.support.browser import CHROMIUM, HEX12
 from tests.support.cli import clean_env
 from tests.support.search_api import ROOT, free_port, make_shapes, wait_for, write_folder
 
@@ -48,6 +50,32 @@ class MakeRun:
         self.log.close()
 
 
+def ui_search(ui_url: str, query: str, embedded: int) -> list[str]:
+    """The UI in Chromium: its sidebar must show ``embedded`` images embedded; then ``query`` typed in
+    its search box; the id prefixes of the results shown, in order. Generous timeouts: the first page
+    runs the UI's script cold, on a loaded machine."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(90_000)
+            page.goto(ui_url)
+            expect(page.get_by_test_id("stSidebar")).to_contain_text(f"{embedded} embedded", timeout=90_000)
+            box = page.get_by_label("Describe what you are looking for")
+            box.fill(query)
+            box.press("Enter")
+            page.wait_for_function(  # the results: at least two captions that are id prefixes
+                "() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                ".filter(e => /^[0-9a-f]{12}$/.test(e.innerText.trim())).length >= 2")
+            page.locator("[data-testid=stImage] img").first.wait_for()
+            captions = page.get_by_test_id("stCaptionContainer").all_inner_texts()
+            return [t.strip() for t in captions if HEX12.match(t.strip())]
+        finally:
+            browser.close()
+
+
 def test_make_run_serves_api_and_ui_until_ctrl_c(tmp_path, test_model_repo, image_server):
     folder_images = make_shapes(1, seed=4)
     folder = write_folder(tmp_path / "images", folder_images)
@@ -79,11 +107,15 @@ def test_make_run_serves_api_and_ui_until_ctrl_c(tmp_path, test_model_repo, imag
         from_url = next(r for r in results if r["id"] == url_id)
         assert (from_url["url"], from_url["captions"], from_url["sources"]) == (url, ["a green square"], ["url"])
         wait_for(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=120, process=process)
-        assert "<html" in httpx.get(f"http://127.0.0.1:{ui_port}/").text.lower()
+        # Streamlit serves the same empty HTML shell for any script: only the page as a browser
+        # renders it shows the UI working: the API's counts, and its search box answering.
+        greens = {i[:12] for i, cls in ids.items() if cls == ("green", "square")}
+        shown = ui_search(f"http://127.0.0.1:{ui_port}", "a green square", embedded=13)
+        assert set(shown[:2]) == greens and len(greens) == 2, (shown, greens)
 
         run.stop(signal.SIGINT)
     assert "[make run] stopping" in run.output, run.output
-    assert "stored 12" in run.output and "embedded" in run.output, run.output
+    assert "stored 12" in run.output and re.search(r"\bembed: 13 embedded\b", run.output), run.output
 
 
 def test_make_run_exports_a_missing_model_then_stops_on_sigterm(tmp_path, test_model_repo):

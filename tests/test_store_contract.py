@@ -4,6 +4,7 @@ index) and on ``ElasticsearchStore`` (a real node, tests/support/es_node.py). Th
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 
@@ -13,8 +14,10 @@ import pytest
 from imagesearch.config import Settings
 from imagesearch.records import ImageRecord, SearchFilters, UrlFailure
 from imagesearch.stores import MAX_K, StoreUnavailable, StoreWriteError, VectorStore, make_store
+from imagesearch.stores.local import LocalStore, database
 from tests.support.net import free_port
 from tests.support.store_data import image_id, record, toward, unit_vectors
+from tests.test_local_store import HeldLock
 
 MODEL, DIM = "contract-model", 16
 
@@ -160,7 +163,7 @@ def test_search_ranks_by_dot_product_with_filters_and_min_score(store):
     assert hits[0].record == records[int(np.argmax(scores))]
     assert [h.id for h in store.search(MODEL, query, 1000)] == expected(lambda r: True, n)  # k over the size: all
     assert store.search(MODEL, query, 0) == [] and store.search(MODEL, query, -3) == []
-    assert len(store.search(MODEL, query, MAX_K + 1)) == n  # k is capped, not an error
+    assert len(store.search(MODEL, query, MAX_K + 1)) == n  # k over the cap is not an error (the cap: below)
 
     for filters in [SearchFilters(format=["png"]), SearchFilters(source=["folder"]),
                     SearchFilters(min_width=300, max_height=300), SearchFilters(format=["jpeg", "webp"], min_height=200)]:
@@ -171,6 +174,65 @@ def test_search_ranks_by_dot_product_with_filters_and_min_score(store):
     third = float(np.sort(scores)[::-1][2])
     assert [h.id for h in store.search(MODEL, query, 5, min_score=third - 1e-6)] == expected(lambda r: True, 3)
     assert store.search(MODEL, query, 5, min_score=1.01) == []
+
+
+def test_rankings_match_numpy_brute_force_over_the_stored_vectors(store, request):
+    """An oracle outside both stores: the exact top k by numpy over the vectors the store gives back
+    (``get_vector``), with the filters applied to the records by Python, for many queries, filters and k.
+    The local store's graph index is approximate by design (its candidates rescored exactly): there,
+    what it returns must be in the exact order with the exact scores, and miss few of the true top k."""
+    approximate = request.node.callspec.params["store"] == "local-hnsw"
+    n, rng = 200, np.random.default_rng(31)
+    records = [record(i, fmt=str(rng.choice(["jpeg", "png", "webp", "gif"])), width=int(rng.integers(16, 2000)),
+                      height=int(rng.integers(16, 2000)), source=str(rng.choice(["url", "folder"]))) for i in range(n)]
+    written = unit_vectors(n, DIM, seed=32)
+    filled(store, records, written)
+    stored = np.stack([store.get_vector(MODEL, r.id) for r in records])
+    np.testing.assert_array_equal(stored, written)
+    position = {r.id: i for i, r in enumerate(records)}
+
+    filter_choices = [None, SearchFilters(format=["png"]), SearchFilters(format=["gif", "webp"], source=["folder"]),
+                      SearchFilters(min_width=500, max_width=1500), SearchFilters(max_height=300),
+                      SearchFilters(source=["url"], min_height=1000, format=["jpeg"]), SearchFilters(format=["bmp"])]
+    wanted = found = 0
+    for query in unit_vectors(12, DIM, seed=33):
+        scores = stored @ query
+        order = np.argsort(-scores, kind="stable")
+        for filters in filter_choices:
+            keep = [records[i].id for i in order if filters is None or filters.matches(records[i])]
+            for k in (1, 7, 40):
+                hits = store.search(MODEL, query, k, filters)
+                ids = [h.id for h in hits]
+                np.testing.assert_allclose([h.score for h in hits], [scores[position[i]] for i in ids], atol=1e-5)
+                assert [h.record for h in hits] == [records[position[i]] for i in ids]
+                assert len(ids) == min(k, len(keep)), (filters, k)
+                if approximate:
+                    assert ids == [i for i in keep if i in set(ids)], (filters, k)  # the exact order among them
+                else:
+                    assert ids == keep[:k], (filters, k)
+                wanted, found = wanted + len(keep[:k]), found + len(set(ids) & set(keep[:k]))
+    assert wanted > 2000  # the filters leave enough to compare
+    assert found / wanted >= (0.95 if approximate else 1.0), found / wanted
+
+
+def test_k_is_capped_at_max_k(store):
+    """More than ``MAX_K`` images (tiny vectors, one batch): a search for more gives exactly ``MAX_K``,
+    best first. Without the cap the local store would give them all and Elasticsearch refuse the search."""
+    model, n = "cap-model", MAX_K + 3
+    records = [ImageRecord(id=image_id(i), width=1, height=1, format="png", bytes=1, sources=["folder"]) for i in range(n)]
+    vectors = unit_vectors(n, 4, seed=34)
+    store.upsert_images(records)
+    store.set_vectors(model, [r.id for r in records], vectors)
+    store.refresh()
+    query = unit_vectors(1, 4, seed=35)[0]
+    hits = store.search(model, query, n)
+    assert len(hits) == MAX_K
+    scores = np.array([h.score for h in hits])
+    assert (np.diff(scores) <= 1e-6).all()  # best first
+    assert len(store.search(model, query, 10**9)) == MAX_K
+    if isinstance(store, LocalStore):  # exact: the true best MAX_K (Elasticsearch's graph may trade a few near the end)
+        best = {records[i].id for i in np.argsort(-(vectors @ query))[:MAX_K]}
+        assert {h.id for h in hits} == best
 
 
 def test_several_vectors_per_image_score_by_their_best(store):
@@ -309,34 +371,52 @@ def test_two_writers_at_once_never_duplicate(store):
     assert len(store.search(MODEL, vectors[0], 500)) == 200
 
 
+def test_a_local_store_whose_folder_cannot_be_made_says_where(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(StoreUnavailable, match=str(tmp_path / "a-file")):
+        make_store(Settings(data_dir=tmp_path / "a-file" / "var", store="local", dependency_wait_s=1))
+
+
 @pytest.mark.parametrize("kind", ["local", "elasticsearch"])
-def test_a_store_that_cannot_be_reached_says_where_for_reads_and_writes(kind, request, tmp_path):
-    """Local: the database's folder cannot be created; Elasticsearch: nothing listens at the URL.
-    Either way the caller gets ``StoreUnavailable`` naming the place, and ``health`` does not raise."""
-    if kind == "local":
-        (tmp_path / "a-file").write_text("")
-        settings = Settings(data_dir=tmp_path / "a-file" / "var", store="local", dependency_wait_s=1)
-        where = str(tmp_path / "a-file")
-    else:
-        port = free_port()
-        settings = Settings(store="elasticsearch", es_url=f"http://127.0.0.1:{port}", dependency_wait_s=1)
-        where = f"127.0.0.1:{port}"
+def test_a_store_that_cannot_be_reached_says_where_for_reads_and_writes(kind, request, tmp_path, monkeypatch):
+    """Local: the store is open, and another process holds its database exclusively (a backup, a
+    manual `sqlite3` session); Elasticsearch: nothing listens at the URL. Either way each read and
+    write gives the caller ``StoreUnavailable`` naming the place, and ``health`` says not ok."""
+    with contextlib.ExitStack() as stack:
+        if kind == "local":
+            monkeypatch.setattr(database, "READ_WAIT_S", 0.5)  # how long a read waits for the lock
+            settings = Settings(data_dir=tmp_path / "var", store="local", dependency_wait_s=0.5)
+            store = stack.enter_context(contextlib.closing(make_store(settings)))
+            # Connections are per thread and opened on use: this thread's goes, as when a request
+            # thread of the API ends (an open connection would keep the exclusive lock away).
+            store.close()
+            where = str(tmp_path / "var" / "store.sqlite3")
+            lock = HeldLock(tmp_path / "var" / "store.sqlite3", "exclusive")
+            stack.callback(lock.release)
+        else:
+            port = free_port()
+            settings = Settings(store="elasticsearch", es_url=f"http://127.0.0.1:{port}", dependency_wait_s=1)
+            store = stack.enter_context(contextlib.closing(make_store(settings)))  # connects at the first call
+            where = f"127.0.0.1:{port}"
 
-    def call(action) -> str:
-        with pytest.raises(StoreUnavailable) as error:
-            store = make_store(settings)  # the local store opens at once, Elasticsearch at the first call
-            try:
-                action(store)
-            finally:
-                store.close()
-        return str(error.value)
-
-    assert where in call(lambda s: s.search(MODEL, unit_vectors(1, DIM, seed=14)[0], 3))
-    assert where in call(lambda s: s.upsert_images([record(1)]))
-    assert where in call(lambda s: s.counts(MODEL))
-    if kind == "elasticsearch":
-        health = make_store(settings).health()
-        assert health["ok"] is False and where in health["url"]
+        actions = {
+            "search": lambda: store.search(MODEL, unit_vectors(1, DIM, seed=14)[0], 3),
+            "keyword_search": lambda: store.keyword_search("a red circle", 3),
+            "get": lambda: store.get(image_id(1)),
+            "counts": lambda: store.counts(MODEL),
+            "upsert_images": lambda: store.upsert_images([record(1)]),
+            "record_failures": lambda: store.record_failures([UrlFailure(url="https://a.example/1.jpg", reason="timeout")]),
+            "set_vectors": lambda: store.set_vectors(MODEL, [image_id(1)], unit_vectors(1, DIM, seed=15)),
+        }
+        for name, action in actions.items():
+            with pytest.raises(StoreUnavailable) as error:
+                action()
+            assert where in str(error.value), (name, str(error.value))
+        health = store.health()
+        assert health["ok"] is False and where in str(health), health
+    if kind == "local":  # the lock gone, the same store answers: nothing was half-written meanwhile
+        with contextlib.closing(make_store(settings)) as store:
+            assert store.get(image_id(1)) is None and store.counts(MODEL).images == 0
 
 
 # --- removal -------------------------------------------------------------------------------------
