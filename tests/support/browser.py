@@ -7,6 +7,9 @@ import shutil
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HEX12 = re.compile(r"^[0-9a-f]{12}$")
+# How long a page may take to show something: a Streamlit page on a loaded 2-core machine can take
+# longer than Playwright's default 30 s to render its first widget.
+WAIT_MS = 120_000
 
 
 def search_in_browser(ui_url: str, query: str, expected: int) -> list[str]:
@@ -17,6 +20,7 @@ def search_in_browser(ui_url: str, query: str, expected: int) -> list[str]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page()
+            page.set_default_timeout(WAIT_MS)
             page.goto(ui_url)
             box = page.get_by_label("Describe what you are looking for")
             box.fill(query)
@@ -24,8 +28,8 @@ def search_in_browser(ui_url: str, query: str, expected: int) -> list[str]:
             captions = page.get_by_test_id("stCaptionContainer")
             page.wait_for_function(
                 "n => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-                ".filter(e => /^[0-9a-f]{12}$/.test(e.innerText.trim())).length >= n", arg=expected, timeout=60_000)
-            page.locator("[data-testid=stImage] img").first.wait_for(timeout=30_000)
+                ".filter(e => /^[0-9a-f]{12}$/.test(e.innerText.trim())).length >= n", arg=expected, timeout=WAIT_MS)
+            page.locator("[data-testid=stImage] img").first.wait_for()
             return [t.strip() for t in captions.all_inner_texts() if HEX12.match(t.strip())]
         finally:
             browser.close()
