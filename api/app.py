@@ -4,7 +4,7 @@
   (/healthz, /status, /metrics);
 - ``errors``: every error as JSON ``{"error": code, "detail": message}`` (4xx, or 503 with
   Retry-After while a dependency cannot answer), never a traceback;
-- ``auth``: optional API keys (read and admin);
+- ``auth``: optional API keys (read and admin), checked in front of every route but the probes;
 - ``metrics``: Prometheus histograms; ``backends``: the encoder and store, built on first use;
 - ``schemas``: the request bodies; ``context``: what the handlers share.
 """
@@ -21,7 +21,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagesearch.api import errors
-from imagesearch.api.auth import KeyRing, require_read
+from imagesearch.api.auth import OPEN_PATHS, KeyGuard, KeyRing, require_read
 from imagesearch.api.backends import Backends
 from imagesearch.api.context import ApiContext
 from imagesearch.api.metrics import Metrics
@@ -77,12 +77,18 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
                     "by an image URL, or by an indexed image (more like this).",
     )
     app.state.context = context
-    app.state.keys = KeyRing(settings)
     errors.install(app)
 
+    # Middleware, innermost first (each added one wraps the ones before): the key check before the
+    # router, and so before any body is read; the body cap around it; the timer outermost, so that
+    # refused requests are measured too.
+    docs = {path for path in (app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url, app.redoc_url) if path}
+    app.add_middleware(KeyGuard, keys=KeyRing(settings), open_paths=(OPEN_PATHS | docs) if settings.api_docs_open else OPEN_PATHS)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
-    metrics.install(app)  # outermost: refused requests are measured too
+    metrics.install(app)
+    # require_read on the routes gives them the caller's role and declares the keys in the OpenAPI
+    # schema; KeyGuard enforces the key on every path but the open ones, these routes or any other.
     for routes in (search, images):
         app.include_router(routes.router, dependencies=[Depends(require_read)])
-    app.include_router(operations.router)  # /status asks for a key itself; /healthz and /metrics stay open
+    app.include_router(operations.router)  # /status declares its key itself; /healthz and /metrics are open
     return app

@@ -156,6 +156,8 @@ class ServiceSettings(BaseModel):
     admin_api_keys: SecretStr = Field(SecretStr(""), description="keys that may also change the index (comma-separated)")
     api_keys_file: Path | None = Field(None, description="more keys, hashed: lines '<read|admin> <sha256 hex of the key>'")
     api_key: SecretStr = Field(SecretStr(""), description="the key the web UI sends to the API")
+    api_docs_open: bool = Field(False, description="with API keys configured, let /docs, /redoc and /openapi.json answer "
+                                "without a key (off: they need a read key, like every route but /healthz and /metrics)")
     ui_host: str = Field("127.0.0.1", description="address the web UI listens on")
     ui_port: int = Field(8501, description="port the web UI listens on")
     max_k: int = Field(100, ge=1, le=MAX_K, description="largest k a search may ask for (the API, the CLI and the UI)")
