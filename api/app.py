@@ -5,6 +5,7 @@
 - ``errors``: every error as JSON ``{"error": code, "detail": message}`` (4xx, or 503 with
   Retry-After while a dependency cannot answer), never a traceback;
 - ``auth``: optional API keys (read and admin), checked in front of every route but the probes;
+- ``body_limit``: the cap on a request's body, counted as it arrives;
 - ``metrics``: Prometheus histograms; ``backends``: the encoder and store, built on first use;
 - ``schemas``: the request bodies; ``context``: what the handlers share.
 """
@@ -17,12 +18,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagesearch.api import errors
 from imagesearch.api.auth import OPEN_PATHS, KeyGuard, KeyRing, require_read
 from imagesearch.api.backends import Backends
+from imagesearch.api.body_limit import BodyLimit
 from imagesearch.api.context import ApiContext
 from imagesearch.api.metrics import Metrics
 from imagesearch.api.routes import images, operations, search
@@ -32,24 +32,6 @@ from imagesearch.fetch import FetchOptions, make_client
 from imagesearch.search import SearchService
 
 log = logging.getLogger("imagesearch.api")
-BODY_SLACK = 65536  # multipart framing and form fields around an upload of the maximum size
-
-
-class BodyLimit:
-    """Refuses a request whose Content-Length is over the upload cap before reading its body (plain
-    ASGI, like ``metrics.RequestTimer``, for the same reason)."""
-
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = Headers(scope=scope).get("content-length", "")
-            if length.isdigit() and int(length) > self.limit + BODY_SLACK:
-                answer = errors.error(413, "too_large", f"the request body is over {self.limit} bytes")
-                await answer(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, service: SearchService | None = None) -> FastAPI:
