@@ -6,7 +6,8 @@
   Retry-After while a dependency cannot answer), never a traceback;
 - ``auth``: optional API keys (read and admin), checked in front of every route but the probes;
 - ``body_limit``: the cap on a request's body, counted as it arrives;
-- ``metrics``: Prometheus histograms; ``backends``: the encoder and store, built on first use;
+- ``rate_limit``: token buckets per client for searches and image searches (429 with Retry-After);
+- ``metrics``: Prometheus histograms and counters; ``backends``: the encoder and store, built on first use;
 - ``schemas``: the request bodies; ``context``: what the handlers share.
 """
 
@@ -25,6 +26,7 @@ from imagesearch.api.backends import Backends
 from imagesearch.api.body_limit import BodyLimit
 from imagesearch.api.context import ApiContext
 from imagesearch.api.metrics import Metrics
+from imagesearch.api.rate_limit import RateLimits
 from imagesearch.api.routes import images, operations, search
 from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings, get_settings
@@ -41,7 +43,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         FetchOptions.from_settings(settings), retries=0, max_bytes=settings.max_upload_bytes,
         total_timeout_s=settings.url_fetch_timeout_s)
     context = ApiContext(settings, Backends(settings, metrics, service), metrics, BlobStore(settings.images_dir),
-                         fetch_options)
+                         fetch_options, RateLimits(settings, metrics.rate_limited))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

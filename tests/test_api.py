@@ -49,8 +49,9 @@ def _png(shape) -> bytes:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, test_model_repo):
     root = tmp_path_factory.mktemp("api")
+    # no rate limits: these tests send requests faster than any user (test_api_limits.py tests them)
     settings = Settings(data_dir=root / "var", model_repository=test_model_repo, model="shapes-tiny",
-                        allow_private_networks=True, max_upload_bytes=UPLOAD_CAP)
+                        allow_private_networks=True, max_upload_bytes=UPLOAD_CAP, search_rate_per_s=0, upload_rate_per_s=0)
     folder_images = make_shapes(PER_CLASS, seed=1)
     url_images = make_shapes(1, seed=2, classes=[("red", "circle"), ("blue", "square"), ("green", "triangle")])
     classes = {hashlib.sha256(s.data).hexdigest(): (s.colour, s.shape) for s in folder_images}

@@ -76,7 +76,7 @@ def served(request, tmp_path_factory, test_model_repo):
     (root / "tmp").mkdir()
     port, keys = free_port(), request.param == "keys"
     env = cli_env(settings.data_dir, test_model_repo, IMAGESEARCH_MAX_UPLOAD_BYTES=str(CAP), TMPDIR=str(root / "tmp"),
-                  IMAGESEARCH_API_KEYS=KEY if keys else "")
+                  IMAGESEARCH_API_KEYS=KEY if keys else "", IMAGESEARCH_SEARCH_RATE_PER_S="0", IMAGESEARCH_UPLOAD_RATE_PER_S="0")
     process = start_cli("serve", "--port", str(port), "--log-level", "warning", env=env)
     try:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200, 120, "the API",
