@@ -4,8 +4,10 @@
   (/healthz, /status, /metrics);
 - ``errors``: every error as JSON ``{"error": code, "detail": message}`` (4xx, or 503 with
   Retry-After while a dependency cannot answer), never a traceback;
-- ``auth``: optional API keys (read and admin);
-- ``metrics``: Prometheus histograms; ``backends``: the encoder and store, built on first use;
+- ``auth``: optional API keys (read and admin), checked in front of every route but the probes;
+- ``body_limit``: the cap on a request's body, counted as it arrives;
+- ``rate_limit``: token buckets per client for searches and image searches (429 with Retry-After);
+- ``metrics``: Prometheus histograms and counters; ``backends``: the encoder and store, built on first use;
 - ``schemas``: the request bodies; ``context``: what the handlers share.
 """
 
@@ -17,14 +19,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagesearch.api import errors
-from imagesearch.api.auth import KeyRing, require_read
+from imagesearch.api.auth import OPEN_PATHS, KeyGuard, KeyRing, require_read
 from imagesearch.api.backends import Backends
+from imagesearch.api.body_limit import BodyLimit
 from imagesearch.api.context import ApiContext
 from imagesearch.api.metrics import Metrics
+from imagesearch.api.rate_limit import RateLimits
 from imagesearch.api.routes import images, operations, search
 from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings, get_settings
@@ -32,24 +34,6 @@ from imagesearch.fetch import FetchOptions, make_client
 from imagesearch.search import SearchService
 
 log = logging.getLogger("imagesearch.api")
-BODY_SLACK = 65536  # multipart framing and form fields around an upload of the maximum size
-
-
-class BodyLimit:
-    """Refuses a request whose Content-Length is over the upload cap before reading its body (plain
-    ASGI, like ``metrics.RequestTimer``, for the same reason)."""
-
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = Headers(scope=scope).get("content-length", "")
-            if length.isdigit() and int(length) > self.limit + BODY_SLACK:
-                answer = errors.error(413, "too_large", f"the request body is over {self.limit} bytes")
-                await answer(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, service: SearchService | None = None) -> FastAPI:
@@ -59,7 +43,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         FetchOptions.from_settings(settings), retries=0, max_bytes=settings.max_upload_bytes,
         total_timeout_s=settings.url_fetch_timeout_s)
     context = ApiContext(settings, Backends(settings, metrics, service), metrics, BlobStore(settings.images_dir),
-                         fetch_options)
+                         fetch_options, RateLimits(settings, metrics.rate_limited))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -77,12 +61,18 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
                     "by an image URL, or by an indexed image (more like this).",
     )
     app.state.context = context
-    app.state.keys = KeyRing(settings)
     errors.install(app)
 
+    # Middleware, innermost first (each added one wraps the ones before): the key check before the
+    # router, and so before any body is read; the body cap around it; the timer outermost, so that
+    # refused requests are measured too.
+    docs = {path for path in (app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url, app.redoc_url) if path}
+    app.add_middleware(KeyGuard, keys=KeyRing(settings), open_paths=(OPEN_PATHS | docs) if settings.api_docs_open else OPEN_PATHS)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
-    metrics.install(app)  # outermost: refused requests are measured too
+    metrics.install(app)
+    # require_read on the routes gives them the caller's role and declares the keys in the OpenAPI
+    # schema; KeyGuard enforces the key on every path but the open ones, these routes or any other.
     for routes in (search, images):
         app.include_router(routes.router, dependencies=[Depends(require_read)])
-    app.include_router(operations.router)  # /status asks for a key itself; /healthz and /metrics stay open
+    app.include_router(operations.router)  # /status declares its key itself; /healthz and /metrics are open
     return app

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from imagesearch.api.backends import Backends
 from imagesearch.api.metrics import Metrics
+from imagesearch.api.rate_limit import RateLimits
 from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings
 from imagesearch.fetch import FetchOptions
@@ -22,6 +23,7 @@ class ApiContext:
     metrics: Metrics
     blobs: BlobStore
     fetch_options: FetchOptions  # search by image_url: the downloader's guarded fetch with the API's limits
+    limits: RateLimits
     http: aiohttp.ClientSession | None = None  # opened by the app's lifespan
 
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics: request latency per route, encoder and store call latency, text batch sizes."""
+"""Prometheus metrics: request latency per route, encoder and store call latency, text batch sizes, and the
+requests the rate limits refused."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import time
 from typing import Any, Callable
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # What is timed: the encoder's and the store's query-path methods. Named from the interfaces, and
@@ -26,6 +27,10 @@ class Metrics:
                                ["op"], registry=self.registry)
         self.text_batch = Histogram("imagesearch_text_batch_size", "texts per text-encoder call (micro-batching)",
                                     registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.rate_limited = Counter("imagesearch_rate_limited", "requests refused by a rate limit (429), by kind",
+                                    ["kind"], registry=self.registry)
+        for kind in ("searches", "uploads"):  # at 0 from the start, so that a rate can be taken of them
+            self.rate_limited.labels(kind)
 
     def timed_encoder(self, encoder: Any) -> "Timed":
         def count_batch(method: str, args: tuple) -> None:

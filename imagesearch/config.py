@@ -156,6 +156,16 @@ class ServiceSettings(BaseModel):
     admin_api_keys: SecretStr = Field(SecretStr(""), description="keys that may also change the index (comma-separated)")
     api_keys_file: Path | None = Field(None, description="more keys, hashed: lines '<read|admin> <sha256 hex of the key>'")
     api_key: SecretStr = Field(SecretStr(""), description="the key the web UI sends to the API")
+    api_docs_open: bool = Field(False, description="with API keys configured, let /docs, /redoc and /openapi.json answer "
+                                "without a key (off: they need a read key, like every route but /healthz and /metrics)")
+    search_rate_per_s: float = Field(
+        20.0, ge=0, description="searches by text or by an indexed image that one client (an API key, or an address when "
+        "the API has no keys) may make per second, sustained; over it: 429 with Retry-After; 0 = no limit")
+    search_burst: int = Field(40, ge=1, description="searches one client may make at once before the rate applies")
+    upload_rate_per_s: float = Field(
+        5.0, ge=0, description="searches by an uploaded image or an image_url (each encodes an image) that one client may "
+        "make per second, sustained; 0 = no limit")
+    upload_burst: int = Field(10, ge=1, description="image searches one client may make at once before the rate applies")
     ui_host: str = Field("127.0.0.1", description="address the web UI listens on")
     ui_port: int = Field(8501, description="port the web UI listens on")
     max_k: int = Field(100, ge=1, le=MAX_K, description="largest k a search may ask for (the API, the CLI and the UI)")

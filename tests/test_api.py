@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import io
 import platform
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
@@ -49,8 +51,9 @@ def _png(shape) -> bytes:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, test_model_repo):
     root = tmp_path_factory.mktemp("api")
+    # no rate limits: these tests send requests faster than any user (test_api_limits.py tests them)
     settings = Settings(data_dir=root / "var", model_repository=test_model_repo, model="shapes-tiny",
-                        allow_private_networks=True, max_upload_bytes=UPLOAD_CAP)
+                        allow_private_networks=True, max_upload_bytes=UPLOAD_CAP, search_rate_per_s=0, upload_rate_per_s=0)
     folder_images = make_shapes(PER_CLASS, seed=1)
     url_images = make_shapes(1, seed=2, classes=[("red", "circle"), ("blue", "square"), ("green", "triangle")])
     classes = {hashlib.sha256(s.data).hexdigest(): (s.colour, s.shape) for s in folder_images}
@@ -302,13 +305,52 @@ def test_status(api):
     assert body["versions"] == {"python": platform.python_version(), **installed}
 
 
-def test_metrics(api):
-    api.get("/search", params={"q": "a green circle", "k": 2})
-    text = api.get("/metrics").text
-    assert 'imagesearch_http_request_duration_seconds_count{method="GET",route="/search",status="200"}' in text
-    assert 'imagesearch_encoder_duration_seconds_count{op="encode_texts"}' in text
-    assert 'imagesearch_store_duration_seconds_count{op="search"}' in text
-    assert "imagesearch_text_batch_size_bucket" in text
+def metric_samples(api: Api) -> dict[tuple[str, frozenset], float]:
+    """/metrics as {(sample name, its labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(api.get("/metrics").text) for sample in family.samples}
+
+
+def test_metrics_count_this_tests_own_requests(api):
+    """Each request is timed once under its route template, method and status; the encoder, the store
+    and the text batches count the calls these requests made (a cached repeat makes no encoder call)."""
+    before = metric_samples(api)
+
+    def delta(samples: dict, name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return samples.get(key, 0.0) - before.get(key, 0.0)
+
+    for text in ("a metrics probe circle", "a metrics probe square", "a metrics probe circle"):
+        assert api.get("/search", params={"q": text, "k": 2}).status_code == 200
+    assert_error(api.post("/search", json={}), 422)
+    assert_error(api.get(f"/images/{'0' * 64}"), 404, "not_found")
+    expected = {("/search", "GET", "200"): 3, ("/search", "POST", "422"): 1, ("/images/{image_id}", "GET", "404"): 1}
+    latency = "imagesearch_http_request_duration_seconds"
+
+    def requests_seen(samples: dict) -> dict:
+        return {labels: delta(samples, f"{latency}_count", route=labels[0], method=labels[1], status=labels[2])
+                for labels in expected}
+
+    # a request is timed once its answer has gone out: wait until the last one is in, then compare
+    deadline = time.monotonic() + 30
+    while True:
+        after = metric_samples(api)
+        seen = requests_seen(after)
+        if all(seen[labels] >= n for labels, n in expected.items()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert seen == expected
+    for route, method, status in expected:
+        labels = {"route": route, "method": method, "status": status}
+        assert delta(after, f"{latency}_bucket", **labels, le="+Inf") == expected[route, method, status]
+        assert delta(after, f"{latency}_sum", **labels) > 0
+    assert delta(after, "imagesearch_encoder_duration_seconds_count", op="encode_texts") == 2
+    assert delta(after, "imagesearch_store_duration_seconds_count", op="search") == 3
+    assert delta(after, "imagesearch_store_duration_seconds_count", op="get") == 1
+    assert delta(after, "imagesearch_text_batch_size_count") == 2 and delta(after, "imagesearch_text_batch_size_sum") == 2
+    assert after[("imagesearch_rate_limited_total", frozenset({("kind", "searches")}))] == 0  # limits off here
 
 
 def test_openapi_docs(api):
@@ -368,6 +410,16 @@ def test_concurrent_queries_share_encoder_calls_and_repeats_hit_the_cache(settin
         service.close()
 
 
+def worker_is_in(batcher: TextBatcher, function: str) -> bool:
+    """Whether the batcher's worker thread is running ``function`` now (its current stack, as a debugger sees it)."""
+    frame = sys._current_frames().get(batcher._thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def test_a_lone_query_is_encoded_at_once_and_the_wait_is_spent_only_while_queries_come_together():
     calls, started, release = [], threading.Event(), threading.Event()
 
@@ -390,9 +442,13 @@ def test_a_lone_query_is_encoded_at_once_and_the_wait_is_spent_only_while_querie
                 assert future.result(30).shape == (4,)
             assert calls == [["a"], ["b", "c"]]  # drained together, without waiting for more
 
-            # the last call held two: now a query waits for the next one, which shares its call
+            # the last call held two: now a query waits for the next one, which shares its call; "e"
+            # comes once the worker holds "d" and is collecting (with both queued, no wait was needed)
             together = [pool.submit(batcher.encode, "d")]
-            threading.Event().wait(0.3)
+            deadline = time.monotonic() + 10
+            while not worker_is_in(batcher, "_collect"):
+                assert time.monotonic() < deadline and not together[0].done(), "the worker never waited for a second query"
+                threading.Event().wait(0.001)
             together.append(pool.submit(batcher.encode, "e"))
             for future in together:
                 future.result(30)

@@ -91,7 +91,9 @@ def test_a_node_killed_during_ingest_and_searches(cluster, tmp_path, settings, t
     survivor = next(n for n in cluster.nodes if n is not victim)
 
     # The API knows one address only (a survivor); the ingest knows all three.
-    api_settings = settings.model_copy(update={"store": "elasticsearch", "es_url": survivor.url, "es_index_prefix": prefix})
+    # no rate limit: the load sends searches back to back, faster than any user
+    api_settings = settings.model_copy(update={"store": "elasticsearch", "es_url": survivor.url, "es_index_prefix": prefix,
+                                               "search_rate_per_s": 0})
     with ApiThread(create_app(api_settings)) as api:
         load = SearchLoad(api.url)
         load.thread.start()

@@ -1,4 +1,5 @@
-"""``/search`` (GET by text, POST by text, indexed image or image URL) and ``/search/image`` (upload)."""
+"""``/search`` (GET by text, POST by text, indexed image or image URL) and ``/search/image`` (upload),
+each within the client's rate limit (``rate_limit``)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from imagesearch.api.context import Context
-from imagesearch.api.errors import ERRORS, ApiError
+from imagesearch.api.errors import ERRORS, ApiError, ErrorBody
+from imagesearch.api.rate_limit import Limits
 from imagesearch.api.schemas import MODEL_HELP, SearchRequest
 from imagesearch.fetch import fetch_image
 from imagesearch.search import Mode, SearchResponse
 
 router = APIRouter(tags=["search"])
+LIMITED = {**ERRORS, 429: {"model": ErrorBody, "description": "over the client's rate limit: try again after Retry-After seconds"}}
 
 
-@router.get("/search", response_model=SearchResponse, responses=ERRORS)
+@router.get("/search", response_model=SearchResponse, responses=LIMITED)
 async def search_get(
     context: Context,
+    limits: Limits,
     q: Annotated[str, Query(description="what to look for, in words")],
     k: Annotated[int, Query(description="how many results (1..max_k)")] = 10,
     min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop results below this cosine")] = None,
@@ -27,15 +31,18 @@ async def search_get(
     model: Annotated[str | None, Query(max_length=200, description=MODEL_HELP)] = None,
 ) -> SearchResponse:
     """Search by text."""
+    limits.take("searches")
     # async with one hop to a worker thread: as a plain def, FastAPI would make a second one to
     # check the response (a cached query's whole cost is a few ms, and each hop is a fraction of one)
     return await run_in_threadpool(
         lambda: context.backends.service(model).search_text(q, k, min_score=min_score, mode=mode))
 
 
-@router.post("/search", response_model=SearchResponse, responses=ERRORS)
-async def search_post(body: SearchRequest, context: Context) -> SearchResponse:
+@router.post("/search", response_model=SearchResponse, responses=LIMITED)
+async def search_post(body: SearchRequest, context: Context, limits: Limits) -> SearchResponse:
     """Search by text, by an indexed image (``image_id``) or by an image on the web (``image_url``)."""
+    limits.take("searches" if body.image_url is None else "uploads")  # an image_url is fetched and encoded like an upload
+
     def search_stored() -> SearchResponse:  # by text or by an indexed image: one hop to a worker thread
         service = context.backends.service(body.model)
         if body.text is not None:
@@ -53,15 +60,17 @@ async def search_post(body: SearchRequest, context: Context) -> SearchResponse:
                                    {"image_url": body.image_url})
 
 
-@router.post("/search/image", response_model=SearchResponse, responses=ERRORS)
+@router.post("/search/image", response_model=SearchResponse, responses=LIMITED)
 async def search_image(
     context: Context,
+    limits: Limits,
     file: Annotated[UploadFile, File(description="the example image (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
     k: Annotated[int, Form(description="how many results (1..max_k)")] = 10,
     min_score: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
     model: Annotated[str | None, Form(max_length=200, description=MODEL_HELP)] = None,
 ) -> SearchResponse:
     """Search by an uploaded image (multipart form field ``file``)."""
+    limits.take("uploads")
     service = await run_in_threadpool(context.backends.service, model)
     service.check_k(k)
     cap = context.settings.max_upload_bytes
