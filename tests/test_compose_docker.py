@@ -14,6 +14,7 @@ from __future__ import annotations
 import resource
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -138,6 +139,10 @@ class Project:
         container = self.compose("ps", "--all", "-q", service).stdout.split()[0]
         return self.engine.docker("inspect", "--format", template, container).stdout.strip()
 
+    def watch(self) -> "Timeline":
+        """Note, from now on, when each service starts, ends (one-shot jobs) or turns healthy."""
+        return Timeline(self)
+
     def status(self) -> dict:
         return httpx.get(f"{self.api}/status", headers=READ, timeout=30).json()["counts"]
 
@@ -183,6 +188,33 @@ class ImageHost:
         self.engine.docker("rm", "-f", self.name, check=False)
 
 
+class Timeline:
+    """A thread polling ``compose ps``: the first moment each service was seen in each state, in
+    seconds from the start (the phases of a start, printed by the test: where its time goes)."""
+
+    def __init__(self, project: Project):
+        self.project, self.started = project, time.monotonic()
+        self.seen: dict[str, float] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self) -> None:
+        while not self.stopping.wait(1.0):
+            try:
+                rows = self.project.ps()
+            except Exception:  # noqa: BLE001 - the project may not exist yet while it builds
+                continue
+            for service, row in rows.items():
+                state = row.get("Health") or row.get("State", "")
+                self.seen.setdefault(f"{service} {state}", time.monotonic() - self.started)
+
+    def stop(self) -> str:
+        self.stopping.set()
+        self.thread.join()
+        return ", ".join(f"{event} {when:.0f}" for event, when in sorted(self.seen.items(), key=lambda item: item[1]))
+
+
 def write_images(folder: Path, prefix: str, per_class: int, seed: int) -> tuple[list[str], dict[str, str]]:
     """Images under ``folder/img``; their URLs on the image host, and the URL of each by file name."""
     urls, classes = [], {}
@@ -209,10 +241,11 @@ def test_compose_up_for_real(engine, test_model_repo, blip2_repo, tmp_path):
     try:
         # --- first start: build our images, every service healthy or done -------------------------
         phase("first start")
-        started = time.monotonic()
+        started, timeline = time.monotonic(), project.watch()
         project.compose("up", "-d", "--build", timeout=3600)
         rows = project.wait_healthy()
         first_up_s = time.monotonic() - started
+        print(f"\n[compose] first start, seconds until each service was first seen so: {timeline.stop()}")
         for service in ONE_SHOT:
             assert (rows[service]["State"], rows[service]["ExitCode"]) == ("exited", 0), rows[service]
         for service in LONG_RUNNING:
