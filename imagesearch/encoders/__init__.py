@@ -17,7 +17,7 @@ __all__ = ["Encoder", "EncoderUnavailable", "ReferenceCheckFailed", "TowerEncode
 def make_encoder(settings: Settings, card: ModelCard | None = None, towers: tuple[Tower, ...] = TOWERS,
                  bulk: bool = False) -> Encoder:
     """The configured encoder with ``towers`` loaded and checked: an embedder loads only the visual
-    one (a ViT-B-32 text tower is a quarter of a GB and a second of start-up it would never use).
+    one (a text tower is a large share of a model's memory and start-up, which it would never use).
     ``bulk``: the caller embeds image batches for throughput, not single queries for latency (the
     ingest); ONNX Runtime on a CPU then runs parts of each batch at once (``onnx_image_runs``)."""
     card = card or load_card(settings.model_repository, settings.model)
