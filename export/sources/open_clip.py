@@ -181,7 +181,7 @@ def open_clip_source(options: ExportOptions) -> Source:
     # What open_clip's get_tokenizer pads and cuts to. Not model.context_length: for a transformers
     # tower that is the size of its position table.
     context_length = int(hf_text.text_cfg(options.model).get("context_length", DEFAULT_CONTEXT_LENGTH))
-    # before a big model loads
+    # Loaded first: a tokenizer that cannot be had fails the export before a big checkpoint loads.
     tokenizer = load_tokenizer(options.model, context_length, options.text_model) if options.tokenizer else None
     model = load_model(options)
     cfg = open_clip.get_model_preprocess_cfg(model)  # what open_clip's own transform uses for this model
