@@ -88,7 +88,7 @@ def load_tokenizer(model: str, context_length: int, text_model: Path | None = No
                           "export does not support (only the Hugging Face tokenizer's own output)")
     source = name
     if text_model is not None:
-        _check_folder(Path(text_model), needs_config=False)
+        _check_folder(Path(text_model), needs_config=is_hf_tower(model))
         source = str(Path(text_model).resolve())
     elif why := _hub_copy_missing(name, "tokenizer_config.json"):
         raise ExportError(f"{model} uses the Hugging Face tokenizer {name}, which comes from the model hub: "
