@@ -42,6 +42,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-config", type=Path, default=os.environ.get("IMAGESEARCH_ARCH_CONFIG") or None,
                         help="open_clip: extra model config (JSON file or folder) for custom architectures (default: "
                              "IMAGESEARCH_ARCH_CONFIG); blip2 with --pretrained none: a folder with config.json and the tokenizer")
+    parser.add_argument("--text-model", type=lambda text: Path(text) if text else None, default=None, metavar="FOLDER",
+                        help="open_clip architectures whose text tower or tokenizer is a Hugging Face model (hf_model_name / "
+                             "hf_tokenizer_name in their config: xlm-roberta-base-ViT-B-32, nllb-clip-base, the SigLIPs): a local "
+                             "folder with that model's config.json and tokenizer files, read instead of the model hub (its "
+                             "weights are not needed: they come with --pretrained); empty: the hub")
     parser.add_argument("--repository", type=Path, help="model repository (default: IMAGESEARCH_MODEL_REPOSITORY)")
     parser.add_argument("--fp16", action="store_true", help="also write a half-precision variant (GPUs)")
     parser.add_argument("--int8", action="store_true", help="also write a dynamically quantized int8 variant (CPUs)")
@@ -93,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("imagesearch.export").setLevel(logging.INFO)  # the parity figures of each file
     options = ExportOptions(
         model=args.model, pretrained=pretrained, family=args.family, slug=slug, model_config=args.model_config,
-        fp16=args.fp16, int8=args.int8,
+        text_model=args.text_model, fp16=args.fp16, int8=args.int8,
     )
     try:
         card = export_model(options, repository, triton_options=triton_options(args))

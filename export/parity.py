@@ -27,6 +27,9 @@ PARITY_TEXTS = [
     "naïve café ☕ — 東京",
     "",
     "a very long caption " * 20,
+    "ein roter Kreis auf einem Foto",
+    "赤い丸の写真",
+    "Фотография собаки на пляже",
 ]
 
 
@@ -50,19 +53,39 @@ def parity_images(batch: int, size: int) -> np.ndarray:
     return images
 
 
-def parity_batch(source: Source, images: int, tokenizer: Tokenizer | None) -> ParityBatch:
-    """``images`` parity images and ``PARITY_TEXTS`` tokenized by the model's tokenizer (random token
-    ids where it has none), with torch's embeddings of them."""
-    pixels = parity_images(images, source.image_size)
+def parity_tokens(source: Source, tokenizer: Tokenizer | None) -> np.ndarray:
+    """``PARITY_TEXTS`` tokenized by the exported tokenizer, which must give the family's own ids; random
+    token ids where it has none (padded as a tokenizer pads them, for a tower that masks its padding)."""
     if tokenizer is not None:
         tokens = tokenizer(PARITY_TEXTS)
-    else:
-        rng = np.random.default_rng(7)
-        tokens = rng.integers(1, source.vocab_size - 1, size=(len(PARITY_TEXTS), source.context_length), dtype=np.int64)
+        if source.tokenize is not None:
+            expected = source.tokenize(PARITY_TEXTS)
+            wrong = [text for text, ours, theirs in zip(PARITY_TEXTS, tokens.tolist(), expected.tolist(), strict=True)
+                     if ours != theirs]
+            if wrong:
+                raise ExportError(f"the exported tokenizer gives other token ids than {source.family}'s own for {wrong[0]!r}")
+        return tokens
+    rng = np.random.default_rng(7)
+    tokens = rng.integers(1, source.vocab_size - 1, size=(len(PARITY_TEXTS), source.context_length), dtype=np.int64)
+    if source.pad_id is not None:
+        tokens[tokens == source.pad_id] = source.pad_id + 1
+        for row, length in enumerate(rng.integers(2, source.context_length + 1, size=len(PARITY_TEXTS))):
+            tokens[row, length:] = source.pad_id
+    return tokens
+
+
+def parity_batch(source: Source, images: int, tokenizer: Tokenizer | None) -> ParityBatch:
+    """``images`` parity images and ``PARITY_TEXTS``' tokens (``parity_tokens``), with torch's embeddings of them."""
+    pixels = parity_images(images, source.image_size)
+    tokens = parity_tokens(source, tokenizer)
     with torch.no_grad():
-        references: dict[Tower, np.ndarray] = {"visual": source.visual(torch.from_numpy(pixels)).numpy(),
-                                               "textual": source.textual(torch.from_numpy(tokens)).numpy()}
-    return ParityBatch(inputs={"visual": pixels, "textual": tokens}, references=references)
+        visual = source.visual(torch.from_numpy(pixels)).numpy()
+        try:
+            textual = source.textual(torch.from_numpy(tokens)).numpy()
+        except (RuntimeError, IndexError) as exc:
+            raise ExportError(f"{source.family}'s own text encoder fails on the parity tokens ({tokens.shape[0]} texts "
+                              f"of {source.context_length} tokens): {type(exc).__name__}: {exc}") from exc
+    return ParityBatch(inputs={"visual": pixels, "textual": tokens}, references={"visual": visual, "textual": textual})
 
 
 def save_reference(batch: ParityBatch, path: Path) -> None:

@@ -17,6 +17,7 @@ from imagesearch.config import DEFAULT_MODEL
 from imagesearch.model_card import Family, TokenizerSpec
 
 if TYPE_CHECKING:  # only named in annotations: importing this module must not import torch
+    import numpy as np
     from torch import nn
 
 
@@ -33,6 +34,9 @@ class ExportOptions:
     # open_clip: an extra model config (JSON file or folder); BLIP-2 with random weights: a folder
     # with config.json and the tokenizer files
     model_config: Path | None = None
+    # open_clip architectures naming a Hugging Face text model or tokenizer (hf_model_name,
+    # hf_tokenizer_name): a local folder with its config.json and tokenizer files, instead of the hub
+    text_model: Path | None = None
     fp16: bool = False
     int8: bool = False
     parity_batch: int = 4
@@ -59,6 +63,11 @@ class Source:
     vocab_size: int
     write_tokenizer: Callable[[Path], TokenizerSpec] | None  # None: parity on random token ids
     versions: dict[str, str]  # {"open_clip_version": ..., "exported_with": ...}
+    # The id the text tower masks out (transformers towers compute their attention mask from it);
+    # None: the tower reads every position (open_clip's own text transformer).
+    pad_id: int | None = None
+    # The family's own tokenizer (texts -> int64 ids): the exported tokenizer must give the same ids.
+    tokenize: Callable[[list[str]], np.ndarray] | None = None
 
 
 def hub_unreachable(host: str) -> str | None:

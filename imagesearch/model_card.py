@@ -61,8 +61,12 @@ class TokenizerSpec(BaseModel):
     # open_clip's text cleaning: lower | whitespace | canonicalize; none: the tokenizer file's own
     # normalizer only (BLIP-2's BERT tokenizer, as transformers runs it)
     clean: str = "lower"
-    strip_sep_token: bool = False
+    # hf: open_clip's HFTokenizer options and what transformers pads and cuts with
+    strip_sep_token: bool = False  # the separator's id (sep_id) becomes 0 in the output
+    sep_id: int | None = None
     pad_id: int = 0
+    padding_side: Literal["right", "left"] = "right"
+    truncation_side: Literal["right", "left"] = "right"
     sot_id: int | None = None  # CLIP BPE only
     eot_id: int | None = None  # CLIP BPE only
 

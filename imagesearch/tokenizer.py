@@ -3,9 +3,10 @@
 * ``clip_bpe`` (the CLIP models): open_clip's text cleaning and word split are reproduced here
   with the same ``ftfy``/``regex`` calls; the byte-level BPE itself runs in Hugging Face
   ``tokenizers`` from the vocabulary that ``imagesearch export`` wrote.
-* ``hf`` (SigLIP and other models with a Hugging Face tokenizer): the exported ``tokenizer.json``
-  after open_clip's cleaning, truncated and padded to the context length as open_clip does. BLIP-2's
-  BERT WordPiece tokenizer is one too, with no cleaning (``clean="none"``) as transformers runs it.
+* ``hf`` (models with a Hugging Face tokenizer: SigLIP, the multilingual CLIPs' XLM-RoBERTa, NLLB):
+  the exported ``tokenizer.json`` after open_clip's cleaning, truncated and padded to the context
+  length as open_clip's ``HFTokenizer`` has transformers do it. BLIP-2's BERT WordPiece tokenizer is
+  one too, with no cleaning (``clean="none"``) as transformers runs it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _basic_clean(text: str) -> str:
 
 
 def _whitespace_clean(text: str) -> str:
-    return regex.sub(r"\s+", " ", text).strip()
+    # str.split's whitespace (it includes the separators \x1c-\x1f, which regex's \s does not), as open_clip
+    return " ".join(text.split())
 
 
 def clean_text(text: str, mode: str) -> str:
@@ -63,9 +65,9 @@ class Tokenizer:
         self.spec = spec
         self.context_length = spec.context_length
         self._hf = HFTokenizer.from_file(str(tokenizer_file))
-        if spec.kind == "hf":
-            self._hf.enable_truncation(max_length=spec.context_length)
-            self._hf.enable_padding(length=spec.context_length, pad_id=spec.pad_id)
+        if spec.kind == "hf":  # as transformers' padding="max_length", truncation=True
+            self._hf.enable_truncation(max_length=spec.context_length, direction=spec.truncation_side)
+            self._hf.enable_padding(length=spec.context_length, pad_id=spec.pad_id, direction=spec.padding_side)
 
     @classmethod
     def from_card(cls, card: ModelCard, repository: Path) -> "Tokenizer":
@@ -107,8 +109,6 @@ class Tokenizer:
             return out
         encodings = self._hf.encode_batch([clean_text(t, self.spec.clean) for t in texts])
         out[:] = [e.ids for e in encodings]
-        if self.spec.strip_sep_token:
-            sep = self._hf.token_to_id("[SEP]")
-            if sep is not None:
-                out[out == sep] = 0
+        if self.spec.strip_sep_token and self.spec.sep_id is not None:
+            out[out == self.spec.sep_id] = 0  # open_clip writes 0, whatever the pad id
         return out

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import torch
 import transformers
 from torch import nn
@@ -128,5 +129,7 @@ def blip2_source(options: ExportOptions) -> Source:
         image_size=image_size, mean=mean, std=std,  # type: ignore[arg-type]
         interpolation=_PIL_RESAMPLE.get(int(getattr(processor, "resample", 3)), "bicubic"), resize_mode="squash",
         fill_color=0, context_length=context_length, vocab_size=int(model.config.qformer_config.vocab_size),
-        write_tokenizer=write_tokenizer, versions={"exported_with": f"transformers {version}"},
+        write_tokenizer=write_tokenizer, versions={"exported_with": f"transformers {version}"}, pad_id=pad_id,
+        tokenize=lambda texts: np.asarray(tokenizer(texts, padding="max_length", truncation=True,
+                                                    max_length=context_length)["input_ids"], dtype=np.int64),
     )

@@ -1,6 +1,7 @@
 """open_clip -> the export's two-tower contract: the model with its weights (failing fast, with a
-clear message, when they cannot be had offline), the towers as torch modules, and the CLIP tokenizer
-as a ``tokenizers`` file.
+clear message, when they cannot be had offline), the towers as torch modules, and the tokenizer as a
+``tokenizers`` file (the CLIP BPE, or the Hugging Face tokenizer of the architectures that name one:
+see ``hf_text``).
 
 The visual tower takes uint8 [B,H,W,3] RGB (already resized/cropped on the CPU side) and does the
 float conversion and mean/std normalization itself; both towers return L2-normalized float32
@@ -18,11 +19,12 @@ from urllib.parse import urlsplit
 import open_clip
 import torch
 from huggingface_hub import try_to_load_from_cache
-from open_clip.tokenizer import bytes_to_unicode, default_bpe
+from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, bytes_to_unicode, default_bpe
 from tokenizers import Tokenizer, models, pre_tokenizers
 from torch import nn
 
 from imagesearch.export.source import ExportError, ExportOptions, Source, hub_unreachable
+from imagesearch.export.sources import hf_text
 from imagesearch.model_card import TokenizerSpec
 
 # ----------------------------------------------------------------------------------------------
@@ -45,8 +47,8 @@ def _weights_unreachable(model: str, tag: str) -> str | None:
     return hub_unreachable(host) if host else None
 
 
-def load_model(options: ExportOptions):
-    """Create the open_clip model with the requested weights, failing fast with a clear message."""
+def check_architecture(options: ExportOptions) -> None:
+    """Register ``--model-config``'s architectures; refuse an unknown name, with the closest known ones."""
     if options.model_config:
         open_clip.add_model_config(options.model_config)
     known = open_clip.list_models()
@@ -55,6 +57,10 @@ def load_model(options: ExportOptions):
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ExportError(f"unknown open_clip model {options.model!r}.{hint} (`open_clip.list_models()` lists all)")
 
+
+def load_model(options: ExportOptions):
+    """Create the open_clip model with the requested weights, failing fast with a clear message."""
+    check_architecture(options)
     given = options.pretrained
     pretrained: str | None = None if given.lower() in ("", "none", "random") else given
     if pretrained is not None and not Path(pretrained).exists():
@@ -65,11 +71,12 @@ def load_model(options: ExportOptions):
             raise ExportError(
                 f"{options.model} has no pretrained tag {pretrained!r}; known tags: {', '.join(tags) or 'none'}"
             )
+    text_side = hf_text.create_kwargs(options)
     why = _weights_unreachable(options.model, pretrained) if pretrained and not Path(pretrained).exists() else None
     try:
         if why:
             raise ConnectionError(why)
-        model = open_clip.create_model(options.model, pretrained=pretrained, device="cpu")
+        model = open_clip.create_model(options.model, pretrained=pretrained, device="cpu", **text_side)
     except Exception as exc:
         if pretrained and not Path(pretrained).exists():
             raise ExportError(
@@ -134,28 +141,33 @@ def _clip_bpe_tokenizer(path: Path) -> tuple[int, int]:
     return vocab["<start_of_text>"], vocab["<end_of_text>"]
 
 
-def write_tokenizer(model_name: str, context_length: int, path: Path) -> TokenizerSpec:
-    text_cfg = open_clip.get_model_config(model_name).get("text_cfg", {})
+def load_tokenizer(model_name: str, context_length: int, text_model: Path | None = None):
+    """open_clip's own tokenizer for the model: what the exported one must reproduce."""
+    if hf_text.text_cfg(model_name).get("hf_tokenizer_name"):
+        return hf_text.load_tokenizer(model_name, context_length, text_model)
+    return open_clip.get_tokenizer(model_name, context_length=context_length)
+
+
+def write_tokenizer(model_name: str, context_length: int, path: Path, text_model: Path | None = None,
+                    tokenizer=None) -> TokenizerSpec:
+    """The model's tokenizer as a ``tokenizers`` file, and its spec. ``tokenizer``: open_clip's
+    tokenizer for the model when already loaded (``load_tokenizer``)."""
+    text_cfg = hf_text.text_cfg(model_name)
     kwargs = text_cfg.get("tokenizer_kwargs", {})
-    hf_name = text_cfg.get("hf_tokenizer_name")
-    if not hf_name:
+    if not text_cfg.get("hf_tokenizer_name"):
         sot, eot = _clip_bpe_tokenizer(path)
         return TokenizerSpec(
             kind="clip_bpe", file=path.name, context_length=context_length,
             clean=kwargs.get("clean", "lower"), sot_id=sot, eot_id=eot,
         )
-    try:
-        tok = open_clip.get_tokenizer(model_name)
-        tok.tokenizer.backend_tokenizer.save(str(path))
-    except Exception as exc:
-        raise ExportError(
-            f"{model_name} uses the Hugging Face tokenizer {hf_name!r}, which could not be loaded "
-            f"({type(exc).__name__}: {exc}). It needs `pip install transformers` and the hub once "
-            "(or a populated HF cache with HF_HUB_OFFLINE=1)."
-        ) from exc
+    reference = tokenizer or hf_text.load_tokenizer(model_name, context_length, text_model)
+    hf = reference.tokenizer  # transformers' tokenizer, whose pipeline runs in its backend
+    # The backend as transformers runs it (a tokenizer class may rebuild parts of the folder's tokenizer.json).
+    hf.backend_tokenizer.save(str(path))
     return TokenizerSpec(
         kind="hf", file=path.name, context_length=context_length, clean=kwargs.get("clean", "whitespace"),
-        strip_sep_token=bool(kwargs.get("strip_sep_token", False)), pad_id=int(tok.tokenizer.pad_token_id or 0),
+        strip_sep_token=reference.strip_sep_token, sep_id=hf.sep_token_id if reference.strip_sep_token else None,
+        pad_id=int(hf.pad_token_id or 0), padding_side=hf.padding_side, truncation_side=hf.truncation_side,
     )
 
 
@@ -164,13 +176,19 @@ def write_tokenizer(model_name: str, context_length: int, path: Path) -> Tokeniz
 
 
 def open_clip_source(options: ExportOptions) -> Source:
+    check_architecture(options)
+    hf_tower = hf_text.is_hf_tower(options.model)
+    # What open_clip's get_tokenizer pads and cuts to. Not model.context_length: for a transformers
+    # tower that is the size of its position table.
+    context_length = int(hf_text.text_cfg(options.model).get("context_length", DEFAULT_CONTEXT_LENGTH))
+    # Loaded first: a tokenizer that cannot be had fails the export before a big checkpoint loads.
+    tokenizer = load_tokenizer(options.model, context_length, options.text_model) if options.tokenizer else None
     model = load_model(options)
     cfg = open_clip.get_model_preprocess_cfg(model)  # what open_clip's own transform uses for this model
     size = cfg.get("size", model.visual.image_size)
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
     mean = tuple(float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
     std = tuple(float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD))
-    context_length = int(model.context_length)
     vocab_size = int(getattr(model, "vocab_size", 0) or open_clip.get_model_config(options.model)["text_cfg"].get("vocab_size", 49408))
     return Source(
         family="open_clip", architecture=options.model,
@@ -178,6 +196,8 @@ def open_clip_source(options: ExportOptions) -> Source:
         image_size=size, mean=mean, std=std,  # type: ignore[arg-type]
         interpolation=cfg.get("interpolation", "bicubic"), resize_mode=cfg.get("resize_mode", "shortest"),
         fill_color=int(cfg.get("fill_color", 0)), context_length=context_length, vocab_size=vocab_size,
-        write_tokenizer=(lambda path: write_tokenizer(options.model, context_length, path)) if options.tokenizer else None,
+        pad_id=int(model.text.config.pad_token_id) if hf_tower else None,
+        write_tokenizer=(lambda path: write_tokenizer(options.model, context_length, path, tokenizer=tokenizer)) if tokenizer else None,
+        tokenize=(lambda texts: tokenizer(texts).numpy()) if tokenizer else None,
         versions={"open_clip_version": open_clip.__version__, "exported_with": f"open_clip {open_clip.__version__}"},
     )
