@@ -26,7 +26,11 @@ BASE = [c.COMPOSE_FILE]
 CPU = [c.COMPOSE_FILE, c.CPU_OVERRIDE]
 BLIP2 = [c.COMPOSE_FILE, c.BLIP2_OVERRIDE]
 CPU_BLIP2 = [c.COMPOSE_FILE, c.CPU_OVERRIDE, c.BLIP2_OVERRIDE]
-ALL = pytest.mark.parametrize("files", [BASE, CPU, BLIP2, CPU_BLIP2], ids=["base", "base+cpu", "base+blip2", "base+cpu+blip2"])
+MULTILINGUAL = [c.COMPOSE_FILE, c.MULTILINGUAL_OVERRIDE]
+CPU_MULTILINGUAL = [c.COMPOSE_FILE, c.CPU_OVERRIDE, c.MULTILINGUAL_OVERRIDE]
+ALL = pytest.mark.parametrize("files", [BASE, CPU, BLIP2, CPU_BLIP2, MULTILINGUAL, CPU_MULTILINGUAL],
+                              ids=["base", "base+cpu", "base+blip2", "base+cpu+blip2", "base+multilingual",
+                                   "base+cpu+multilingual"])
 DOCKERFILES = [c.REPO_ROOT / "docker" / "Dockerfile", c.REPO_ROOT / "docker" / "Dockerfile.export"]
 # What each of our commands needs set (beyond defaults) to run in the distributed mode.
 NEEDED = {
@@ -86,8 +90,9 @@ def test_the_services_the_deployment_needs_are_there():
 
 def test_env_example_documents_every_variable_and_matches_the_defaults():
     env = c.load_env()
-    # the CPU override resets the GPU's variables away; BLIP-2's are used with its override only
-    used = {**c.variables(BASE), **c.variables(CPU), **c.variables(BLIP2)}
+    # the CPU override resets the GPU's variables away; BLIP-2's and the multilingual model's are used
+    # with their overrides only
+    used = {**c.variables(BASE), **c.variables(CPU), **c.variables(BLIP2), **c.variables(MULTILINGUAL)}
     assert sorted(set(used) - set(env)) == [], "variables missing from .env.example"
     assert sorted(set(env) - set(used)) == [], ".env.example documents variables nothing uses"
     for name, variable in used.items():
