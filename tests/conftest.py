@@ -86,8 +86,9 @@ def image_server():
 
 # --- `make test-quick`: the tests that start no server process ----------------------------------------
 
-# Tests that use these fixtures, or live in these modules, start a real server process (Elasticsearch,
-# tritonserver, a Docker engine, the API and UI with a browser): marked `server`, left out of test-quick.
+# Tests that use these fixtures, live in these modules, or run with an "elasticsearch" parameter (they
+# ask for the node themselves) start a real server process (Elasticsearch, tritonserver, a Docker engine,
+# the API and UI with a browser): marked `server`, left out of test-quick.
 SERVER_FIXTURES = {"es_node", "secured_es_node", "triton_server", "blip2_repo"}
 SERVER_MODULES = {"test_es_store", "test_es_cluster", "test_compose_docker", "test_compose_standin", "test_ui",
                   "test_make_run", "test_triton", "test_blip2"}
@@ -96,5 +97,6 @@ SERVER_MODULES = {"test_es_store", "test_es_cluster", "test_compose_docker", "te
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
-        if module in SERVER_MODULES or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if (module in SERVER_MODULES or SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or "elasticsearch" in item.nodeid.split("::")[-1]):
             item.add_marker(pytest.mark.server)
