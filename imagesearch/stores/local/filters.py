@@ -1,4 +1,8 @@
-"""Search filters (``SearchFilters``) as a condition on the images table, for every kind of search."""
+"""Search filters (``SearchFilters``) as a condition on the images table, for every kind of search.
+
+The condition names the images table by its name (``images.id``): every query that uses it reads
+the table under that name.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import sqlite3
 
 import numpy as np
 
-from imagesearch.records import SearchFilters
+from imagesearch.geo import bounding_box
+from imagesearch.records import SearchFilters, instant
 
 
 def filter_sql(filters: SearchFilters | None) -> tuple[str, list]:
@@ -25,7 +30,31 @@ def filter_sql(filters: SearchFilters | None) -> tuple[str, list]:
         if value is not None:
             clauses.append(f"{field.split('_')[1]} {op} ?")
             params.append(value)
-    return " AND ".join(clauses) or "1", params
+    photo_clauses, photo_params = _photo_sql(filters)
+    return " AND ".join(clauses + photo_clauses) or "1", params + photo_params
+
+
+def _photo_sql(filters: SearchFilters) -> tuple[list[str], list]:
+    """The date, camera and place filters (NULL, no such metadata, passes none of them)."""
+    clauses: list[str] = []
+    params: list = []
+    if filters.taken_after is not None:
+        clauses.append("taken_at >= ?")
+        params.append(instant(filters.taken_after).timestamp())
+    if filters.taken_before is not None:
+        clauses.append("taken_at < ?")
+        params.append(instant(filters.taken_before).timestamp())
+    if filters.camera_key is not None:
+        clauses.append("images.id IN (SELECT id FROM image_cameras WHERE camera = ?)")
+        params.append(filters.camera_key)
+    if filters.near is not None and filters.within_km is not None:
+        # The bounding box first: index-friendly comparisons that leave the exact distance few rows.
+        south, north, ranges = bounding_box(filters.near.lat, filters.near.lon, filters.within_km)
+        clauses.append("latitude BETWEEN ? AND ? AND (" + " OR ".join("longitude BETWEEN ? AND ?" for _ in ranges)
+                       + ") AND great_circle_km(latitude, longitude, ?, ?) <= ?")
+        params += [south, north, *(bound for pair in ranges for bound in pair),
+                   filters.near.lat, filters.near.lon, filters.within_km]
+    return clauses, params
 
 
 def filter_mask(db: sqlite3.Connection, filters: SearchFilters, rows: dict[str, int], size: int) -> np.ndarray:

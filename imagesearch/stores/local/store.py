@@ -8,9 +8,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from imagesearch.config import LOCAL_INDEX_MIN_VECTORS
-from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
+from imagesearch.records import Counts, Hit, ImageRecord, PhotoMetadata, SearchFilters, UrlFailure
 from imagesearch.stores.base import StoreWriteError, checked_vectors
-from imagesearch.stores.local import embeddings, keywords, metadata, removal
+from imagesearch.stores.local import embeddings, keywords, metadata, photos, removal
 from imagesearch.stores.local.database import Database, answers
 from imagesearch.stores.local.searchers import Searchers
 
@@ -47,6 +47,16 @@ class LocalStore:
     @answers
     def get(self, image_id: str) -> ImageRecord | None:
         return metadata.get(self.database.connection(), image_id)
+
+    @answers
+    def photo_metadata_unread(self, limit: int, after: str = "") -> list[ImageRecord]:
+        return photos.unread(self.database.connection(), limit, after) if limit > 0 else []
+
+    @answers
+    def set_photo_metadata(self, metadata: dict[str, PhotoMetadata]) -> None:
+        if metadata:
+            with self.database.transaction() as db:
+                photos.set_photo_metadata(db, metadata)
 
     # --- vectors (the embed worker's queue) ----------------------------------------------------
 
