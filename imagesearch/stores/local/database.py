@@ -30,9 +30,10 @@ SCHEMA = (
     """CREATE TABLE images (id TEXT PRIMARY KEY, record TEXT NOT NULL, format TEXT NOT NULL, width INTEGER NOT NULL,
            height INTEGER NOT NULL, sources TEXT NOT NULL, taken_at REAL, latitude REAL, longitude REAL,
            photo_read INTEGER NOT NULL)""",
-    # A date range, or a place's latitude band, is a range of these indexes instead of every row.
-    "CREATE INDEX images_taken_at ON images (taken_at)",
-    "CREATE INDEX images_latitude ON images (latitude)",
+    # A date range, or a place's latitude band, is a range of these indexes instead of every row;
+    # with the id in them, finding the images in it never reads the rows (their records are large).
+    "CREATE INDEX images_taken_at ON images (taken_at, id)",
+    "CREATE INDEX images_position ON images (latitude, longitude, id)",
     "CREATE INDEX images_photo_unread ON images (id) WHERE photo_read = 0",
     # The names each image's camera is found by (PhotoMetadata.cameras): the camera filter.
     "CREATE TABLE image_cameras (camera TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (camera, id)) WITHOUT ROWID",

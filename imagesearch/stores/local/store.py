@@ -117,7 +117,8 @@ class LocalStore:
         scored = self.searchers.search(model, vector, k, filters)
         kept = [(i, score) for i, score in scored if min_score is None or score >= min_score]
         records = metadata.get_many(self.database.connection(), [i for i, _ in kept]) if kept else {}
-        return [Hit(id=i, score=score, record=records[i]) for i, score in kept if i in records]
+        # model_construct: the store's own values, checked already (a date sort reads a thousand of them)
+        return [Hit.model_construct(id=i, score=score, record=records[i]) for i, score in kept if i in records]
 
     @answers
     def keyword_search(self, text: str, k: int, filters: SearchFilters | None = None) -> list[Hit]:
