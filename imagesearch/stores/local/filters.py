@@ -72,10 +72,9 @@ def filter_mask(db: sqlite3.Connection, filters: SearchFilters, rows: dict[str, 
         queries.append(("SELECT id FROM image_cameras WHERE camera = ?", [filters.camera_key]))
     mask = np.ones(size, bool)
     for query, params in queries or [("SELECT id FROM images", [])]:
+        found = np.fromiter((row for (image_id,) in db.execute(query, params) if (row := rows.get(image_id)) is not None),
+                            np.int64)
         matches = np.zeros(size, bool)
-        for (image_id,) in db.execute(query, params):
-            row = rows.get(image_id)
-            if row is not None and row < size:
-                matches[row] = True
+        matches[found[found < size]] = True
         mask &= matches
     return mask
