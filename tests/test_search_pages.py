@@ -89,3 +89,23 @@ def test_a_page_beyond_the_stores_reach_or_before_the_start_is_a_query_error(sto
         service.search_vector(query, {}, 10, offset=MAX_K - 9)
     last = service.search_vector(query, {}, 10, offset=MAX_K - 10)  # the last page the stores reach
     assert last.results == [] and last.next_offset is None
+
+
+@pytest.mark.parametrize("sort", ["newest", "oldest"])
+def test_keyword_matches_sorted_by_date_in_pages(store, tmp_path, sort):
+    """mode=text goes through the same sort and pages: every record's file name holds "jpg", so the
+    window (30 of 40) is the best 30 by BM25; its dated ones come by date, then the undated."""
+    n = 40
+    records, made = photo_records(n, seed=57)
+    filled(store, records, unit_vectors(n, DIM, seed=58))
+    service = service_over(store, tmp_path)
+    window = [h.id for h in store.keyword_search("jpg", WINDOW)]
+    utc = {r.id: made.utc[i] for i, r in enumerate(records)}
+    dated = sorted((i for i in window if utc[i] is not None), key=lambda i: utc[i], reverse=sort == "newest")
+    ids, offset = [], 0
+    while offset is not None:
+        page = service.search_text("jpg", 7, mode="text", sort=sort, offset=offset)
+        assert all(r.matched == ["text"] for r in page.results)
+        ids += [r.id for r in page.results]
+        offset = page.next_offset
+    assert ids == dated + [i for i in window if utc[i] is None]
