@@ -49,7 +49,9 @@ def all_pages(service: SearchService, query: np.ndarray, k: int, sort: str, filt
 
 @pytest.mark.parametrize("sort", ["relevance", "newest", "oldest"])
 def test_pages_follow_each_other_in_the_oracle_order(store, tmp_path, sort):
-    n = 90
+    # Fewer images than the graph index's least candidates (64): its searches see them all, so the
+    # exact oracle holds for it too (how approximate search affects deep pages: docs/api.md).
+    n = 60
     records, made = photo_records(n, seed=51)
     vectors = unit_vectors(n, DIM, seed=52)
     filled(store, records, vectors)
