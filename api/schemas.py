@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from imagesearch.formats import FORMATS
-from imagesearch.records import SearchFilters
-from imagesearch.search import Mode, check_mode, check_one_query
+from imagesearch.records import MAX_K, SearchFilters
+from imagesearch.search import Mode, Sort, check_mode, check_one_query
 
 MAX_DIMENSION = 1_000_000  # pixel-size filters beyond this can match nothing anyway
 
@@ -35,6 +35,14 @@ class Filters(SearchFilters):
 
 
 MODEL_HELP = "which served model to search with (slug, as /status lists them); default: the first"
+SORT_HELP = ("relevance (the default); newest or oldest: the best IMAGESEARCH_SORT_WINDOW matches by relevance, by the date "
+             "they were taken (those without a date last, by relevance)")
+OFFSET_HELP = "where the page starts: the next_offset of the page before (offset + k <= 10000)"
+
+
+def filter_help(name: str) -> str | None:
+    """A filter's description, as ``SearchFilters`` gives it (query parameters and form fields repeat it)."""
+    return SearchFilters.model_fields[name].description
 
 
 class SearchRequest(BaseModel):
@@ -50,6 +58,8 @@ class SearchRequest(BaseModel):
     mode: Mode = Field("vector", description="with text: vector (by meaning), text (by the words of captions and "
                                              "file names) or hybrid (both, fused by reciprocal rank)")
     model: str | None = Field(None, max_length=200, description=MODEL_HELP)
+    sort: Sort = Field("relevance", description=SORT_HELP)
+    offset: int = Field(0, ge=0, le=MAX_K, description=OFFSET_HELP)
 
     @model_validator(mode="after")
     def _one_query(self) -> "SearchRequest":  # QueryError is a ValueError: pydantic reports it as a 422

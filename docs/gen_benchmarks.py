@@ -30,6 +30,8 @@ BENCHMARKS = {  # name: (section title, what it measures); the order of `make be
     "bench_downloader": ("Downloader", "URLs/s from a local HTTP server: bare HTTP clients, fetch only, full download"),
     "bench_api": ("Search API", "the API under load: 1 and 16 clients, distinct and repeated (cached) text queries"),
     "bench_hybrid": ("Keyword and hybrid search", "the store's part of a vector, keyword (BM25) and hybrid query"),
+    "bench_photo_filters": ("Photo filters and date sort", "what the date, camera and place filters and the date sort "
+                            "add to a vector query at 100k photos in the local store, exact and through its graph index"),
     "bench_triton": ("Triton", "encoding through a real tritonserver against in-process ONNX Runtime"),
     "bench_es": ("Elasticsearch", "indexing rate, kNN latency and recall@10 by index type and num_candidates"),
     "bench_blip2": ("BLIP-2", "BLIP-2's encoders at the real size, and 32 vectors per image in the stores, beside CLIP"),

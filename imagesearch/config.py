@@ -169,6 +169,9 @@ class ServiceSettings(BaseModel):
     ui_host: str = Field("127.0.0.1", description="address the web UI listens on")
     ui_port: int = Field(8501, description="port the web UI listens on")
     max_k: int = Field(100, ge=1, le=MAX_K, description="largest k a search may ask for (the API, the CLI and the UI)")
+    sort_window: int = Field(
+        1000, ge=1, le=MAX_K, description="sort=newest|oldest orders the best this many matches by relevance by their date "
+        "(those without a date after them); pages of a date-sorted search end there")
     max_query_chars: int = Field(1000, ge=1, description="longest query text accepted")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest image a search may upload or fetch")
     text_cache_size: int = Field(4096, ge=0, description="text embeddings kept for repeated queries (LRU)")

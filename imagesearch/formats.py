@@ -1,4 +1,8 @@
-"""The image formats the system accepts: one table for decoding, storing, serving and scanning."""
+"""The image formats the system accepts: one table for decoding, storing, serving and scanning.
+
+Pillow decodes them all: HEIC/HEIF (phones) through pillow-heif, registered as Pillow's opener by
+``imagesearch.preprocess``; AVIF with Pillow's own plugin (its wheels include libavif).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ FORMATS: dict[str, ImageFormat] = {f.name: f for f in (
     ImageFormat("gif", "GIF", "gif", (".gif",), "image/gif"),
     ImageFormat("bmp", "BMP", "bmp", (".bmp",), "image/bmp"),
     ImageFormat("tiff", "TIFF", "tiff", (".tif", ".tiff"), "image/tiff"),
+    # HEVC-coded HEIF, what phones write (pillow-heif decodes no other coding): image/heic
+    ImageFormat("heif", "HEIF", "heic", (".heic", ".heif", ".hif"), "image/heic"),
+    ImageFormat("avif", "AVIF", "avif", (".avif",), "image/avif"),
 )}
 PILLOW_FORMATS = frozenset(f.pillow for f in FORMATS.values())
 FILE_SUFFIXES = frozenset(s for f in FORMATS.values() for s in f.suffixes)

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from imagesearch.formats import PILLOW_FORMATS
 from imagesearch.model_card import ModelCard
+from imagesearch.photo import read_photo_metadata
+from imagesearch.records import PhotoMetadata
+
+register_heif_opener()  # HEIC/HEIF through Image.open; AVIF is Pillow's own (imagesearch/formats.py)
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 
@@ -32,7 +37,8 @@ class ImageDecodeError(ValueError):
 class ImageInfo:
     width: int
     height: int
-    format: str  # lower-case Pillow format name: jpeg, png, webp, gif, bmp, tiff
+    format: str  # lower-case Pillow format name, as in imagesearch/formats.py
+    photo: PhotoMetadata = field(default_factory=PhotoMetadata)  # its EXIF (read: an empty one when it has none)
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -62,16 +68,25 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return img
 
 
+def _info(img: Image.Image) -> ImageInfo:
+    return ImageInfo(img.width, img.height, str(img.format).lower(), read_photo_metadata(img))  # _open took known formats only
+
+
 def probe(data: bytes, max_pixels: int = 100_000_000) -> ImageInfo:
-    """Check that ``data`` is an image that fully decodes; return its size and format."""
+    """Check that ``data`` is an image that fully decodes; return its size, format and EXIF metadata."""
     img = _open(data, max_pixels)
-    info = ImageInfo(img.width, img.height, str(img.format).lower())  # _open accepted only known formats
+    info = _info(img)
     if img.format == "JPEG":
         # Decode at 1/8 scale in the DCT domain: libjpeg still reads and entropy-decodes every
         # coefficient, so a truncated or corrupt stream fails as in a full decode, in less time.
         img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
     _load(img)
     return info
+
+
+def photo_metadata(data: bytes, max_pixels: int = 100_000_000) -> PhotoMetadata:
+    """The EXIF metadata of an image already checked (a stored file): its header only, no decode."""
+    return read_photo_metadata(_open(data, max_pixels))
 
 
 def _load(img: Image.Image) -> None:
@@ -121,7 +136,7 @@ def probe_and_prepare(data: bytes, card: ModelCard, *, max_pixels: int = 100_000
     """``probe`` and ``prepare`` in one decode: the checks of the one, the pixels of the other (the
     decode reads every coefficient of a JPEG at any draft scale, so it refuses what ``probe`` does)."""
     img = _open(data, max_pixels)
-    info = ImageInfo(img.width, img.height, str(img.format).lower())
+    info = _info(img)
     size = card.image_size
     if draft and img.format == "JPEG" and card.resize_mode == "shortest":
         # DCT-domain downscale by a power of two, keeping both sides >= the target; the bicubic

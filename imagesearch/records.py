@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from typing import Literal
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from imagesearch.geo import EARTH_HALF_CIRCUMFERENCE_KM, great_circle_km
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MAX_K = 10_000  # the most results one search can return: Elasticsearch's result window, and both stores' cap
@@ -34,6 +36,48 @@ def is_image_id(value: str) -> bool:
     return bool(SHA256_HEX.fullmatch(value))  # not match(): "$" would also match before a final newline
 
 
+def instant(when: datetime) -> datetime:
+    """``when`` as an aware datetime. A naive one is a camera's local time with no offset known: it
+    is taken as UTC, so that it compares and sorts with the others (off by the camera's offset)."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def camera_key(name: str) -> str:
+    """A camera name as the camera filter compares it: lower case, single spaces."""
+    return " ".join(name.lower().split())
+
+
+class GeoPoint(BaseModel):
+    """A position in decimal degrees (WGS 84, as GPS gives it)."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class PhotoMetadata(BaseModel):
+    """What a photo's EXIF says about it, read at ingest. Every field None: read, and nothing found."""
+
+    taken_at: datetime | None = Field(None, description="when the photo was taken (EXIF DateTimeOriginal): with its "
+                                      "UTC offset where the camera wrote one (OffsetTimeOriginal), else the camera's local time")
+    camera_make: str | None = None
+    camera_model: str | None = None
+    location: GeoPoint | None = Field(None, description="where it was taken (EXIF GPS)")
+
+    @property
+    def camera(self) -> str | None:
+        """Make and model as one name ("Canon EOS R5"; the model alone when it names the make already)."""
+        make, model = self.camera_make or "", self.camera_model or ""
+        if model.lower().startswith(make.lower()):
+            return model or None
+        return f"{make} {model}".strip() or None
+
+    @property
+    def cameras(self) -> list[str]:
+        """The names the camera filter matches (``camera_key``): the make, the model and both together."""
+        names = [self.camera_make or "", self.camera_model or "", f"{self.camera_make or ''} {self.camera_model or ''}"]
+        return list(dict.fromkeys(key for key in map(camera_key, names) if key))
+
+
 class ImageRecord(BaseModel):
     """One image, identified by the sha256 of its bytes. The same picture from two URLs is one record."""
 
@@ -48,6 +92,8 @@ class ImageRecord(BaseModel):
     bytes: int
     first_seen: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow)
+    photo: PhotoMetadata | None = Field(None, description="the photo's EXIF metadata; None: never read (stored before "
+                                        "ingest read it: the next ingest reads it from the stored file)")
 
     @property
     def url(self) -> str | None:
@@ -75,6 +121,7 @@ class ImageRecord(BaseModel):
             "paths": union(self.paths, other.paths),
             "first_seen": min(self.first_seen, other.first_seen),
             "last_seen": max(self.last_seen, other.last_seen),
+            "photo": self.photo if self.photo is not None else other.photo,  # the same bytes: the same EXIF
         })
 
 
@@ -88,7 +135,8 @@ class UrlFailure(BaseModel):
 
 
 class SearchFilters(BaseModel):
-    """Metadata filters applied inside the vector search (pre-filter)."""
+    """Metadata filters applied inside the vector search (pre-filter). An image without the field a
+    filter asks about (no date, no camera, no position) does not pass that filter."""
 
     format: list[str] | None = Field(None, description="keep only these formats, e.g. ['jpeg','png']")
     source: list[Source] | None = None
@@ -96,6 +144,53 @@ class SearchFilters(BaseModel):
     min_height: int | None = Field(None, ge=0)
     max_width: int | None = Field(None, ge=0)
     max_height: int | None = Field(None, ge=0)
+    taken_after: datetime | None = Field(None, description="taken at or after this: an ISO 8601 datetime, or a date "
+                                         "(from its start); without an offset: UTC")
+    taken_before: datetime | None = Field(None, description="taken before this: an ISO 8601 datetime, or a date (up to "
+                                          "the end of that day); without an offset: UTC")
+    camera: str | None = Field(None, min_length=1, max_length=200,
+                               description="taken with this camera: its make or model, or 'make model' (any letter case)")
+    near: GeoPoint | None = Field(None, description="taken within within_km of this position (with within_km)")
+    within_km: float | None = Field(None, gt=0, le=EARTH_HALF_CIRCUMFERENCE_KM,
+                                    description="great-circle distance from near, in km (with near)")
+
+    @field_validator("taken_after", "taken_before", mode="before")
+    @classmethod
+    def _whole_days(cls, value: Any, info) -> Any:
+        """A date alone covers its whole day: from its start (after), up to its end (before)."""
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            value = date.fromisoformat(value.strip())
+        if isinstance(value, date) and not isinstance(value, datetime):
+            start = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+            return start + timedelta(days=1) if info.field_name == "taken_before" else start
+        return value
+
+    @field_validator("near", mode="before")
+    @classmethod
+    def _lat_lon(cls, value: Any) -> Any:
+        """Also "LAT,LON" (as the CLI and GET take it) or [lat, lon]."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise ValueError("a position is LAT,LON in decimal degrees, e.g. 48.8584,2.2945")
+            try:
+                return {"lat": float(value[0]), "lon": float(value[1])}
+            except (TypeError, ValueError):
+                raise ValueError("a position is LAT,LON in decimal degrees, e.g. 48.8584,2.2945") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SearchFilters":
+        if (self.near is None) != (self.within_km is None):
+            raise ValueError("near and within_km go together: a position and a distance from it")
+        if self.taken_after and self.taken_before and instant(self.taken_after) >= instant(self.taken_before):
+            raise ValueError("taken_after must be before taken_before")
+        return self
+
+    @property
+    def camera_key(self) -> str | None:
+        return camera_key(self.camera) if self.camera is not None else None
 
     def matches(self, record: ImageRecord) -> bool:
         return (
@@ -105,6 +200,18 @@ class SearchFilters(BaseModel):
             and (self.min_height is None or record.height >= self.min_height)
             and (self.max_width is None or record.width <= self.max_width)
             and (self.max_height is None or record.height <= self.max_height)
+            and self.matches_photo(record.photo or PhotoMetadata())
+        )
+
+    def matches_photo(self, photo: PhotoMetadata) -> bool:
+        taken = instant(photo.taken_at) if photo.taken_at else None
+        where = photo.location
+        return (
+            (self.taken_after is None or (taken is not None and taken >= instant(self.taken_after)))
+            and (self.taken_before is None or (taken is not None and taken < instant(self.taken_before)))
+            and (self.camera_key is None or self.camera_key in photo.cameras)
+            and (self.near is None or self.within_km is None or (
+                where is not None and great_circle_km(self.near.lat, self.near.lon, where.lat, where.lon) <= self.within_km))
         )
 
 

@@ -130,7 +130,7 @@ class _BatchWriter:
         records = [
             ImageRecord(id=image_id, urls=[entry.url], captions=[entry.caption] if entry.caption else [],
                         sources=["url"], width=image.info.width, height=image.info.height, format=image.info.format,
-                        bytes=len(image.data))
+                        bytes=len(image.data), photo=image.info.photo)
             for (image_id, _), (entry, image) in zip(stored, images[: len(stored)], strict=True)  # a prefix
         ]
         return records, error

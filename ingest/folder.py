@@ -70,7 +70,7 @@ def scan_folder(root: Path, store: VectorStore, settings: Settings,
                 continue
             blobs.put(data, info.format, image_id)
             pending.append(ImageRecord(id=image_id, paths=[str(path)], sources=["folder"], width=info.width,
-                                       height=info.height, format=info.format, bytes=len(data)))
+                                       height=info.height, format=info.format, bytes=len(data), photo=info.photo))
             if len(pending) >= settings.download_write_batch:
                 flush()
     except ImagesFolderFull:

@@ -22,6 +22,7 @@ from imagesearch.ingest.downloader import download, retry_failed
 from imagesearch.ingest.embed import EmbedWorker, embed_all
 from imagesearch.ingest.folder import scan_folder
 from imagesearch.ingest.handoff import DecodedHandoff
+from imagesearch.ingest.photos import read_missing_photo_metadata
 from imagesearch.ingest.progress import Progress
 from imagesearch.ingest.urls import parse_url_file
 from imagesearch.model_card import load_card
@@ -80,8 +81,12 @@ class Ingest:
 
     def _download(self, lines: list[str], handoff: DecodedHandoff | None = None) -> bool:
         ok, plan, settings = True, self.plan, self.settings
-        if swept := BlobStore(settings.images_dir).sweep_leftovers():
+        blobs = BlobStore(settings.images_dir)
+        if swept := blobs.sweep_leftovers():
             lines.append(f"images: deleted {swept} partial files left by an ingest killed mid-write")
+        photos = read_missing_photo_metadata(self.store, blobs, settings.max_image_pixels)  # records stored before EXIF was read
+        if photos.read or photos.missing_files:
+            lines.append(f"photo metadata: {photos.describe()}")
         if plan.urls:
             if not plan.urls.is_file():
                 self.say(f"error: URL file {plan.urls} does not exist")

@@ -108,5 +108,5 @@ def test_hybrid_asks_each_part_for_max_4k_50_candidates(indexed, k, depth):
     service.search_text("a red circle", k, mode="hybrid")
     assert sorted(store.asked) == [("keyword_search", depth), ("search", depth)]
     store.asked.clear()
-    service.search_text("a red circle", k, mode="text")  # one part alone: asked for k only
-    assert store.asked == [("keyword_search", k)]
+    service.search_text("a red circle", k, mode="text")  # one part alone: asked for k, and one more (a next page?)
+    assert store.asked == [("keyword_search", k + 1)]

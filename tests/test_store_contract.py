@@ -7,15 +7,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
 from imagesearch.config import Settings
-from imagesearch.records import ImageRecord, SearchFilters, UrlFailure
+from imagesearch.records import GeoPoint, ImageRecord, PhotoMetadata, SearchFilters, UrlFailure
 from imagesearch.stores import MAX_K, StoreUnavailable, StoreWriteError, VectorStore, make_store
 from imagesearch.stores.local import LocalStore, database
 from tests.support.net import free_port
+from tests.support.photos import CAMERA_QUERIES, CAMERAS, FIJI, PARIS, PhotoSet, distance_km, photo_set
 from tests.support.store_data import image_id, record, toward, unit_vectors
 from tests.test_local_store import HeldLock
 
@@ -485,3 +487,101 @@ def test_keyword_search_finds_the_words_of_captions_and_file_names(store):
     store.remove_images([image_id(2)])
     store.refresh()
     assert image_id(2) not in {h.id for h in store.keyword_search("Zanzibar lighthouse", 10)}
+
+
+# --- photo metadata (EXIF): filters, and metadata read after the image was stored --------------------
+
+
+def photo_records(n: int, seed: int) -> tuple[list[ImageRecord], PhotoSet]:
+    made = photo_set(n, seed)
+    return [record(i, fmt=("jpeg", "heif")[i % 2]).model_copy(update={"photo": p}) for i, p in enumerate(made.photos)], made
+
+
+def test_photo_filters_apply_before_the_top_k_as_numpy_says(store):
+    """Date, camera and place filters (alone, together, with another filter) against oracles outside
+    the store: UTC seconds compared in Python, the camera table of tests/support/photos.py, numpy's
+    great-circle distances; an image without the field never matches. Fewer images than the graph
+    index's least candidates (64), so that its answers are the exact ones too."""
+    n = 60
+    records, made = photo_records(n, seed=41)
+    vectors = unit_vectors(n, DIM, seed=42)
+    filled(store, records, vectors)
+    query = unit_vectors(1, DIM, seed=43)[0]
+    order = np.argsort(-(vectors @ query))
+    utc = np.array([np.nan if t is None else t for t in made.utc])
+    start, end = datetime(2020, 6, 1, tzinfo=timezone.utc).timestamp(), datetime(2021, 3, 1, tzinfo=timezone.utc).timestamp()
+    paris = distance_km(*PARIS, made.positions[:, 0], made.positions[:, 1])
+    fiji = distance_km(*FIJI, made.positions[:, 0], made.positions[:, 1])
+    canon = np.array([c == CAMERAS[1] for c in made.cameras])
+    cases = [
+        (SearchFilters(taken_after="2020-06-01"), utc >= start),
+        (SearchFilters(taken_before="2021-02-28"), utc < end),  # a date alone: up to its end
+        (SearchFilters(taken_after="2020-06-01T02:00:00+02:00", taken_before="2021-03-01T00:00:00"), (utc >= start) & (utc < end)),
+        (SearchFilters(near=f"{PARIS[0]},{PARIS[1]}", within_km=5), paris <= 5),
+        (SearchFilters(near={"lat": FIJI[0], "lon": FIJI[1]}, within_km=10), fiji <= 10),  # across the antimeridian
+        (SearchFilters(camera="Canon", near=list(PARIS), within_km=10, taken_after="2020-06-01"), canon & (paris <= 10) & (utc >= start)),
+        (SearchFilters(format=["heif"], camera="APPLE"), np.array([i % 2 == 1 and c in CAMERA_QUERIES["apple"] for i, c in enumerate(made.cameras)])),
+        *[(SearchFilters(camera=name), np.array([c in cameras for c in made.cameras])) for name, cameras in CAMERA_QUERIES.items()],
+    ]
+    assert (np.abs(paris[~np.isnan(paris)] - 5) > 0.05).all() and (np.abs(fiji[~np.isnan(fiji)] - 10) > 0.05).all()
+    for filters, keep in cases:
+        expected = [records[i].id for i in order if keep[i]]
+        for k in (3, n):
+            assert [h.id for h in store.search(MODEL, query, k, filters)] == expected[:k], (filters, k)
+        assert 0 < len(expected) < n or filters.camera in ("nikon", "iphone"), filters
+    hits = store.search(MODEL, query, n, SearchFilters(near=f"{PARIS[0]},{PARIS[1]}", within_km=5))
+    assert [h.record.photo for h in hits] == [records[[r.id for r in records].index(h.id)].photo for h in hits]
+    words = store.keyword_search("jpg", n, SearchFilters(camera="canon"))  # keyword search filters alike
+    assert {h.id for h in words} == {records[i].id for i in range(n) if canon[i]}
+
+
+def test_photo_metadata_read_later_reaches_records_and_filters_without_new_vectors(store):
+    """Records stored before ingest read EXIF (``photo`` None) are listed by id, page by page; their
+    metadata written later is in the record and in what the filters read, the vectors untouched."""
+    records = [record(i) for i in range(7)]
+    vectors = unit_vectors(7, DIM, seed=44)
+    filled(store, records[:5], vectors[:5])
+    store.upsert_images([records[5].model_copy(update={"photo": PhotoMetadata()})])  # read: nothing found
+    store.upsert_images([records[6].model_copy(update={"photo": PhotoMetadata(camera_make="Canon")})])
+    store.refresh()
+    unread = sorted(r.id for r in records[:5])
+    assert [r.id for r in store.photo_metadata_unread(3)] == unread[:3]
+    assert [r.id for r in store.photo_metadata_unread(3, after=unread[2])] == unread[3:]
+    assert store.photo_metadata_unread(0) == [] and store.photo_metadata_unread(3, after=unread[-1]) == []
+
+    taken = datetime(2022, 8, 1, 9, 30, tzinfo=timezone(timedelta(hours=-4)))
+    read = {image_id(0): PhotoMetadata(taken_at=taken, camera_make="Canon", camera_model="EOS R5",
+                                       location=GeoPoint(lat=PARIS[0], lon=PARIS[1])),
+            image_id(1): PhotoMetadata(), "e" * 64: PhotoMetadata(camera_make="Canon")}  # "e...": no such record
+    store.set_photo_metadata(read)
+    store.set_photo_metadata({})
+    store.refresh()
+    assert store.get(image_id(0)).photo == read[image_id(0)] and store.get(image_id(1)).photo == PhotoMetadata()
+    assert store.get("e" * 64) is None
+    assert sorted(r.id for r in store.photo_metadata_unread(10)) == sorted(image_id(i) for i in (2, 3, 4))
+    np.testing.assert_array_equal(store.get_vector(MODEL, image_id(0)), vectors[0])  # not embedded again
+    for filters in (SearchFilters(camera="canon eos r5"), SearchFilters(taken_after="2022-08-01T13:30:00Z"),
+                    SearchFilters(near=list(PARIS), within_km=1)):
+        assert [h.id for h in store.search(MODEL, vectors[0], 10, filters)] == [image_id(0)], filters
+
+    # Found again (same bytes): metadata read once stays; a later read of the same bytes changes nothing
+    store.upsert_images([records[0].model_copy(update={"urls": ["https://b.example/0.jpg"]})])
+    store.refresh()
+    assert store.get(image_id(0)).photo == read[image_id(0)]
+    store.remove_images([image_id(0)])
+    store.refresh()
+    assert store.search(MODEL, vectors[0], 10, SearchFilters(camera="canon")) == []
+    assert image_id(0) not in {r.id for r in store.photo_metadata_unread(10)}
+
+
+def test_a_deeper_search_begins_with_the_shallower_one(store):
+    """Pages rely on it: the top k of a larger k starts with the top k of a smaller one (ties too)."""
+    n = 50
+    records, _ = photo_records(n, seed=45)
+    vectors = unit_vectors(n, DIM, seed=46)
+    vectors[10:20] = vectors[0]  # equal scores: their order must not depend on k
+    filled(store, records, vectors)
+    for filters in (None, SearchFilters(camera="apple")):
+        deepest = [h.id for h in store.search(MODEL, vectors[0], n, filters)]
+        for k in (1, 4, 11, 15, 23):
+            assert [h.id for h in store.search(MODEL, vectors[0], k, filters)] == deepest[:k], (filters, k)

@@ -1,5 +1,6 @@
 """``/search`` (GET by text, POST by text, indexed image or image URL) and ``/search/image`` (upload),
-each within the client's rate limit (``rate_limit``)."""
+each within the client's rate limit (``rate_limit``). GET and the upload form take the photo filters
+as plain values (a position as "LAT,LON"); POST takes them in ``filters``."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from fastapi.concurrency import run_in_threadpool
 from imagesearch.api.context import Context
 from imagesearch.api.errors import ERRORS, ApiError, ErrorBody
 from imagesearch.api.rate_limit import Limits
-from imagesearch.api.schemas import MODEL_HELP, SearchRequest
+from imagesearch.api.schemas import MODEL_HELP, OFFSET_HELP, SORT_HELP, Filters, SearchRequest, filter_help
 from imagesearch.fetch import fetch_image
-from imagesearch.search import Mode, SearchResponse
+from imagesearch.records import MAX_K
+from imagesearch.search import Mode, SearchResponse, Sort, filters_from
 
 router = APIRouter(tags=["search"])
 LIMITED = {**ERRORS, 429: {"model": ErrorBody, "description": "over the client's rate limit: try again after Retry-After seconds"}}
+NEAR_HELP = "taken within within_km of this position: LAT,LON in decimal degrees, e.g. 48.8584,2.2945 (with within_km)"
 
 
 @router.get("/search", response_model=SearchResponse, responses=LIMITED)
@@ -29,13 +32,22 @@ async def search_get(
     mode: Annotated[Mode, Query(description="vector: by meaning; text: by the words of captions and file names; "
                                             "hybrid: both, fused by reciprocal rank")] = "vector",
     model: Annotated[str | None, Query(max_length=200, description=MODEL_HELP)] = None,
+    taken_after: Annotated[str | None, Query(max_length=64, description=filter_help("taken_after"))] = None,
+    taken_before: Annotated[str | None, Query(max_length=64, description=filter_help("taken_before"))] = None,
+    camera: Annotated[str | None, Query(max_length=200, description=filter_help("camera"))] = None,
+    near: Annotated[str | None, Query(max_length=64, description=NEAR_HELP)] = None,
+    within_km: Annotated[float | None, Query(description=filter_help("within_km"))] = None,
+    sort: Annotated[Sort, Query(description=SORT_HELP)] = "relevance",
+    offset: Annotated[int, Query(ge=0, le=MAX_K, description=OFFSET_HELP)] = 0,
 ) -> SearchResponse:
     """Search by text."""
     limits.take("searches")
+    filters = filters_from(Filters, taken_after=taken_after, taken_before=taken_before, camera=camera, near=near,
+                           within_km=within_km)
     # async with one hop to a worker thread: as a plain def, FastAPI would make a second one to
     # check the response (a cached query's whole cost is a few ms, and each hop is a fraction of one)
-    return await run_in_threadpool(
-        lambda: context.backends.service(model).search_text(q, k, min_score=min_score, mode=mode))
+    return await run_in_threadpool(lambda: context.backends.service(model).search_text(
+        q, k, filters, min_score=min_score, mode=mode, sort=sort, offset=offset))
 
 
 @router.post("/search", response_model=SearchResponse, responses=LIMITED)
@@ -46,36 +58,47 @@ async def search_post(body: SearchRequest, context: Context, limits: Limits) -> 
     def search_stored() -> SearchResponse:  # by text or by an indexed image: one hop to a worker thread
         service = context.backends.service(body.model)
         if body.text is not None:
-            return service.search_text(body.text, body.k, body.filters, body.min_score, body.mode)
+            return service.search_text(body.text, body.k, body.filters, body.min_score, body.mode, sort=body.sort,
+                                       offset=body.offset)
         assert body.image_id is not None  # the request model allows no other case
-        return service.search_id(body.image_id, body.k, body.filters, body.min_score)
+        return service.search_id(body.image_id, body.k, body.filters, body.min_score, sort=body.sort, offset=body.offset)
 
     if body.image_url is None:
         return await run_in_threadpool(search_stored)
     service = await run_in_threadpool(context.backends.service, body.model)
-    service.check_k(body.k)  # before any fetch
+    service.check_k(body.k, body.offset)  # before any fetch
     assert context.http is not None  # opened by the app's lifespan
     fetched = await fetch_image(context.http, body.image_url, context.fetch_options)
-    return await run_in_threadpool(service.search_image, fetched.data, body.k, body.filters, body.min_score,
-                                   {"image_url": body.image_url})
+    return await run_in_threadpool(lambda: service.search_image(
+        fetched.data, body.k, body.filters, body.min_score, {"image_url": body.image_url}, sort=body.sort, offset=body.offset))
 
 
 @router.post("/search/image", response_model=SearchResponse, responses=LIMITED)
 async def search_image(
     context: Context,
     limits: Limits,
-    file: Annotated[UploadFile, File(description="the example image (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
+    file: Annotated[UploadFile, File(description="the example image (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC, AVIF)")],
     k: Annotated[int, Form(description="how many results (1..max_k)")] = 10,
     min_score: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
     model: Annotated[str | None, Form(max_length=200, description=MODEL_HELP)] = None,
+    taken_after: Annotated[str | None, Form(max_length=64, description=filter_help("taken_after"))] = None,
+    taken_before: Annotated[str | None, Form(max_length=64, description=filter_help("taken_before"))] = None,
+    camera: Annotated[str | None, Form(max_length=200, description=filter_help("camera"))] = None,
+    near: Annotated[str | None, Form(max_length=64, description=NEAR_HELP)] = None,
+    within_km: Annotated[float | None, Form(description=filter_help("within_km"))] = None,
+    sort: Annotated[Sort, Form(description=SORT_HELP)] = "relevance",
+    offset: Annotated[int, Form(ge=0, le=MAX_K, description=OFFSET_HELP)] = 0,
 ) -> SearchResponse:
     """Search by an uploaded image (multipart form field ``file``)."""
     limits.take("uploads")
+    filters = filters_from(Filters, taken_after=taken_after, taken_before=taken_before, camera=camera, near=near,
+                           within_km=within_km)
     service = await run_in_threadpool(context.backends.service, model)
-    service.check_k(k)
+    service.check_k(k, offset)
     cap = context.settings.max_upload_bytes
     data = await file.read(cap + 1)
     if len(data) > cap:
         raise ApiError(413, "too_large", f"the upload is over the cap of {cap} bytes")
     query = {"image": file.filename or "upload", "bytes": len(data)}
-    return await run_in_threadpool(service.search_image, data, k, None, min_score, query)
+    return await run_in_threadpool(
+        lambda: service.search_image(data, k, filters, min_score, query, sort=sort, offset=offset))

@@ -10,9 +10,9 @@ from __future__ import annotations
 from imagesearch.search.batcher import TextBatcher
 from imagesearch.search.cache import VectorCache
 from imagesearch.search.fusion import RRF_K, fuse
-from imagesearch.search.query import Mode, QueryError, check_mode, check_one_query
+from imagesearch.search.query import Mode, QueryError, Sort, check_mode, check_one_query, filters_from
 from imagesearch.search.results import SearchResponse, SearchResult, to_result
 from imagesearch.search.service import SearchService
 
-__all__ = ["RRF_K", "Mode", "QueryError", "SearchResponse", "SearchResult", "SearchService", "TextBatcher", "VectorCache",
-           "check_mode", "check_one_query", "fuse", "to_result"]
+__all__ = ["RRF_K", "Mode", "QueryError", "SearchResponse", "SearchResult", "SearchService", "Sort", "TextBatcher",
+           "VectorCache", "check_mode", "check_one_query", "filters_from", "fuse", "to_result"]

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import get_args
 
 from imagesearch.config import Settings, get_settings
-from imagesearch.search.query import Mode, QueryError, check_mode, check_one_query
+from imagesearch.records import SearchFilters
+from imagesearch.search.query import Mode, QueryError, Sort, check_mode, check_one_query, check_page, filters_from
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +21,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="for TEXT: match by meaning (vector, the default), by the words of captions and "
                              "file names (text), or both fused (hybrid)")
     parser.add_argument("--min-score", type=float, default=None)
+    photos = parser.add_argument_group("photo filters (EXIF; an image without the field asked about does not match)")
+    photos.add_argument("--taken-after", metavar="WHEN", help="taken at or after: an ISO 8601 date (from its start) or "
+                        "datetime; without an offset: UTC")
+    photos.add_argument("--taken-before", metavar="WHEN", help="taken before: an ISO 8601 date (up to its end) or datetime")
+    photos.add_argument("--camera", help="taken with this camera: its make or model, or 'make model' (any letter case)")
+    photos.add_argument("--near", metavar="LAT,LON", help="taken near this position, in decimal degrees (with --within-km)")
+    photos.add_argument("--within-km", type=float, metavar="KM", help="great-circle distance from --near")
+    parser.add_argument("--sort", choices=get_args(Sort), default="relevance",
+                        help="relevance (the default); newest or oldest: the best IMAGESEARCH_SORT_WINDOW matches by "
+                             "the date they were taken (undated ones last)")
+    parser.add_argument("--offset", type=int, default=0, help="skip this many results: the next page starts at the "
+                        "offset the page before printed")
     parser.add_argument("--json", action="store_true", help="print the API's JSON response shape")
     parser.add_argument("--model", default="", metavar="SLUG",
                         help="search with this model (default: the first of IMAGESEARCH_MODELS, or IMAGESEARCH_MODEL)")
@@ -43,24 +56,25 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_one_query(TEXT=args.text, **{"--image": args.image, "--id": args.image_id})
         check_mode(args.mode, args.text is not None)
+        filters = filters_from(taken_after=args.taken_after, taken_before=args.taken_before, camera=args.camera,
+                               near=args.near, within_km=args.within_km)
     except QueryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     settings = get_settings()
     settings = settings.for_model(args.model or settings.model_slugs[0])
     try:
+        check_page(args.k, args.offset, settings.max_k)
+    except QueryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         service = SearchService(settings)
     except (FileNotFoundError, EncoderUnavailable, StoreUnavailable) as exc:  # no such model exported, or down
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        if args.text is not None:
-            response = service.search_text(args.text, args.k, min_score=args.min_score, mode=args.mode)
-        elif args.image:
-            response = service.search_image(_image_bytes(args.image, settings), args.k, min_score=args.min_score,
-                                            query={"image": args.image})
-        else:
-            response = service.search_id(args.image_id, args.k, min_score=args.min_score)
+        response = _search(service, args, settings, filters)
     except (QueryError, ImageDecodeError, FetchError, OSError, EncoderUnavailable, StoreUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -71,8 +85,21 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not response.results:
         print(f"no results ({response.model}; is anything embedded? see `imagesearch status`)")
-    for rank, result in enumerate(response.results, 1):
+    for rank, result in enumerate(response.results, args.offset + 1):
         caption = f"  {result.captions[0]!r}" if result.captions else ""
         matched = f"  [{'+'.join(result.matched)}]" if args.mode != "vector" else ""
-        print(f"{rank:3d}  {result.score:.4f}  {result.id[:12]}  {result.url}{caption}{matched}")
+        taken = f"  taken {result.taken_at.isoformat()}" if args.sort != "relevance" and result.taken_at else ""
+        print(f"{rank:3d}  {result.score:.4f}  {result.id[:12]}  {result.url}{caption}{matched}{taken}")
+    if response.next_offset is not None:
+        print(f"more: --offset {response.next_offset}")
     return 0
+
+
+def _search(service, args: argparse.Namespace, settings: Settings, filters: SearchFilters | None):
+    page = {"sort": args.sort, "offset": args.offset}
+    if args.text is not None:
+        return service.search_text(args.text, args.k, filters, args.min_score, args.mode, **page)
+    if args.image:
+        return service.search_image(_image_bytes(args.image, settings), args.k, filters, args.min_score,
+                                    {"image": args.image}, **page)
+    return service.search_id(args.image_id, args.k, filters, args.min_score, **page)

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 
 import numpy as np
 
 from imagesearch.config import Settings
 from imagesearch.encoders import Encoder, make_encoder
 from imagesearch.preprocess import prepare
-from imagesearch.records import SearchFilters, is_image_id
+from imagesearch.records import Hit, SearchFilters, is_image_id
+from imagesearch.search import order
 from imagesearch.search.batcher import TextBatcher
 from imagesearch.search.cache import VectorCache
 from imagesearch.search.fusion import fuse
-from imagesearch.search.query import Mode, QueryError
-from imagesearch.search.results import SearchResponse, to_result
+from imagesearch.search.query import Mode, QueryError, Sort, check_page
+from imagesearch.search.results import SearchResponse, SearchResult, to_result
 from imagesearch.stores import MAX_K, VectorStore, make_store, query_vector
+
+
+def _taken_at(item: Hit | SearchResult) -> datetime | None:
+    if isinstance(item, SearchResult):
+        return item.taken_at
+    return item.record.photo.taken_at if item.record.photo else None
 
 
 class SearchService:
@@ -44,9 +52,9 @@ class SearchService:
 
     # --- validation (one place for the CLI and the API) ------------------------------------------
 
-    def check_k(self, k: int) -> None:
-        if not 1 <= k <= self.settings.max_k:
-            raise QueryError(f"k must be between 1 and {self.settings.max_k}, got {k}")
+    def check_k(self, k: int, offset: int = 0) -> None:
+        """k within ``max_k``, and the page (``offset``) within the stores' reach."""
+        check_page(k, offset, self.settings.max_k)
 
     def check_text(self, text: str) -> str:
         text = text.strip()
@@ -87,45 +95,60 @@ class SearchService:
     # --- searches ----------------------------------------------------------------------------------
 
     def search_vector(
-        self, vector: np.ndarray, query: dict, k: int = 10,
-        filters: SearchFilters | None = None, min_score: float | None = None, started: float | None = None,
+        self, vector: np.ndarray, query: dict, k: int = 10, filters: SearchFilters | None = None,
+        min_score: float | None = None, started: float | None = None, *, sort: Sort = "relevance", offset: int = 0,
     ) -> SearchResponse:
+        """The page of ``k`` results from ``offset`` in ``sort`` order (imagesearch/search/order.py)."""
         started = started or time.perf_counter()
-        self.check_k(k)
-        hits = self.store.search(self.model, vector, k, filters, min_score)
-        return SearchResponse(
-            query=query, model=self.model, took_ms=round((time.perf_counter() - started) * 1000, 2),
-            results=[to_result(h) for h in hits],
-        )
+        self.check_k(k, offset)
+        hits = self.store.search(self.model, vector, self._depth(sort, offset, k), filters, min_score)
+        return self._respond(query, hits, sort, offset, k, started)
 
     def search_text(self, text: str, k: int = 10, filters: SearchFilters | None = None, min_score: float | None = None,
-                    mode: Mode = "vector") -> SearchResponse:
+                    mode: Mode = "vector", *, sort: Sort = "relevance", offset: int = 0) -> SearchResponse:
         """``vector``: by meaning (CLIP); ``text``: by the words of captions and file names (BM25);
         ``hybrid``: both, fused by reciprocal rank (``min_score`` then applies to the vector part)."""
         started = time.perf_counter()
-        self.check_k(k)
+        self.check_k(k, offset)
         if mode == "vector":
-            return self.search_vector(self.text_vector(text), {"text": text}, k, filters, min_score, started)
+            return self.search_vector(self.text_vector(text), {"text": text}, k, filters, min_score, started,
+                                      sort=sort, offset=offset)
         text = self.check_text(text)
         query = {"text": text, "mode": mode}
+        depth = self._depth(sort, offset, k)
         if mode == "text":
-            results = [to_result(h, ["text"]) for h in self.store.keyword_search(text, k, filters)]
-        else:
-            candidates = min(max(4 * k, 50), MAX_K)  # deep enough that a match of either part gets both chances
-            vector_hits = self.store.search(self.model, self.text_vector(text), candidates, filters, min_score)
-            results = fuse(vector_hits, self.store.keyword_search(text, candidates, filters), k)
-        return SearchResponse(query=query, model=self.model, took_ms=round((time.perf_counter() - started) * 1000, 2),
-                              results=results)
+            return self._respond(query, self.store.keyword_search(text, depth, filters), sort, offset, k, started, ["text"])
+        ranked = offset + k if sort == "relevance" else depth  # the fused ranking that decides the page
+        candidates = min(max(4 * ranked, 50), MAX_K)  # deep enough that a match of either part gets both chances
+        vector_hits = self.store.search(self.model, self.text_vector(text), candidates, filters, min_score)
+        return self._respond(query, fuse(vector_hits, self.store.keyword_search(text, candidates, filters), depth),
+                             sort, offset, k, started)
 
-    def search_image(self, data: bytes, k: int = 10, filters: SearchFilters | None = None, min_score: float | None = None, query: dict | None = None) -> SearchResponse:
+    def search_image(self, data: bytes, k: int = 10, filters: SearchFilters | None = None, min_score: float | None = None,
+                     query: dict | None = None, *, sort: Sort = "relevance", offset: int = 0) -> SearchResponse:
         started = time.perf_counter()
-        self.check_k(k)
-        return self.search_vector(self.image_vector(data), query or {"image": f"{len(data)} bytes"}, k, filters, min_score, started)
+        self.check_k(k, offset)
+        return self.search_vector(self.image_vector(data), query or {"image": f"{len(data)} bytes"}, k, filters, min_score,
+                                  started, sort=sort, offset=offset)
 
-    def search_id(self, image_id: str, k: int = 10, filters: SearchFilters | None = None, min_score: float | None = None) -> SearchResponse:
+    def search_id(self, image_id: str, k: int = 10, filters: SearchFilters | None = None, min_score: float | None = None,
+                  *, sort: Sort = "relevance", offset: int = 0) -> SearchResponse:
         started = time.perf_counter()
-        self.check_k(k)
-        return self.search_vector(self.id_vector(image_id), {"image_id": image_id}, k, filters, min_score, started)
+        self.check_k(k, offset)
+        return self.search_vector(self.id_vector(image_id), {"image_id": image_id}, k, filters, min_score, started,
+                                  sort=sort, offset=offset)
+
+    def _depth(self, sort: Sort, offset: int, k: int) -> int:
+        return order.depth(sort, offset, k, self.settings.sort_window)
+
+    def _respond(self, query: dict, found: list[Hit] | list[SearchResult], sort: Sort, offset: int, k: int, started: float,
+                 matched: list[str] | None = None) -> SearchResponse:
+        """The page of ``found`` (hits, or fused results) as the response, the query with its page and order."""
+        chosen, next_offset = order.page(list[Hit | SearchResult](found), sort, offset, k, _taken_at)
+        results = [item if isinstance(item, SearchResult) else to_result(item, matched or ["vector"]) for item in chosen]
+        page = {**({"sort": sort} if sort != "relevance" else {}), **({"offset": offset} if offset else {})}
+        return SearchResponse(query={**query, **page}, model=self.model, results=results, next_offset=next_offset,
+                              took_ms=round((time.perf_counter() - started) * 1000, 2))
 
     def stats(self) -> dict:
         """Text cache and micro-batching counters (for /status and the benchmark)."""

@@ -7,7 +7,7 @@ from typing import Iterable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from imagesearch.records import MAX_K as MAX_K  # the contract's cap on k; defined with the records, which settings read too
-from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
+from imagesearch.records import Counts, Hit, ImageRecord, PhotoMetadata, SearchFilters, UrlFailure
 
 
 class StoreUnavailable(RuntimeError):
@@ -69,6 +69,14 @@ class VectorStore(Protocol):
 
     def get(self, image_id: str) -> ImageRecord | None: ...
 
+    def photo_metadata_unread(self, limit: int, after: str = "") -> list[ImageRecord]:
+        """Up to ``limit`` records whose photo metadata was never read (``photo`` None: stored before
+        ingest read EXIF), by id, those after ``after``: ingest reads it from their stored files."""
+
+    def set_photo_metadata(self, metadata: dict[str, PhotoMetadata]) -> None:
+        """Write each image's photo metadata into its record, and into what its filters read; an id
+        without a record (removed meanwhile) is skipped."""
+
     # --- vectors (the embed worker's queue) ----------------------------------------------------
     def ensure_model(self, model: str, dim: int, vectors_per_image: int = 1) -> None:
         """Create what the model's vectors need (table, index); idempotent. ``ValueError`` if the
@@ -113,6 +121,8 @@ class VectorStore(Protocol):
     ) -> list[Hit]:
         """Top-k by dot product (vectors are L2-normalized, so this is cosine), best first; an image
         with several vectors (BLIP-2) scores the best of them, as the model's own ITC score does.
+        The top k of a larger k begins with the top k of a smaller one (pages rely on it; with an
+        approximate index, as far as its candidates allow).
         ``filters`` apply before the top k is taken; ``min_score`` drops hits below it; k <= 0 gives
         nothing and k is capped at ``MAX_K``. A model that was never set up (no ``ensure_model``, no
         vector) raises ``StoreUnavailable``: there is nothing to search with it yet."""

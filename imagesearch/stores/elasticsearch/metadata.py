@@ -3,8 +3,8 @@ of records and failures.
 
 Both writes use optimistic concurrency (``EsClient.occ_write``): a document another worker changed
 meanwhile is read again and merged again, so concurrent downloaders lose nothing. The vector
-documents carry copies of ``sources`` (the ``source`` filter runs inside the kNN), so a record whose
-sources grow has them copied there too.
+documents carry copies of the fields filters read (``FILTER_FIELDS``: filters run inside the kNN),
+so a record whose sources grow, or whose photo metadata is read later, has them copied there too.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Iterable, Sequence
 
 from elasticsearch import helpers
 
-from imagesearch.records import ImageRecord, UrlFailure
+from imagesearch.records import ImageRecord, PhotoMetadata, UrlFailure
 from imagesearch.stores.base import StoreUnavailable
 from imagesearch.stores.elasticsearch.client import EsClient
 from imagesearch.stores.elasticsearch.indices import Indices
-from imagesearch.stores.elasticsearch.mappings import NOT_RECORD
-from imagesearch.stores.elasticsearch.queries import MAX_RESULT_WINDOW
+from imagesearch.stores.elasticsearch.mappings import FILTER_FIELDS, NOT_RECORD
+from imagesearch.stores.elasticsearch.queries import MAX_RESULT_WINDOW, photo_fields
 
 
 def url_id(url: str) -> str:
@@ -33,6 +33,17 @@ def merged_by_id(records: Sequence[ImageRecord]) -> dict[str, ImageRecord]:
     for record in records:
         batch[record.id] = batch[record.id].merge(record) if record.id in batch else record
     return batch
+
+
+def image_document(record: ImageRecord, stored: dict | None = None) -> dict:
+    """The images document of ``record``: the record, the fields only search reads, and (``stored``)
+    what it held beside them (the embedding state)."""
+    base = stored if stored is not None else {"vec": {}, "embed_errors": {}}
+    return {**base, **record.model_dump(mode="json"), "keywords": record.keyword_text, **photo_fields(record)}
+
+
+def filter_fields(document: dict) -> dict:
+    return {field: document.get(field) for field in FILTER_FIELDS}
 
 
 def first_new(records: Sequence[ImageRecord], created: set[str]) -> list[bool]:
@@ -54,18 +65,19 @@ class Metadata:
 
     def upsert_images(self, records: Sequence[ImageRecord]) -> list[bool]:
         batch = merged_by_id(records)
-        grown: dict[str, list] = {}  # ids whose sources changed: the vector indices copy them
+        changed: dict[str, dict] = {}  # id -> its filter fields, where they changed: the vector indices copy them
 
         def build(stored: dict | None, record: ImageRecord) -> dict | None:
             if stored is None:
-                return {**record.model_dump(mode="json"), "vec": {}, "embed_errors": {}, "keywords": record.keyword_text}
+                return image_document(record)
             old = ImageRecord.model_validate(stored)
             new = old.merge(record)
             if new == old:
                 return None
-            if new.sources != old.sources:
-                grown[new.id] = new.sources
-            return {**stored, **new.model_dump(mode="json"), "keywords": new.keyword_text}
+            document = image_document(new, stored)
+            if filter_fields(document) != filter_fields(stored):
+                changed[new.id] = filter_fields(document)
+            return document
 
         def run() -> set[str]:
             self.indices.ensure_base()
@@ -73,8 +85,7 @@ class Metadata:
             self._drop_failures({u for r in batch.values() for u in r.urls})
             self.client.bulk([{"_op_type": "delete", "_index": self.indices.removed, "_id": i} for i in batch],
                              ignore_status=(404,))  # stored again on purpose: no longer removed
-            if grown:
-                self._copy_sources(grown)
+            self.copy_filter_fields(changed)
             return created
 
         return first_new(records, self.client.write(run))
@@ -89,11 +100,31 @@ class Metadata:
             self.client.bulk([{"_op_type": "delete", "_index": self.indices.failures, "_id": i} for i in found],
                              ignore_status=(404,))
 
-    def _copy_sources(self, sources: dict[str, list[str]]) -> None:
-        """Keep the ``sources`` copies in the vector indices (the ``source`` filter) in step."""
-        actions = [{"_op_type": "update", "_index": index, "_id": i, "doc": {"sources": s}, "retry_on_conflict": 5}
-                   for index in self.indices.vector_indices() for i, s in sources.items()]
+    def copy_filter_fields(self, fields: dict[str, dict]) -> None:
+        """Keep the copies of what filters read in the vector indices in step (id -> its fields)."""
+        if not fields:
+            return
+        actions = [{"_op_type": "update", "_index": index, "_id": i, "doc": doc, "retry_on_conflict": 5}
+                   for index in self.indices.vector_indices() for i, doc in fields.items()]
         self.client.bulk(actions, ignore_status=(404,))  # 404: not embedded in that index (yet)
+
+    def set_photo_metadata(self, metadata: dict[str, PhotoMetadata]) -> None:
+        changed: dict[str, dict] = {}
+
+        def build(stored: dict | None, photo: PhotoMetadata) -> dict | None:
+            if stored is None:
+                return None  # removed meanwhile
+            document = image_document(ImageRecord.model_validate(stored).model_copy(update={"photo": photo}), stored)
+            changed[document["id"]] = filter_fields(document)
+            return document
+
+        def run() -> None:
+            self.indices.ensure_base()
+            if metadata:
+                self.client.occ_write(self.indices.images, metadata, build)
+                self.copy_filter_fields(changed)
+
+        self.client.write(run)
 
     def record_failures(self, failures: Sequence[UrlFailure]) -> None:
         batch: dict[str, UrlFailure] = {}
@@ -153,6 +184,18 @@ class Metadata:
             return ImageRecord.model_validate(found["_source"]) if found.get("found") else None
 
         return self.client.read(run)
+
+    def photo_metadata_unread(self, limit: int, after: str) -> list[ImageRecord]:
+        def run() -> list[ImageRecord]:
+            self.indices.ensure_base()
+            self.client.es.indices.refresh(index=self.indices.images)  # the ingest's question: exact, not near-real-time
+            hits = self.client.es.search(
+                index=self.indices.images, query={"bool": {"must_not": {"term": {"photo_read": True}}}},
+                sort=[{"id": "asc"}], size=min(limit, MAX_RESULT_WINDOW), source_excludes=list(NOT_RECORD),
+                search_after=[after] if after else None)["hits"]["hits"]
+            return [ImageRecord.model_validate(h["_source"]) for h in hits]
+
+        return self.client.read(run, patient=True) if limit > 0 else []
 
     def records(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
         """The stored records of ``ids`` (those that have one), without the embedding state."""

@@ -6,7 +6,7 @@ import base64
 
 import numpy as np
 
-from imagesearch.records import SearchFilters
+from imagesearch.records import ImageRecord, SearchFilters, instant
 from imagesearch.stores.base import MAX_K
 from imagesearch.stores.elasticsearch.mappings import NESTED_VECTORS
 
@@ -26,7 +26,31 @@ def filter_clauses(filters: SearchFilters | None) -> list[dict]:
                   if value is not None}
         if bounds:
             clauses.append({"range": {field: bounds}})
+    return clauses + photo_clauses(filters)
+
+
+def photo_clauses(filters: SearchFilters) -> list[dict]:
+    """The date, camera and place filters (a document without the field passes none of them)."""
+    clauses: list[dict] = []
+    taken = {op: instant(value).isoformat() for op, value in (("gte", filters.taken_after), ("lt", filters.taken_before))
+             if value is not None}
+    if taken:
+        clauses.append({"range": {"taken_at": taken}})
+    if filters.camera_key is not None:
+        clauses.append({"term": {"cameras": filters.camera_key}})
+    if filters.near is not None and filters.within_km is not None:
+        clauses.append({"geo_distance": {"distance": f"{filters.within_km}km", "distance_type": "arc",
+                                         "location": {"lat": filters.near.lat, "lon": filters.near.lon}}})
     return clauses
+
+
+def photo_fields(record: ImageRecord) -> dict:
+    """What the photo filters read, beside the record in its images document (mappings.PHOTO_FILTER_FIELDS)."""
+    photo = record.photo
+    where = photo.location if photo else None
+    return {"taken_at": instant(photo.taken_at).isoformat() if photo and photo.taken_at else None,
+            "cameras": photo.cameras if photo else [], "location": {"lat": where.lat, "lon": where.lon} if where else None,
+            "photo_read": photo is not None}
 
 
 def knn(vector: np.ndarray, k: int, *, num_candidates: int, rescore_oversample: float, field: str = "vector",

@@ -15,7 +15,7 @@ import numpy as np
 from elasticsearch import Elasticsearch
 
 from imagesearch.config import Settings
-from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
+from imagesearch.records import Counts, Hit, ImageRecord, PhotoMetadata, SearchFilters, UrlFailure
 from imagesearch.stores.base import StoreWriteError, checked_vectors, describe_layout, vector_layout
 from imagesearch.stores.elasticsearch import mappings, queries
 from imagesearch.stores.elasticsearch.client import EsClient
@@ -87,6 +87,12 @@ class ElasticsearchStore:
     def get(self, image_id: str) -> ImageRecord | None:
         return self.metadata.get(image_id)
 
+    def photo_metadata_unread(self, limit: int, after: str = "") -> list[ImageRecord]:
+        return self.metadata.photo_metadata_unread(limit, after)
+
+    def set_photo_metadata(self, metadata: dict[str, PhotoMetadata]) -> None:
+        self.metadata.set_photo_metadata(metadata)
+
     # --- vectors -----------------------------------------------------------------------------
 
     def pending(self, model: str, limit: int, exclude: Sequence[str] = ()) -> list[ImageRecord]:
@@ -137,10 +143,11 @@ class ElasticsearchStore:
                 for i in written
             ])
             rejected.update({i: why for i, (_, why) in failed.items()})
-            # An upsert that merged new sources while we copied the old ones found no vector doc to update; catch up.
-            stale = {i: f["sources"] for i, f in filter_fields(written).items() if f.get("sources") != fields[i].get("sources")}
+            # A write that changed a record's filter fields (sources merged, photo metadata read) while we
+            # copied the old ones found no vector doc to update; catch up.
+            stale = {i: f for i, f in filter_fields(written).items() if f != fields[i]}
             if stale:
-                self.client.bulk([{"_op_type": "update", "_index": index, "_id": i, "doc": {"sources": s}} for i, s in stale.items()])
+                self.client.bulk([{"_op_type": "update", "_index": index, "_id": i, "doc": f} for i, f in stale.items()])
             return rejected
 
         if rejected := self.client.write(run):

@@ -15,17 +15,29 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+from imagesearch.geo import great_circle_km
 from imagesearch.stores.base import StoreUnavailable
 
 T = TypeVar("T")
 
 # The layout of the tables below (SQLite's `PRAGMA user_version`). A store of another version is
 # refused: there is no upgrade path before the first release.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = (
+    # The record, and copies of what filters read. taken_at: seconds since 1970 UTC (a time without
+    # an offset taken as UTC, records.instant); photo_read 0: its EXIF was never read (photos.py).
     """CREATE TABLE images (id TEXT PRIMARY KEY, record TEXT NOT NULL, format TEXT NOT NULL, width INTEGER NOT NULL,
-           height INTEGER NOT NULL, sources TEXT NOT NULL)""",
+           height INTEGER NOT NULL, sources TEXT NOT NULL, taken_at REAL, latitude REAL, longitude REAL,
+           photo_read INTEGER NOT NULL)""",
+    # A date range, or a place's latitude band, is a range of these indexes instead of every row;
+    # with the id in them, finding the images in it never reads the rows (their records are large).
+    "CREATE INDEX images_taken_at ON images (taken_at, id)",
+    "CREATE INDEX images_position ON images (latitude, longitude, id)",
+    "CREATE INDEX images_photo_unread ON images (id) WHERE photo_read = 0",
+    # The names each image's camera is found by (PhotoMetadata.cameras): the camera filter.
+    "CREATE TABLE image_cameras (camera TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (camera, id)) WITHOUT ROWID",
+    "CREATE INDEX image_cameras_id ON image_cameras (id)",
     "CREATE TABLE urls (url TEXT PRIMARY KEY, image_id TEXT NOT NULL)",
     "CREATE TABLE failures (url TEXT PRIMARY KEY, record TEXT NOT NULL, reason TEXT NOT NULL)",
     # vectors_per_image: 1, or BLIP-2's query count
@@ -72,6 +84,10 @@ def answers(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _great_circle_km(lat1: float | None, lon1: float | None, lat2: float, lon2: float) -> float | None:
+    return None if lat1 is None or lon1 is None else great_circle_km(lat1, lon1, lat2, lon2)
+
+
 def select_in(db: sqlite3.Connection, query: str, values: Sequence[Any], params: Sequence[Any] = ()) -> Iterator[Any]:
     """The rows of ``{query} IN ({values})``, ``params`` bound before the values: one statement per
     ``IN_CHUNK`` values, however many there are."""
@@ -101,6 +117,7 @@ class Database:
                 db = sqlite3.connect(self.path, timeout=READ_WAIT_S, isolation_level=None, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
                 db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+                db.create_function("great_circle_km", 4, _great_circle_km, deterministic=True)  # the place filter
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot open the local store at {self.path}: {exc}") from exc
             self._local.db = db

@@ -54,7 +54,8 @@ def _best(db: sqlite3.Connection, words: list[str], where: str, params: list, li
     # taken, so the LIMIT stops it early. bm25() in ORDER BY reads them for every match first
     # (Performance, "Keyword and hybrid search").
     return db.execute(
-        "SELECT i.id, i.record, image_keywords.rank FROM image_keywords JOIN images i ON i.id = image_keywords.id"
+        "SELECT images.id, images.record, image_keywords.rank FROM image_keywords"
+        " JOIN images ON images.id = image_keywords.id"
         f" WHERE image_keywords MATCH ? AND {where} ORDER BY image_keywords.rank LIMIT ?",
         [" OR ".join(f'"{w}"' for w in words), *params, limit]).fetchall()
 

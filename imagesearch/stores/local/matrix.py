@@ -84,5 +84,12 @@ def top_k(ids: Sequence[str], scores: np.ndarray, k: int) -> list[tuple[str, flo
     if k <= 0:
         return []
     top = np.argpartition(-scores, k - 1)[:k]
-    top = top[np.argsort(-scores[top], kind="stable")]
+    # Equal scores in row order, also across the k-th place: the top k of any k then begins with
+    # that of a smaller one (pages rely on it), which argpartition alone does not promise.
+    kth = scores[top].min()
+    tied = np.flatnonzero(scores == kth)
+    if len(tied) > 1:
+        above = top[scores[top] > kth]
+        top = np.concatenate([above, tied[: k - len(above)]])
+    top = top[np.lexsort((top, -scores[top]))]
     return [(ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]

@@ -9,6 +9,7 @@ from typing import Sequence
 from imagesearch.records import ImageRecord, UrlFailure
 from imagesearch.stores.local.database import select_in
 from imagesearch.stores.local.keywords import index_keywords
+from imagesearch.stores.local.photos import index_cameras, photo_columns
 
 
 def upsert_images(db: sqlite3.Connection, records: Sequence[ImageRecord]) -> list[bool]:
@@ -23,13 +24,16 @@ def upsert_images(db: sqlite3.Connection, records: Sequence[ImageRecord]) -> lis
     rows = list(merged.values())
     urls = [(url, r.id) for r in rows for url in r.urls]
     db.executemany(
-        "INSERT INTO images (id, record, format, width, height, sources) VALUES (?,?,?,?,?,?)"
-        " ON CONFLICT (id) DO UPDATE SET record = excluded.record, sources = excluded.sources",
-        [(r.id, r.model_dump_json(), r.format, r.width, r.height, json.dumps(r.sources)) for r in rows],
+        "INSERT INTO images (id, record, format, width, height, sources, taken_at, latitude, longitude, photo_read)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET record = excluded.record, sources = excluded.sources,"
+        " taken_at = excluded.taken_at, latitude = excluded.latitude, longitude = excluded.longitude,"
+        " photo_read = excluded.photo_read",
+        [(r.id, r.model_dump_json(), r.format, r.width, r.height, json.dumps(r.sources), *photo_columns(r)) for r in rows],
     )
     db.executemany("INSERT OR REPLACE INTO urls (url, image_id) VALUES (?, ?)", urls)
     db.executemany("DELETE FROM failures WHERE url = ?", [(url,) for url, _ in urls])
     index_keywords(db, rows)
+    index_cameras(db, rows)
     db.executemany("DELETE FROM removed WHERE id = ?", [(r.id,) for r in rows])  # stored again on purpose
     db.executemany("DELETE FROM removed_urls WHERE url = ?", [(url,) for url, _ in urls])
     return created

@@ -8,9 +8,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from imagesearch.config import LOCAL_INDEX_MIN_VECTORS
-from imagesearch.records import Counts, Hit, ImageRecord, SearchFilters, UrlFailure
+from imagesearch.records import Counts, Hit, ImageRecord, PhotoMetadata, SearchFilters, UrlFailure
 from imagesearch.stores.base import StoreWriteError, checked_vectors
-from imagesearch.stores.local import embeddings, keywords, metadata, removal
+from imagesearch.stores.local import embeddings, keywords, metadata, photos, removal
 from imagesearch.stores.local.database import Database, answers
 from imagesearch.stores.local.searchers import Searchers
 
@@ -47,6 +47,16 @@ class LocalStore:
     @answers
     def get(self, image_id: str) -> ImageRecord | None:
         return metadata.get(self.database.connection(), image_id)
+
+    @answers
+    def photo_metadata_unread(self, limit: int, after: str = "") -> list[ImageRecord]:
+        return photos.unread(self.database.connection(), limit, after) if limit > 0 else []
+
+    @answers
+    def set_photo_metadata(self, metadata: dict[str, PhotoMetadata]) -> None:
+        if metadata:
+            with self.database.transaction() as db:
+                photos.set_photo_metadata(db, metadata)
 
     # --- vectors (the embed worker's queue) ----------------------------------------------------
 
@@ -107,7 +117,8 @@ class LocalStore:
         scored = self.searchers.search(model, vector, k, filters)
         kept = [(i, score) for i, score in scored if min_score is None or score >= min_score]
         records = metadata.get_many(self.database.connection(), [i for i, _ in kept]) if kept else {}
-        return [Hit(id=i, score=score, record=records[i]) for i, score in kept if i in records]
+        # model_construct: the store's own values, checked already (a date sort reads a thousand of them)
+        return [Hit.model_construct(id=i, score=score, record=records[i]) for i, score in kept if i in records]
 
     @answers
     def keyword_search(self, text: str, k: int, filters: SearchFilters | None = None) -> list[Hit]:
