@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imagesearch.blobs import ImagesFolderFull
+    from imagesearch.blobs import BlobStorageError
     from imagesearch.encoders import EncoderUnavailable
     from imagesearch.ingest.pipeline import Ingest, IngestPlan
     from imagesearch.stores import StoreUnavailable, make_store
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.follow:  # searchable at once (Elasticsearch), the local store's index saved for the API
                 store.refresh()
         ingest.report_counts()
-    except (EncoderUnavailable, StoreUnavailable, ImagesFolderFull) as exc:  # a message to act on, not a traceback
+    except (EncoderUnavailable, StoreUnavailable, BlobStorageError) as exc:  # a message to act on, not a traceback
         print("\n".join(ingest.lines + [f"error: {exc.strerror if isinstance(exc, OSError) else exc}"]), file=sys.stderr)
         return 1
     finally:

@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from imagesearch.blobs import BlobStore
+from imagesearch.blobs import BlobMissing, BlobStore, make_blob_store
 from imagesearch.config import Settings
 from imagesearch.encoders import Encoder, EncoderUnavailable
 from imagesearch.ingest.handoff import DecodedHandoff
@@ -31,18 +31,18 @@ from imagesearch.stores import StoreWriteError, VectorStore
 
 log = logging.getLogger("imagesearch.ingest")
 
-def _decode(job: tuple[str, str], card: ModelCard, max_pixels: int, draft: bool,
+def _decode(record: ImageRecord, blobs: BlobStore, card: ModelCard, max_pixels: int, draft: bool,
             handoff: DecodedHandoff | None) -> tuple[str, np.ndarray | None, str]:
-    """(id, path) -> (id, pixels, "") or (id, None, reason)."""
-    image_id, path = job
+    """A record -> (id, pixels, "") or (id, None, reason). A storage that cannot be reached is
+    raised (``BlobStorageUnavailable``): not the image's fault, so not recorded against it."""
+    image_id = record.id
     pixels = handoff.take(card.slug, image_id) if handoff is not None else None
     if pixels is not None:  # decoded by the download that verified it
         return image_id, pixels, ""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = blobs.get(image_id, record.format)
         return image_id, prepare(data, card, max_pixels=max_pixels, draft=draft), ""
-    except FileNotFoundError:
+    except BlobMissing:
         return image_id, None, "missing_file"
     except ImageDecodeError as exc:
         return image_id, None, exc.reason
@@ -65,7 +65,7 @@ class EmbedWorker:
         self.store, self.encoder, self.settings, self.handoff = store, encoder, settings, handoff
         self.card = encoder.card
         self.model = self.card.slug
-        self.blobs = BlobStore(settings.images_dir)
+        self.blobs = make_blob_store(settings)
         self.batch_size = settings.batch_size
         self.inflight = max(1, settings.encoder_inflight)
         self.workers = settings.decode_workers or (os.cpu_count() or 2)
@@ -127,14 +127,13 @@ class EmbedWorker:
     def _embed(self, records: list[ImageRecord], in_flight: "_InFlight", decoders: ThreadPoolExecutor,
                encoders: ThreadPoolExecutor, summary: EmbedSummary) -> None:
         """Decode the records' images in parallel and send them to the encoder batch by batch."""
-        decode = partial(_decode, card=self.card, max_pixels=self.settings.max_image_pixels, draft=self.settings.jpeg_draft,
-                         handoff=self.handoff)
+        decode = partial(_decode, blobs=self.blobs, card=self.card, max_pixels=self.settings.max_image_pixels,
+                         draft=self.settings.jpeg_draft, handoff=self.handoff)
         in_flight.unwritten.update(r.id for r in records)
-        jobs = [(r.id, str(self.blobs.path(r.id, r.format))) for r in records]
         ids: list[str] = []
         pixels: list[np.ndarray] = []
         errors: dict[str, str] = {}
-        for image_id, array, reason in decoders.map(decode, jobs):
+        for image_id, array, reason in decoders.map(decode, records):
             if array is None:
                 errors[image_id] = reason
                 continue

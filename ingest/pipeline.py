@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from imagesearch.blobs import BlobStore
+from imagesearch.blobs import make_blob_store
 from imagesearch.config import Settings
 from imagesearch.encoders import make_encoder
 from imagesearch.ingest.downloader import download, retry_failed
@@ -80,7 +80,7 @@ class Ingest:
 
     def _download(self, lines: list[str], handoff: DecodedHandoff | None = None) -> bool:
         ok, plan, settings = True, self.plan, self.settings
-        if swept := BlobStore(settings.images_dir).sweep_leftovers():
+        if swept := make_blob_store(settings).sweep_leftovers():
             lines.append(f"images: deleted {swept} partial files left by an ingest killed mid-write")
         if plan.urls:
             if not plan.urls.is_file():
