@@ -172,6 +172,22 @@ class DownloadSettings(BaseModel):
         return value
 
 
+class RaySettings(BaseModel):
+    """`imagesearch ingest --ray ADDRESS`: the ingest as a Ray Data pipeline on a Ray cluster."""
+
+    ray_host_partitions: int = Field(0, ge=0, description="parts a URL list is split into by host, each downloaded by "
+                                     "one task at a time (so each host's politeness holds cluster-wide); 0 = 4 per CPU "
+                                     "of the cluster")
+    ray_download_cpus: float = Field(0.5, gt=0, description="CPUs each download task reserves (it mostly waits on "
+                                     "the network; its CPU goes to checking that each image decodes)")
+    ray_embedders: int = Field(0, ge=0, description="embed actors, each holding the model; 0 = one per GPU of the cluster "
+                               "(or one, on CPUs only or with Triton)")
+    ray_embed_cpus: float = Field(1.0, gt=0, description="CPUs each embed actor reserves (its encoder uses "
+                                  "IMAGESEARCH_ONNX_THREADS threads)")
+    ray_embed_round: int = Field(100_000, ge=1, description="`ingest embed --ray`: pending images read from the store "
+                                 "per round (the driver holds their ids)")
+
+
 class ServiceSettings(BaseModel):
     """The API and the web UI."""
 
@@ -220,11 +236,11 @@ class RunSettings(BaseModel):
 
 
 SECTIONS: tuple[type[BaseModel], ...] = (PathSettings, BlobSettings, ModelSettings, DecodeSettings, StoreSettings,
-                                         DownloadSettings, ServiceSettings, RunSettings)
+                                         DownloadSettings, RaySettings, ServiceSettings, RunSettings)
 
 
-class Settings(PathSettings, BlobSettings, ModelSettings, DecodeSettings, StoreSettings, DownloadSettings, ServiceSettings,
-               RunSettings, BaseSettings):
+class Settings(PathSettings, BlobSettings, ModelSettings, DecodeSettings, StoreSettings, DownloadSettings, RaySettings,
+               ServiceSettings, RunSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGESEARCH_", env_file=None, extra="ignore")
 
     @property

@@ -16,6 +16,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Callable, Sequence
 
 import numpy as np
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -48,6 +49,35 @@ def _decode(record: ImageRecord, blobs: BlobStore, card: ModelCard, max_pixels: 
         return image_id, None, exc.reason
 
 
+def waiting_for_encoder(encoder: Encoder, wait_s: float) -> Callable[[np.ndarray], np.ndarray]:
+    """``encoder.encode_images``, waiting up to ``wait_s`` while the encoder is unavailable. Store
+    writes are not waited for here: the store waits for its backend itself (up to the same
+    dependency_wait_s), so the two waits do not stack."""
+    waiting = retry(
+        retry=retry_if_exception_type(EncoderUnavailable),
+        wait=wait_exponential(multiplier=0.5, max=15), stop=stop_after_delay(wait_s),
+        before_sleep=lambda state: log.warning("waiting for the encoder: %s", state.outcome and state.outcome.exception()),
+        reraise=True,
+    )
+    return waiting(encoder.encode_images)
+
+
+def write_vectors(store: VectorStore, model: str, ids: Sequence[str], vectors: np.ndarray) -> dict[str, str]:
+    """Write a batch's vectors; returns the ids the store rejected (the others were written), which
+    are kept out of the queue with the reason ``store_rejected``."""
+    try:
+        store.set_vectors(model, ids, vectors)
+        return {}
+    except StoreWriteError as exc:
+        rejected = {i: "store_rejected" for i in exc.failures}
+        log.error("%s", exc)
+        try:
+            store.set_embed_errors(model, rejected)
+        except StoreWriteError:
+            pass  # no record any more (removed meanwhile): nothing to keep out of the queue
+        return rejected
+
+
 @dataclass
 class EmbedSummary:
     embedded: int = 0
@@ -70,15 +100,7 @@ class EmbedWorker:
         self.inflight = max(1, settings.encoder_inflight)
         self.workers = settings.decode_workers or (os.cpu_count() or 2)
         self.progress = progress or (lambda event, n=1: None)
-        # The encoder is waited for here. Store writes are not: the store waits for its backend
-        # itself (up to the same dependency_wait_s), so the two waits do not stack.
-        waiting = retry(
-            retry=retry_if_exception_type(EncoderUnavailable),
-            wait=wait_exponential(multiplier=0.5, max=15), stop=stop_after_delay(settings.dependency_wait_s),
-            before_sleep=lambda state: log.warning("waiting for the encoder: %s", state.outcome and state.outcome.exception()),
-            reraise=True,
-        )
-        self._encode = waiting(self.encoder.encode_images)
+        self._encode = waiting_for_encoder(self.encoder, settings.dependency_wait_s)
         self.stopping = threading.Event()  # set by stop(): finish what is in flight, then return
 
     def stop(self) -> None:
@@ -175,17 +197,7 @@ class _InFlight:
         """Write the oldest batch's vectors; ids the store rejects are kept out of the queue."""
         worker, summary = self.worker, self.summary
         ids, future = self.futures.popleft()
-        vectors = future.result()
-        try:
-            worker.store.set_vectors(worker.model, ids, vectors)
-            rejected: dict[str, str] = {}
-        except StoreWriteError as exc:  # the others were written
-            rejected = {i: "store_rejected" for i in exc.failures}
-            log.error("%s", exc)
-            try:
-                worker.store.set_embed_errors(worker.model, rejected)
-            except StoreWriteError:
-                pass  # no record any more (removed meanwhile): nothing to keep out of the queue
+        rejected = write_vectors(worker.store, worker.model, ids, future.result())
         self.unwritten.difference_update(ids)
         summary.embedded += len(ids) - len(rejected)
         worker.progress("embedded", len(ids) - len(rejected))

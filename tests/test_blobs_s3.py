@@ -5,12 +5,10 @@ server going away in the middle of a download."""
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from imagesearch.api.app import create_app
 from imagesearch.blobs import BlobMissing, FolderBlobStore, make_blob_store, sha256_hex
@@ -19,28 +17,8 @@ from imagesearch.stores.local import LocalStore
 from tests.support.cli import run_cli, start_cli
 from tests.support.image_server import Reply
 from tests.support.net import wait_until
-from tests.support.search_api import ApiThread, make_shapes, settings_env, write_folder
-from tests.support.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedFS
-
-
-def in_bucket(settings: Settings, server: SeaweedFS, **more) -> Settings:
-    """``settings`` with the images in a fresh bucket of ``server``."""
-    bucket = server.create_bucket(f"t-{uuid.uuid4().hex[:16]}")
-    return settings.model_copy(update={"blobs": f"s3://{bucket}/images", "s3_endpoint_url": server.endpoint,
-                                       "s3_access_key_id": ACCESS_KEY, "s3_secret_access_key": SecretStr(SECRET_KEY),
-                                       "s3_region": REGION, **more})
-
-
-def s3_env(settings: Settings, **more: str) -> dict[str, str]:
-    return {**settings_env(settings), "IMAGESEARCH_BLOBS": settings.blobs, "IMAGESEARCH_S3_ENDPOINT_URL": settings.s3_endpoint_url,
-            "IMAGESEARCH_S3_ACCESS_KEY_ID": ACCESS_KEY, "IMAGESEARCH_S3_SECRET_ACCESS_KEY": SECRET_KEY,
-            "IMAGESEARCH_S3_REGION": REGION, **more}
-
-
-def objects(server: SeaweedFS, settings: Settings) -> list[str]:
-    bucket, _, prefix = settings.blobs.removeprefix("s3://").partition("/")
-    pages = server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+from tests.support.search_api import ApiThread, make_shapes, write_folder
+from tests.support.seaweedfs import in_bucket, objects, s3_env
 
 
 @pytest.mark.parametrize("kind", ["folder", "s3"])

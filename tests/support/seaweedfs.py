@@ -17,13 +17,17 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from pydantic import SecretStr
 
+from imagesearch.config import Settings
 from tests.support.es_node import cache_dir
 from tests.support.net import free_port, wait_until
+from tests.support.search_api import settings_env
 
 MODULE = "github.com/seaweedfs/seaweedfs"
 VERSION = "v0.0.0-20261109003541-7506e5f91cd6"  # the one version the Go proxy lists
@@ -136,6 +140,26 @@ class SeaweedFS:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def in_bucket(settings: Settings, server: SeaweedFS, **more) -> Settings:
+    """``settings`` with the images in a fresh bucket of ``server``."""
+    bucket = server.create_bucket(f"t-{uuid.uuid4().hex[:16]}")
+    return settings.model_copy(update={"blobs": f"s3://{bucket}/images", "s3_endpoint_url": server.endpoint,
+                                       "s3_access_key_id": ACCESS_KEY, "s3_secret_access_key": SecretStr(SECRET_KEY),
+                                       "s3_region": REGION, **more})
+
+
+def s3_env(settings: Settings, **more: str) -> dict[str, str]:
+    return {**settings_env(settings), "IMAGESEARCH_BLOBS": settings.blobs, "IMAGESEARCH_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+            "IMAGESEARCH_S3_ACCESS_KEY_ID": ACCESS_KEY, "IMAGESEARCH_S3_SECRET_ACCESS_KEY": SECRET_KEY,
+            "IMAGESEARCH_S3_REGION": REGION, **more}
+
+
+def objects(server: SeaweedFS, settings: Settings) -> list[str]:
+    bucket, _, prefix = settings.blobs.removeprefix("s3://").partition("/")
+    pages = server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
 
 @pytest.fixture(scope="session")
