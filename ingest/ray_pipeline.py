@@ -32,14 +32,11 @@ from imagesearch.config import Settings
 from imagesearch.ingest.downloader import DownloadSummary
 from imagesearch.ingest.pipeline import Ingest
 from imagesearch.ingest.progress import Progress
+from imagesearch.ingest.ray_shared import ClusterRefused, check_shared
 from imagesearch.ingest.ray_stages import EmbedBatches, Tally, decode_batch, download_part, parse_rows
 from imagesearch.model_card import ModelCard, load_card
 
 _POLL_S = 1.0
-
-
-class ClusterRefused(ValueError):
-    """The configuration cannot work on this cluster (said why)."""
 
 
 def ingest_on_ray(ingest: Ingest, address: str, stage: str | None) -> bool:
@@ -56,7 +53,7 @@ def ingest_on_ray(ingest: Ingest, address: str, stage: str | None) -> bool:
         ingest.say(f"error: no Ray cluster at {address}: {exc}")
         return False
     try:
-        check_cluster(settings)
+        check_shared(settings)
         run = _RayRun(ingest, settings)
         if stage != "embed" and ingest.plan.urls:
             run.urls(ingest.plan.urls, embed=stage != "download")
@@ -79,20 +76,6 @@ def absolute_paths(settings: Settings) -> Settings:
     """The driver's settings for the workers, whose working folder is not the driver's."""
     return settings.model_copy(update={"data_dir": settings.data_dir.resolve(),
                                        "model_repository": settings.model_repository.resolve()})
-
-
-def check_cluster(settings: Settings) -> None:
-    """The local store (one SQLite file) and the images folder are one machine's: with nodes on
-    several machines they would not be shared, so that is refused, not silently split."""
-    machines = {node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
-    if len(machines) < 2:
-        return
-    local = [what for what, is_local in (("the local store (IMAGESEARCH_STORE=local)", settings.store == "local"),
-                                         ("the images folder (IMAGESEARCH_BLOBS empty)", not settings.blobs)) if is_local]
-    if local:
-        raise ClusterRefused(f"the Ray cluster has nodes on {len(machines)} machines, but {' and '.join(local)} "
-                             "is on one machine only: use IMAGESEARCH_STORE=elasticsearch and IMAGESEARCH_BLOBS=s3://… "
-                             "(see docs/deployment/ray.md)")
 
 
 def root_cause(exc: BaseException) -> str:

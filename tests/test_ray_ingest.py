@@ -9,6 +9,8 @@ a small part of the suite. The test that kills a worker node comes last and puts
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -111,6 +113,22 @@ def test_a_parquet_list_is_downloaded_then_embedded_into_a_bucket(ray_cluster, s
     counts = status(env)
     assert (counts["images"], counts["embedded"], counts["pending"]) == (len(shapes), len(shapes), 0)
     assert not (tmp_path / "var" / "images").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="a private mount needs root and unshare")
+def test_a_data_folder_the_nodes_do_not_see_is_refused(ray_cluster, tmp_path, test_model_repo):
+    """The driver's data folder is a mount of its own (as on a machine that shares no disk with the
+    nodes): the run is refused before anything starts, saying what to use instead."""
+    (tmp_path / "var").mkdir()
+    env = cli_env(tmp_path / "var", test_model_repo)
+    argv = " ".join(command("ingest", "embed", "--ray", ray_cluster.address))
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           f"mount -t tmpfs private {tmp_path / 'var'} && exec {argv}"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the local store (IMAGESEARCH_STORE=local) is" in done.stderr and "which 3 of the Ray cluster's nodes do not see" \
+        in done.stderr, done.stderr[-3000:]
+    assert "IMAGESEARCH_STORE=elasticsearch" in done.stderr
 
 
 def test_a_worker_node_killed_mid_ingest_loses_nothing_and_adds_nothing_twice(ray_cluster, servers, tmp_path, test_model_repo):
