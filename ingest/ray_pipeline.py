@@ -146,16 +146,19 @@ class _RayRun:
 
     def _embedding(self, dataset: ray.data.Dataset, cards: list[ModelCard]) -> ray.data.Dataset:
         batch = self.settings.batch_size
-        # Ray runs consecutive stages with the same resources as one (decoding inside the embed actors on
-        # CPUs only); with a GPU the decode stays tasks of its own, on as many CPUs as the cluster has.
+        # Ray runs consecutive stages with the same resources as one: on CPUs only the decode runs inside
+        # the embed actors; with a GPU it stays tasks of its own, on as many CPUs as the cluster has.
         dataset = dataset.map_batches(partial(decode_batch, settings=self.settings, cards=cards),
                                       batch_format="numpy", batch_size=batch, num_cpus=1)
         on_gpu = self.gpus > 0 and self.settings.encoder != "triton"
         actors = self.settings.ray_embedders or (self.gpus if on_gpu else 1)
         gpus = 1 / len(cards) if on_gpu else 0  # several models' actors share each GPU
+        # Two batches at once in each actor: one is decoded (on CPUs only, Ray runs the decode inside the
+        # actor) or written to the store while the other is encoded, as in the one-machine embedder.
+        pool = ray.data.ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=2, enable_true_multi_threading=True)
         for n, card in enumerate(cards):
             dataset = dataset.map_batches(
-                EmbedBatches, batch_format="numpy", batch_size=batch, compute=ray.data.ActorPoolStrategy(size=actors),
+                EmbedBatches, batch_format="numpy", batch_size=batch, compute=pool,
                 fn_constructor_kwargs={"settings": self.settings, "slug": card.slug, "column": f"pixels_{n}",
                                        "tally": self.tally},
                 num_gpus=gpus, num_cpus=self.settings.ray_embed_cpus)

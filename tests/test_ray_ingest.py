@@ -69,7 +69,8 @@ def test_a_url_list_is_ingested_politely_and_the_store_ends_as_after_a_local_ing
     (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
     for server in servers:
         server.max_in_flight = 0
-    on_ray = cli_env(tmp_path / "ray", test_model_repo, IMAGESEARCH_DOWNLOAD_PER_HOST="2", IMAGESEARCH_DECODE_WORKERS="1")
+    on_ray = cli_env(tmp_path / "ray", test_model_repo, IMAGESEARCH_DOWNLOAD_PER_HOST="2", IMAGESEARCH_DECODE_WORKERS="1",
+                     **ray_cluster.driver_env)
     done = ingest(on_ray, "--urls", str(tmp_path / "urls.txt"), "--ray", ray_cluster.address)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     assert f"download (ray): {len(shapes)} downloaded" in done.stdout and "1 malformed lines" in done.stdout, done.stdout
@@ -103,7 +104,7 @@ def test_a_parquet_list_is_downloaded_then_embedded_into_a_bucket(ray_cluster, s
     pyarrow.parquet.write_table(pyarrow.table({"url": urls, "caption": [s.caption for s in shapes]}), tmp_path / "list.parquet")
     settings = in_bucket(Settings(data_dir=tmp_path / "var", model_repository=test_model_repo, model="shapes-tiny",
                                   allow_private_networks=True), s3_server)
-    env = {**s3_env(settings), "PYTHONPATH": str(REPO)}
+    env = {**s3_env(settings), "PYTHONPATH": str(REPO), **ray_cluster.driver_env}
     done = ingest(env, "download", "--urls", str(tmp_path / "list.parquet"), "--ray", ray_cluster.address)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     assert status(env)["pending"] == len(shapes) and len(objects(s3_server, settings)) == len(shapes)
@@ -120,7 +121,7 @@ def test_a_data_folder_the_nodes_do_not_see_is_refused(ray_cluster, tmp_path, te
     """The driver's data folder is a mount of its own (as on a machine that shares no disk with the
     nodes): the run is refused before anything starts, saying what to use instead."""
     (tmp_path / "var").mkdir()
-    env = cli_env(tmp_path / "var", test_model_repo)
+    env = cli_env(tmp_path / "var", test_model_repo, **ray_cluster.driver_env)
     argv = " ".join(command("ingest", "embed", "--ray", ray_cluster.address))
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                            f"mount -t tmpfs private {tmp_path / 'var'} && exec {argv}"],
@@ -139,7 +140,7 @@ def test_a_worker_node_killed_mid_ingest_loses_nothing_and_adds_nothing_twice(ra
     urls = serve(servers[:2], shapes, "kill", body_delay_s=0.2)
     (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
     env = cli_env(tmp_path / "var", test_model_repo, IMAGESEARCH_DOWNLOAD_PER_HOST="2", IMAGESEARCH_DECODE_WORKERS="1",
-                  IMAGESEARCH_DOWNLOAD_WRITE_BATCH="4", IMAGESEARCH_RAY_HOST_PARTITIONS="2")
+                  IMAGESEARCH_DOWNLOAD_WRITE_BATCH="4", IMAGESEARCH_RAY_HOST_PARTITIONS="2", **ray_cluster.driver_env)
     database = tmp_path / "var" / "store.sqlite3"
     run = start_cli("ingest", "--urls", str(tmp_path / "urls.txt"), "--ray", ray_cluster.address, env=env)
     try:

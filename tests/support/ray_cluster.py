@@ -9,6 +9,7 @@ SIGKILLs one worker node's raylet, as when that machine dies.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -25,10 +26,18 @@ from tests.support.net import free_port, wait_until
 
 RAY = Path(sys.executable).parent / "ray"
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # small inputs; the default (30% of the memory) is far more than a test needs
+# Ray's token authentication is left off on both sides, explicitly: a `ray.init()` that started a
+# local Ray on this machine leaves a token in ~/.ray, which a head started later would then require.
+DRIVER_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 # A node whose raylet died is declared dead after a few missed health checks of a second each, not
 # after the default's half minute: only then are its tasks retried elsewhere.
 HEALTH_CHECKS = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
                  "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+
+
+def _die_with_parent() -> None:
+    # A test process that dies without its teardown takes its nodes with it (``ray start`` ends its own on SIGTERM).
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _children(pid: int) -> list[int]:
@@ -69,7 +78,7 @@ class RayNode:
         self.log = log
         with open(log, "ab") as out:
             self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                            cwd=log.parent, start_new_session=True)
+                                            cwd=log.parent, start_new_session=True, preexec_fn=_die_with_parent)
 
     def runs(self, title: str) -> bool:
         """Whether one of this node's worker processes runs a task or actor whose title starts so."""
@@ -102,8 +111,8 @@ class RayCluster:
         self.workdir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's unix sockets live below it
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-                    **HEALTH_CHECKS}
+        self.env = {**os.environ, **DRIVER_ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **HEALTH_CHECKS}
+        self.driver_env = dict(DRIVER_ENV)  # for a driver's environment (`imagesearch ingest --ray`)
         self.workers_wanted = workers
         self.head: RayNode | None = None
         self.workers: list[RayNode] = []
