@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from imagesearch.api.app import create_app
 from imagesearch.blobs import BlobMissing, FolderBlobStore, make_blob_store, sha256_hex
@@ -118,5 +119,31 @@ def _images(database: Path) -> int:
     store = LocalStore(database)
     try:
         return store.counts("shapes-tiny").images
+    finally:
+        store.close()
+
+
+def test_the_api_answers_503_at_once_while_the_storage_cannot_be_reached(settings):
+    """No S3 server at the endpoint: /images/{id} of an indexed image is a 503 with Retry-After (the API
+    does not wait the ingest's dependency_wait_s), and so is its removal, whose first part (the record)
+    is done: the same removal run again once the storage is back deletes the object."""
+    from imagesearch.records import ImageRecord
+    from imagesearch.stores import make_store
+    from tests.support.net import free_port
+
+    settings = settings.model_copy(update={"blobs": "s3://nowhere/images", "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",
+                                           "s3_access_key_id": "k", "s3_secret_access_key": SecretStr("s")})
+    image_id = sha256_hex(b"an image that never reached the bucket")
+    store = make_store(settings)
+    store.upsert_images([ImageRecord(id=image_id, width=8, height=8, format="jpeg", bytes=38, sources=["upload"])])
+    store.close()
+    with ApiThread(create_app(settings)) as api, httpx.Client(base_url=api.url, timeout=60) as http:
+        for method in ("GET", "DELETE"):
+            answer = http.request(method, f"/images/{image_id}")
+            assert answer.status_code == 503 and answer.json()["error"] == "blobs_unavailable", answer.text
+            assert answer.headers["retry-after"] and answer.elapsed.total_seconds() < 10
+    store = make_store(settings)
+    try:
+        assert store.get(image_id) is None and store.removed_ids([image_id]) == {image_id}
     finally:
         store.close()
