@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
 $(STAMP): $(BIN)/python pyproject.toml Makefile
-	$(BIN)/pip install -q -e '.[export,test,bench,docs]'
+	$(BIN)/pip install -q -e '.[export,test,bench,docs,ray]'
 	# Tests use only the tritonserver binary inside this wheel; its Python package pins numpy<2,
 	# which the rest of the stack does not need, so it is installed without its dependencies.
 	$(BIN)/pip install -q --no-deps 'nvidia-pytriton==$(PYTRITON_VERSION)'

@@ -28,7 +28,7 @@ from imagesearch.api.context import ApiContext
 from imagesearch.api.metrics import Metrics
 from imagesearch.api.rate_limit import RateLimits
 from imagesearch.api.routes import images, operations, search
-from imagesearch.blobs import BlobStore
+from imagesearch.blobs import make_blob_store
 from imagesearch.config import Settings, get_settings
 from imagesearch.fetch import FetchOptions, make_client
 from imagesearch.search import SearchService
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
     fetch_options = dataclasses.replace(
         FetchOptions.from_settings(settings), retries=0, max_bytes=settings.max_upload_bytes,
         total_timeout_s=settings.url_fetch_timeout_s)
-    context = ApiContext(settings, Backends(settings, metrics, service), metrics, BlobStore(settings.images_dir),
+    context = ApiContext(settings, Backends(settings, metrics, service), metrics, make_blob_store(settings, wait_s=0),
                          fetch_options, RateLimits(settings, metrics.rate_limited))
 
     @asynccontextmanager

@@ -1,6 +1,7 @@
 """Errors: every one a client can meet is JSON ``{"error": code, "detail": message}``, never a traceback.
 
-4xx for what the client sent; 503 with ``Retry-After`` while the store or the encoder cannot answer.
+4xx for what the client sent; 503 with ``Retry-After`` while the store, the encoder or the image
+storage cannot answer.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imagesearch.blobs import BlobStorageError
 from imagesearch.encoders import EncoderUnavailable
 from imagesearch.fetch import FetchError
 from imagesearch.preprocess import ImageDecodeError
@@ -71,6 +73,11 @@ def install(app: FastAPI) -> None:
     async def _unavailable(request: Request, exc: Exception):
         code = "store_unavailable" if isinstance(exc, StoreUnavailable) else "encoder_unavailable"
         return error(503, code, str(exc), {"Retry-After": RETRY_AFTER_S})
+
+    @app.exception_handler(BlobStorageError)
+    async def _blobs_unavailable(request: Request, exc: BlobStorageError):
+        return error(503, "blobs_unavailable", f"the image storage cannot answer: {exc.strerror or exc}",
+                     {"Retry-After": RETRY_AFTER_S})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

@@ -35,6 +35,8 @@ BENCHMARKS = {  # name: (section title, what it measures); the order of `make be
     "bench_triton": ("Triton", "encoding through a real tritonserver against in-process ONNX Runtime"),
     "bench_es": ("Elasticsearch", "indexing rate, kNN latency and recall@10 by index type and num_candidates"),
     "bench_blip2": ("BLIP-2", "BLIP-2's encoders at the real size, and 32 vectors per image in the stores, beside CLIP"),
+    "bench_ray": ("Ray and S3 storage", "`imagesearch ingest --ray` on one node against the one-machine ingest, images "
+                  "in S3-compatible storage against the folder, and 100M URLs on N GPU machines on paper"),
     "bench_vector_index": ("Vector index candidates", "index structures for the local store at 1M vectors, side by side"),
     "adhoc": ("Ad-hoc measurements", "figures from scripts that are not in bench/ (side-by-side comparisons of two versions)"),
 }

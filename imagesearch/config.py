@@ -69,6 +69,33 @@ class ModelSettings(BaseModel):
     triton_startup_wait_s: float = Field(30.0, description="wait this long for Triton and the models to be ready at start-up")
 
 
+class BlobSettings(BaseModel):
+    """Where the image files go: the images folder, or an S3-compatible bucket."""
+
+    blobs: str = Field("", description="empty = the images folder in the data folder (IMAGESEARCH_DATA_DIR/images); "
+                       "s3://bucket/prefix = an S3-compatible bucket, which every machine of a cluster reaches")
+    s3_endpoint_url: str = Field("", description="the S3 API's address (SeaweedFS, Ceph, a cloud's S3-compatible service); "
+                                 "empty = AWS S3 itself")
+    s3_region: str = Field("", description="the bucket's region; empty = the AWS default chain's (or us-east-1)")
+    s3_access_key_id: str = Field("", description="with IMAGESEARCH_S3_SECRET_ACCESS_KEY; empty = the AWS default chain "
+                                  "(AWS_* variables, ~/.aws, an instance or pod role)")
+    s3_secret_access_key: SecretStr = Field(SecretStr(""), description="the secret of IMAGESEARCH_S3_ACCESS_KEY_ID")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="bucket in the path (http://host/bucket/key) or in the host name; auto = path with "
+        "IMAGESEARCH_S3_ENDPOINT_URL (what most S3-compatible servers expect), virtual on AWS")
+    s3_connections: int = Field(32, ge=1, description="connections to the S3 API per process (and image uploads at once "
+                                "per write batch)")
+    s3_timeout_s: float = Field(20.0, gt=0, description="longest wait for a connection, or silence while reading, "
+                                "in one S3 request")
+
+    @field_validator("blobs")
+    @classmethod
+    def _blobs(cls, value: str) -> str:
+        if value and not (value.startswith("s3://") and value[5:].split("/")[0]):
+            raise ValueError(f"IMAGESEARCH_BLOBS is empty (the images folder) or s3://bucket[/prefix], not {value!r}")
+        return value
+
+
 class DecodeSettings(BaseModel):
     """Image decoding."""
 
@@ -145,6 +172,22 @@ class DownloadSettings(BaseModel):
         return value
 
 
+class RaySettings(BaseModel):
+    """`imagesearch ingest --ray ADDRESS`: the ingest as a Ray Data pipeline on a Ray cluster."""
+
+    ray_host_partitions: int = Field(0, ge=0, description="parts a URL list is split into by host, each downloaded by "
+                                     "one task at a time (so each host's politeness holds cluster-wide); 0 = 4 per CPU "
+                                     "of the cluster")
+    ray_download_cpus: float = Field(0.5, gt=0, description="CPUs each download task reserves (it mostly waits on "
+                                     "the network; its CPU goes to checking that each image decodes)")
+    ray_embedders: int = Field(0, ge=0, description="embed actors, each holding the model; 0 = one per GPU of the cluster "
+                               "(or one, on CPUs only or with Triton)")
+    ray_embed_cpus: float = Field(1.0, gt=0, description="CPUs each embed actor reserves (its encoder uses "
+                                  "IMAGESEARCH_ONNX_THREADS threads)")
+    ray_embed_round: int = Field(100_000, ge=1, description="`ingest embed --ray`: pending images read from the store "
+                                 "per round (the driver holds their ids)")
+
+
 class ServiceSettings(BaseModel):
     """The API and the web UI."""
 
@@ -195,12 +238,12 @@ class RunSettings(BaseModel):
         return None if value == "" else value  # empty (as in .env.example): none, not the current folder
 
 
-SECTIONS: tuple[type[BaseModel], ...] = (PathSettings, ModelSettings, DecodeSettings, StoreSettings, DownloadSettings,
-                                         ServiceSettings, RunSettings)
+SECTIONS: tuple[type[BaseModel], ...] = (PathSettings, BlobSettings, ModelSettings, DecodeSettings, StoreSettings,
+                                         DownloadSettings, RaySettings, ServiceSettings, RunSettings)
 
 
-class Settings(PathSettings, ModelSettings, DecodeSettings, StoreSettings, DownloadSettings, ServiceSettings, RunSettings,
-               BaseSettings):
+class Settings(PathSettings, BlobSettings, ModelSettings, DecodeSettings, StoreSettings, DownloadSettings, RaySettings,
+               ServiceSettings, RunSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGESEARCH_", env_file=None, extra="ignore")
 
     @property

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-from imagesearch.blobs import BlobStore
+from imagesearch.blobs import BlobStore, make_blob_store
 from imagesearch.records import is_image_id
 from imagesearch.stores import VectorStore
 
@@ -53,6 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from imagesearch.blobs import BlobStorageError
     from imagesearch.config import get_settings
     from imagesearch.stores import StoreUnavailable, make_store
 
@@ -70,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     store = make_store(settings)
     try:
         ids = resolve(store, ids=args.id, urls=args.url, folders=folders)
-        done = remove(store, BlobStore(settings.images_dir), ids)
-    except (ValueError, StoreUnavailable) as exc:
+        done = remove(store, make_blob_store(settings), ids)
+    except (ValueError, StoreUnavailable, BlobStorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -9,8 +9,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imagesearch.config import get_settings
+
+if TYPE_CHECKING:
+    from imagesearch.ingest.pipeline import Ingest
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,10 +27,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-exit", type=float, default=None, metavar="S", help="with --follow: exit after S idle seconds")
     parser.add_argument("--model", action="append", default=[], metavar="SLUG",
                         help="embed with this model only (repeatable; default: every model of IMAGESEARCH_MODELS)")
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help="run as a Ray Data pipeline on the Ray cluster at ADDRESS (host:port of its head, or "
+                             "'local' for a Ray instance of this machine): a URL list (--urls: text, TSV, or Parquet/CSV "
+                             "with url and caption columns), or the embed stage; needs the ray extra")
 
 
 def run(args: argparse.Namespace) -> int:
-    from imagesearch.blobs import ImagesFolderFull
+    from imagesearch.blobs import BlobStorageError
     from imagesearch.encoders import EncoderUnavailable
     from imagesearch.ingest.pipeline import Ingest, IngestPlan
     from imagesearch.stores import StoreUnavailable, make_store
@@ -39,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     if args.stage != "embed" and not plan.has_sources:
         print("nothing to ingest: give --urls FILE, --folder DIR or --retry-failed", file=sys.stderr)
         return 2
+    if args.ray and (args.folder or args.retry_failed or args.follow):
+        print("--ray runs a URL list (--urls) or the embed stage; --folder, --retry-failed and --follow run on one "
+              "machine", file=sys.stderr)
+        return 2
     settings = get_settings()
     store = make_store(settings)
     ingest = Ingest(settings, store, plan, say=lambda message: print(message, file=sys.stderr))
@@ -47,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, lambda *_: ingest.stop())
     ok = True
     try:
-        if args.stage == "download":
+        if args.ray:
+            ok = _on_ray(ingest, args.ray, args.stage)
+            if ok and args.stage != "download":
+                store.refresh()
+        elif args.stage == "download":
             ok = ingest.download()
         else:
             if args.stage == "embed":
@@ -57,10 +73,19 @@ def run(args: argparse.Namespace) -> int:
             if not args.follow:  # searchable at once (Elasticsearch), the local store's index saved for the API
                 store.refresh()
         ingest.report_counts()
-    except (EncoderUnavailable, StoreUnavailable, ImagesFolderFull) as exc:  # a message to act on, not a traceback
+    except (EncoderUnavailable, StoreUnavailable, BlobStorageError) as exc:  # a message to act on, not a traceback
         print("\n".join(ingest.lines + [f"error: {exc.strerror if isinstance(exc, OSError) else exc}"]), file=sys.stderr)
         return 1
     finally:
         store.close()
     print("\n".join(ingest.lines))
     return 0 if ok else 1
+
+
+def _on_ray(ingest: Ingest, address: str, stage: str | None) -> bool:
+    try:
+        from imagesearch.ingest.ray_pipeline import ingest_on_ray
+    except ImportError as exc:  # the one-machine install has no Ray
+        ingest.say(f"error: --ray needs Ray ({exc}): pip install 'imagesearch[ray]'")
+        return False
+    return ingest_on_ray(ingest, address, stage)

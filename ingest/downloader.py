@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
-from imagesearch.blobs import BlobStore
+from imagesearch.blobs import BlobStore, make_blob_store
 from imagesearch.config import Settings
 from imagesearch.fetch import FetchedImage, FetchError, FetchOptions, fetch_image, make_client
 from imagesearch.ingest.handoff import DecodedHandoff
@@ -124,14 +124,14 @@ class _BatchWriter:
             self._records_thread.shutdown(wait=True)
 
     def _write_files(self, images: list[tuple[UrlEntry, FetchedImage]]) -> tuple[list[ImageRecord], OSError | None]:
-        """The batch's files, on disk before their records exist (one sync for the batch); the
+        """The batch's files, stored before their records exist (one sync for the batch); the
         records of those stored, and the error that stopped the rest (a full disk), if any."""
         stored, error = self.blobs.put_many([(image.data, image.info.format, None) for _, image in images])
         records = [
             ImageRecord(id=image_id, urls=[entry.url], captions=[entry.caption] if entry.caption else [],
                         sources=["url"], width=image.info.width, height=image.info.height, format=image.info.format,
                         bytes=len(image.data), photo=image.info.photo)
-            for (image_id, _), (entry, image) in zip(stored, images[: len(stored)], strict=True)  # a prefix
+            for image_id, (entry, image) in zip(stored, images[: len(stored)], strict=True)  # a prefix
         ]
         return records, error
 
@@ -167,7 +167,7 @@ async def download(urls: Iterable[UrlEntry | str], store: VectorStore, settings:
     """Fetch every entry not already in the store; returns what happened, by outcome. ``handoff``:
     an embedder in this process takes the pixels of the verifying decode (ingest/handoff.py)."""
     entries = [e if isinstance(e, UrlEntry) else UrlEntry(e) for e in urls]
-    run = _DownloadRun(entries, store, settings, blobs or BlobStore(settings.images_dir), progress, handoff)
+    run = _DownloadRun(entries, store, settings, blobs or make_blob_store(settings), progress, handoff)
     return await run.run(skip_failed, skip_removed)
 
 

@@ -16,11 +16,12 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Callable, Sequence
 
 import numpy as np
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from imagesearch.blobs import BlobStore
+from imagesearch.blobs import BlobMissing, BlobStore, make_blob_store
 from imagesearch.config import Settings
 from imagesearch.encoders import Encoder, EncoderUnavailable
 from imagesearch.ingest.handoff import DecodedHandoff
@@ -31,21 +32,50 @@ from imagesearch.stores import StoreWriteError, VectorStore
 
 log = logging.getLogger("imagesearch.ingest")
 
-def _decode(job: tuple[str, str], card: ModelCard, max_pixels: int, draft: bool,
+def _decode(record: ImageRecord, blobs: BlobStore, card: ModelCard, max_pixels: int, draft: bool,
             handoff: DecodedHandoff | None) -> tuple[str, np.ndarray | None, str]:
-    """(id, path) -> (id, pixels, "") or (id, None, reason)."""
-    image_id, path = job
+    """A record -> (id, pixels, "") or (id, None, reason). A storage that cannot be reached is
+    raised (``BlobStorageUnavailable``): not the image's fault, so not recorded against it."""
+    image_id = record.id
     pixels = handoff.take(card.slug, image_id) if handoff is not None else None
     if pixels is not None:  # decoded by the download that verified it
         return image_id, pixels, ""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = blobs.get(image_id, record.format)
         return image_id, prepare(data, card, max_pixels=max_pixels, draft=draft), ""
-    except FileNotFoundError:
+    except BlobMissing:
         return image_id, None, "missing_file"
     except ImageDecodeError as exc:
         return image_id, None, exc.reason
+
+
+def waiting_for_encoder(encoder: Encoder, wait_s: float) -> Callable[[np.ndarray], np.ndarray]:
+    """``encoder.encode_images``, waiting up to ``wait_s`` while the encoder is unavailable. Store
+    writes are not waited for here: the store waits for its backend itself (up to the same
+    dependency_wait_s), so the two waits do not stack."""
+    waiting = retry(
+        retry=retry_if_exception_type(EncoderUnavailable),
+        wait=wait_exponential(multiplier=0.5, max=15), stop=stop_after_delay(wait_s),
+        before_sleep=lambda state: log.warning("waiting for the encoder: %s", state.outcome and state.outcome.exception()),
+        reraise=True,
+    )
+    return waiting(encoder.encode_images)
+
+
+def write_vectors(store: VectorStore, model: str, ids: Sequence[str], vectors: np.ndarray) -> dict[str, str]:
+    """Write a batch's vectors; returns the ids the store rejected (the others were written), which
+    are kept out of the queue with the reason ``store_rejected``."""
+    try:
+        store.set_vectors(model, ids, vectors)
+        return {}
+    except StoreWriteError as exc:
+        rejected = {i: "store_rejected" for i in exc.failures}
+        log.error("%s", exc)
+        try:
+            store.set_embed_errors(model, rejected)
+        except StoreWriteError:
+            pass  # no record any more (removed meanwhile): nothing to keep out of the queue
+        return rejected
 
 
 @dataclass
@@ -65,20 +95,12 @@ class EmbedWorker:
         self.store, self.encoder, self.settings, self.handoff = store, encoder, settings, handoff
         self.card = encoder.card
         self.model = self.card.slug
-        self.blobs = BlobStore(settings.images_dir)
+        self.blobs = make_blob_store(settings)
         self.batch_size = settings.batch_size
         self.inflight = max(1, settings.encoder_inflight)
         self.workers = settings.decode_workers or (os.cpu_count() or 2)
         self.progress = progress or (lambda event, n=1: None)
-        # The encoder is waited for here. Store writes are not: the store waits for its backend
-        # itself (up to the same dependency_wait_s), so the two waits do not stack.
-        waiting = retry(
-            retry=retry_if_exception_type(EncoderUnavailable),
-            wait=wait_exponential(multiplier=0.5, max=15), stop=stop_after_delay(settings.dependency_wait_s),
-            before_sleep=lambda state: log.warning("waiting for the encoder: %s", state.outcome and state.outcome.exception()),
-            reraise=True,
-        )
-        self._encode = waiting(self.encoder.encode_images)
+        self._encode = waiting_for_encoder(self.encoder, settings.dependency_wait_s)
         self.stopping = threading.Event()  # set by stop(): finish what is in flight, then return
 
     def stop(self) -> None:
@@ -127,14 +149,13 @@ class EmbedWorker:
     def _embed(self, records: list[ImageRecord], in_flight: "_InFlight", decoders: ThreadPoolExecutor,
                encoders: ThreadPoolExecutor, summary: EmbedSummary) -> None:
         """Decode the records' images in parallel and send them to the encoder batch by batch."""
-        decode = partial(_decode, card=self.card, max_pixels=self.settings.max_image_pixels, draft=self.settings.jpeg_draft,
-                         handoff=self.handoff)
+        decode = partial(_decode, blobs=self.blobs, card=self.card, max_pixels=self.settings.max_image_pixels,
+                         draft=self.settings.jpeg_draft, handoff=self.handoff)
         in_flight.unwritten.update(r.id for r in records)
-        jobs = [(r.id, str(self.blobs.path(r.id, r.format))) for r in records]
         ids: list[str] = []
         pixels: list[np.ndarray] = []
         errors: dict[str, str] = {}
-        for image_id, array, reason in decoders.map(decode, jobs):
+        for image_id, array, reason in decoders.map(decode, records):
             if array is None:
                 errors[image_id] = reason
                 continue
@@ -176,17 +197,7 @@ class _InFlight:
         """Write the oldest batch's vectors; ids the store rejects are kept out of the queue."""
         worker, summary = self.worker, self.summary
         ids, future = self.futures.popleft()
-        vectors = future.result()
-        try:
-            worker.store.set_vectors(worker.model, ids, vectors)
-            rejected: dict[str, str] = {}
-        except StoreWriteError as exc:  # the others were written
-            rejected = {i: "store_rejected" for i in exc.failures}
-            log.error("%s", exc)
-            try:
-                worker.store.set_embed_errors(worker.model, rejected)
-            except StoreWriteError:
-                pass  # no record any more (removed meanwhile): nothing to keep out of the queue
+        rejected = write_vectors(worker.store, worker.model, ids, future.result())
         self.unwritten.difference_update(ids)
         summary.embedded += len(ids) - len(rejected)
         worker.progress("embedded", len(ids) - len(rejected))

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator
 
-from imagesearch.blobs import BlobStore, ImagesFolderFull, sha256_hex
+from imagesearch.blobs import BlobStorageError, make_blob_store, sha256_hex
 from imagesearch.config import Settings
 from imagesearch.formats import FILE_SUFFIXES
 from imagesearch.ingest.handoff import DecodedHandoff
@@ -33,7 +33,7 @@ def scan_folder(root: Path, store: VectorStore, settings: Settings,
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"folder {root} does not exist")
-    blobs = BlobStore(settings.images_dir)
+    blobs = make_blob_store(settings)
     pending: list[ImageRecord] = []
 
     def flush() -> None:
@@ -73,7 +73,7 @@ def scan_folder(root: Path, store: VectorStore, settings: Settings,
                                        height=info.height, format=info.format, bytes=len(data), photo=info.photo))
             if len(pending) >= settings.download_write_batch:
                 flush()
-    except ImagesFolderFull:
+    except BlobStorageError:  # a full disk, an unreachable bucket
         flush()  # the files already stored get their records; the rerun goes on from there
         raise
     flush()

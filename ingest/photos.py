@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imagesearch.blobs import BlobStore
+from imagesearch.blobs import BlobMissing, BlobStore
 from imagesearch.preprocess import ImageDecodeError, photo_metadata
 from imagesearch.records import PhotoMetadata
 from imagesearch.stores import VectorStore
@@ -17,10 +17,10 @@ BATCH = 500  # records read and written at a time
 class PhotoBackfill:
     read: int = 0  # records that got their metadata
     dated: int = 0  # of those, with a date taken
-    missing_files: int = 0  # records whose file is not in the images folder (left unread: the next ingest tries again)
+    missing_files: int = 0  # records whose image is not in the blob storage (left unread: the next ingest tries again)
 
     def describe(self) -> str:
-        missing = f", {self.missing_files} without their file in the images folder" if self.missing_files else ""
+        missing = f", {self.missing_files} without their image in the blob storage" if self.missing_files else ""
         return f"read from {self.read} stored images ({self.dated} with a date taken){missing}"
 
 
@@ -31,8 +31,8 @@ def read_missing_photo_metadata(store: VectorStore, blobs: BlobStore, max_pixels
         found: dict[str, PhotoMetadata] = {}
         for record in records:
             try:
-                data = blobs.path(record.id, record.format).read_bytes()
-            except OSError:
+                data = blobs.get(record.id, record.format)
+            except BlobMissing:
                 summary.missing_files += 1
                 continue
             try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from imagesearch.blobs import BlobStore
+from imagesearch.blobs import make_blob_store
 from imagesearch.config import Settings
 from imagesearch.encoders import make_encoder
 from imagesearch.ingest.downloader import download, retry_failed
@@ -81,7 +81,7 @@ class Ingest:
 
     def _download(self, lines: list[str], handoff: DecodedHandoff | None = None) -> bool:
         ok, plan, settings = True, self.plan, self.settings
-        blobs = BlobStore(settings.images_dir)
+        blobs = make_blob_store(settings)
         if swept := blobs.sweep_leftovers():
             lines.append(f"images: deleted {swept} partial files left by an ingest killed mid-write")
         photos = read_missing_photo_metadata(self.store, blobs, settings.max_image_pixels)  # records stored before EXIF was read

@@ -11,6 +11,8 @@ from imagesearch.config import Settings
 pytest_plugins = [
     "tests.support.triton_server",  # the `triton_server` fixture (a real tritonserver)
     "tests.support.es_node",  # the `es_node` fixture (a real Elasticsearch node)
+    "tests.support.seaweedfs",  # the `s3_server` fixture (a real S3-compatible server, SeaweedFS)
+    "tests.support.ray_cluster",  # the `ray_cluster` fixture (a real local Ray cluster: a head and two workers)
 ]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -89,7 +91,7 @@ def image_server():
 # Tests that use these fixtures, live in these modules, or run with an "elasticsearch" parameter (they
 # ask for the node themselves) start a real server process (Elasticsearch, tritonserver, a Docker engine,
 # the API and UI with a browser): marked `server`, left out of test-quick.
-SERVER_FIXTURES = {"es_node", "secured_es_node", "triton_server", "blip2_repo"}
+SERVER_FIXTURES = {"es_node", "secured_es_node", "triton_server", "blip2_repo", "s3_server", "ray_cluster"}
 SERVER_MODULES = {"test_es_store", "test_es_cluster", "test_compose_docker", "test_compose_standin", "test_ui",
                   "test_make_run", "test_triton", "test_blip2"}
 

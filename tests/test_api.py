@@ -494,13 +494,13 @@ def test_fuzzed_requests_never_get_a_server_error(api):
 def test_image_not_embedded_yet_is_409(tmp_path, test_model_repo):
     """Downloaded but not embedded yet (the embed worker has not got to it): a clear 409, bytes served.
     On a data directory of its own, so the module's index (and every other test) never sees it."""
-    from imagesearch.blobs import BlobStore
+    from imagesearch.blobs import FolderBlobStore
     from imagesearch.records import ImageRecord
     from imagesearch.stores import make_store
 
     settings = Settings(data_dir=tmp_path / "var", model_repository=test_model_repo, model="shapes-tiny")
     data = make_shapes(1, seed=11)[0].data
-    image_id, _ = BlobStore(settings.images_dir).put(data, "jpeg")
+    image_id = FolderBlobStore(settings.images_dir).put(data, "jpeg")
     store = make_store(settings)
     store.upsert_images([ImageRecord(id=image_id, width=96, height=96, format="jpeg", bytes=len(data), sources=["upload"])])
     store.close()

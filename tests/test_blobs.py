@@ -7,8 +7,8 @@ import errno
 import os
 import sys
 
-import imagesearch.blobs as blobs_module
-from imagesearch.blobs import BlobStore, ImagesFolderFull, sha256_hex
+import imagesearch.blobs.folder as blobs_module
+from imagesearch.blobs import FolderBlobStore, ImagesFolderFull, sha256_hex
 
 
 def count_calls(monkeypatch, owner, name: str, before=None) -> list:
@@ -26,9 +26,10 @@ def count_calls(monkeypatch, owner, name: str, before=None) -> list:
 def test_a_batch_is_synced_once_and_no_file_has_its_name_before_that(tmp_path, monkeypatch):
     if sys.platform == "linux":
         assert blobs_module._syncfs is not None  # the one-sync path is the one under test here
-    blobs = BlobStore(tmp_path / "images")
+    blobs = FolderBlobStore(tmp_path / "images")
     old = os.urandom(500)
-    old_id, old_path = blobs.put(old, "jpeg")
+    old_id = blobs.put(old, "jpeg")
+    old_path = blobs.path(old_id, "jpeg")
     new = [os.urandom(1000 + i) for i in range(5)]
     paths = [blobs.path(sha256_hex(data), "png") for data in new]
     incoming = tmp_path / "images" / "incoming"
@@ -44,16 +45,16 @@ def test_a_batch_is_synced_once_and_no_file_has_its_name_before_that(tmp_path, m
     assert error is None
     assert syncs == [([".tmp-"] * 5, [])]  # one sync, of five temporary files, before any has its name
     assert fsyncs == []
-    assert stored == [(sha256_hex(d), p) for d, p in zip(new, paths, strict=True)] + [stored[0], (old_id, old_path)]
+    assert stored == [sha256_hex(d) for d in new] + [stored[0], old_id]
     assert [p.read_bytes() for p in paths] == new and old_path.read_bytes() == old
     assert list(incoming.iterdir()) == []
 
     one = os.urandom(300)
-    assert blobs.put(one, "jpeg") == (sha256_hex(one), blobs.path(sha256_hex(one), "jpeg"))
+    assert blobs.put(one, "jpeg") == sha256_hex(one) and blobs.path(sha256_hex(one), "jpeg").read_bytes() == one
     assert len(syncs) == 1 and len(fsyncs) == 1  # a single file: its own fsync, not the whole filesystem's
 
 
-class FullAfter(BlobStore):
+class FullAfter(FolderBlobStore):
     """The real store, whose disk fills up after ``room`` files."""
 
     def __init__(self, root, room: int):
@@ -73,18 +74,19 @@ def test_a_full_disk_mid_batch_keeps_the_files_before_it_and_no_partial_file(tmp
     stored, error = blobs.put_many([(d, "jpeg", None) for d in data])
 
     assert isinstance(error, ImagesFolderFull) and "no space left for image files" in str(error)
-    assert [image_id for image_id, _ in stored] == [sha256_hex(d) for d in data[:2]]
-    assert [path.read_bytes() for _, path in stored] == data[:2]
+    assert stored == [sha256_hex(d) for d in data[:2]]
+    assert [blobs.path(image_id, "jpeg").read_bytes() for image_id in stored] == data[:2]
     assert not blobs.path(sha256_hex(data[2]), "jpeg").exists()
     assert list((tmp_path / "images" / "incoming").iterdir()) == []
 
 
 def test_a_folder_removed_under_a_running_process_is_made_again(tmp_path):
-    blobs = BlobStore(tmp_path / "images")
+    blobs = FolderBlobStore(tmp_path / "images")
     first = os.urandom(100)
-    _, path = blobs.put(first, "jpeg")
+    path = blobs.path(blobs.put(first, "jpeg"), "jpeg")
     path.unlink()
     path.parent.rmdir()
     (tmp_path / "images" / "incoming").rmdir()
-    image_id, again = blobs.put(first, "jpeg")
+    image_id = blobs.put(first, "jpeg")
+    again = blobs.path(image_id, "jpeg")
     assert again == path and path.read_bytes() == first and image_id == sha256_hex(first)

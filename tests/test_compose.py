@@ -28,15 +28,19 @@ BLIP2 = [c.COMPOSE_FILE, c.BLIP2_OVERRIDE]
 CPU_BLIP2 = [c.COMPOSE_FILE, c.CPU_OVERRIDE, c.BLIP2_OVERRIDE]
 MULTILINGUAL = [c.COMPOSE_FILE, c.MULTILINGUAL_OVERRIDE]
 CPU_MULTILINGUAL = [c.COMPOSE_FILE, c.CPU_OVERRIDE, c.MULTILINGUAL_OVERRIDE]
-ALL = pytest.mark.parametrize("files", [BASE, CPU, BLIP2, CPU_BLIP2, MULTILINGUAL, CPU_MULTILINGUAL],
+RAY = [c.COMPOSE_FILE, c.RAY_OVERRIDE]
+CPU_RAY = [c.COMPOSE_FILE, c.CPU_OVERRIDE, c.RAY_OVERRIDE]
+ALL = pytest.mark.parametrize("files", [BASE, CPU, BLIP2, CPU_BLIP2, MULTILINGUAL, CPU_MULTILINGUAL, RAY, CPU_RAY],
                               ids=["base", "base+cpu", "base+blip2", "base+cpu+blip2", "base+multilingual",
-                                   "base+cpu+multilingual"])
+                                   "base+cpu+multilingual", "base+ray", "base+cpu+ray"])
 DOCKERFILES = [c.REPO_ROOT / "docker" / "Dockerfile", c.REPO_ROOT / "docker" / "Dockerfile.export"]
 # What each of our commands needs set (beyond defaults) to run in the distributed mode.
 NEEDED = {
     ("ingest", "download"): {"store", "es_url", "es_password", "es_ca_certs", "model", "model_repository", "data_dir"},
     ("ingest", "embed"): {"store", "es_url", "es_password", "es_ca_certs", "model", "model_repository", "data_dir",
                           "encoder", "triton_url"},
+    ("ingest", "--urls"): {"store", "es_url", "es_password", "es_ca_certs", "model", "model_repository", "data_dir",
+                           "encoder", "triton_url"},  # both stages: a Ray job's (docker-compose.ray.yml)
     ("serve",): {"store", "es_url", "es_password", "es_ca_certs", "model", "model_repository", "data_dir",
                  "encoder", "triton_url", "api_host"},
     ("ui",): {"api_url", "ui_host"},
@@ -54,6 +58,20 @@ def default(field: str):
 def ours(services: dict) -> dict[str, dict]:
     """Services that run our image (built from this checkout)."""
     return {name: s for name, s in services.items() if "build" in s}
+
+
+def imagesearch_argv(service: dict) -> list[str] | None:
+    """The `imagesearch` command a service runs: its command, or the entrypoint of the Ray job it
+    submits (`ray job submit ... -- imagesearch ...`); None for a Ray node (`ray start`)."""
+    argv = c.command_argv(service)
+    if argv[:3] == ["ray", "job", "submit"]:
+        return argv[argv.index("--") + 1:]
+    return None if argv[:2] == ["ray", "start"] else argv
+
+
+def runs_the_job(name: str, services: dict) -> bool:
+    """The Ray head runs the driver of the job the downloader submits, with its own settings."""
+    return name == "ray-head" and any(c.command_argv(s)[:3] == ["ray", "job", "submit"] for s in services.values())
 
 
 # -- the Compose Specification ---------------------------------------------------------------------
@@ -90,9 +108,9 @@ def test_the_services_the_deployment_needs_are_there():
 
 def test_env_example_documents_every_variable_and_matches_the_defaults():
     env = c.load_env()
-    # the CPU override resets the GPU's variables away; BLIP-2's and the multilingual model's are used
-    # with their overrides only
-    used = {**c.variables(BASE), **c.variables(CPU), **c.variables(BLIP2), **c.variables(MULTILINGUAL)}
+    # the CPU override resets the GPU's variables away; those of BLIP-2, the multilingual model and Ray
+    # are used with their overrides only
+    used = {**c.variables(BASE), **c.variables(CPU), **c.variables(BLIP2), **c.variables(MULTILINGUAL), **c.variables(RAY)}
     assert sorted(set(used) - set(env)) == [], "variables missing from .env.example"
     assert sorted(set(env) - set(used)) == [], ".env.example documents variables nothing uses"
     for name, variable in used.items():
@@ -132,7 +150,9 @@ def test_env_file_is_neither_committed_nor_sent_to_docker():
 @ALL
 def test_every_service_command_is_a_real_imagesearch_command(files):
     for name, service in ours(c.load_project(files)["services"]).items():
-        argv = c.command_argv(service)
+        argv = imagesearch_argv(service)
+        if argv is None:  # a Ray node: test_the_ray_override_runs_the_ingest_as_a_job_on_its_nodes
+            continue
         assert argv[0] == "imagesearch", f"{name}: {argv}"
         try:
             args = build_parser(argv[1:]).parse_args(argv[1:])
@@ -194,15 +214,18 @@ def test_blip2_override_exports_and_serves_both_models():
 
 @ALL
 def test_every_imagesearch_variable_is_a_setting_and_the_needed_ones_are_set(files, monkeypatch):
-    for name, service in c.load_project(files)["services"].items():
+    services = c.load_project(files)["services"]
+    for name, service in services.items():
         env = {k: v for k, v in c.environment(service).items() if k.startswith("IMAGESEARCH_")}
         unknown = [k for k in env if k.removeprefix("IMAGESEARCH_").lower() not in Settings.model_fields]
         assert unknown == [], f"{name} sets variables no setting reads: {unknown}"
         if "build" not in service:
             assert env == {}, f"{name} is not ours but sets {sorted(env)}"
             continue
-        argv = c.command_argv(service)[1:]
-        needed = next(v for k, v in NEEDED.items() if tuple(argv[: len(k)]) == k)
+        argv = (imagesearch_argv(services["downloader"]) if runs_the_job(name, services) else imagesearch_argv(service))
+        if argv is None:  # a Ray worker: it runs what the driver sends, with the driver's settings
+            continue
+        needed = next(v for k, v in NEEDED.items() if tuple(argv[1: len(k) + 1]) == k)
         required = {f for f, info in Settings.model_fields.items() if info.is_required()}
         fields = {k.removeprefix("IMAGESEARCH_").lower() for k in env}
         assert (needed | required) - fields == set(), f"{name} misses settings"
@@ -356,3 +379,38 @@ def test_the_env_files_empty_arch_config_means_none(monkeypatch):
     assert c.load_env()["IMAGESEARCH_ARCH_CONFIG"] == ""
     monkeypatch.setenv("IMAGESEARCH_ARCH_CONFIG", "")
     assert Settings().arch_config is None
+
+
+# -- the Ray override ---------------------------------------------------------------------------------
+
+def test_the_ray_override_runs_the_ingest_as_a_job_on_its_nodes():
+    """docker-compose.ray.yml: a head and workers of the Ray image (the runtime image and the ray
+    extra), the downloader submitting `imagesearch ingest --urls ... --ray auto` to the head as a Ray
+    job, every node mounting what the driver's settings point at, and no embedder racing the cluster."""
+    services = c.load_project(RAY)["services"]
+    assert "embedder" not in services and {"ray-head", "ray-worker"} <= set(services)
+    head, worker, downloader = services["ray-head"], services["ray-worker"], services["downloader"]
+    head_argv, worker_argv = c.command_argv(head), c.command_argv(worker)
+    port = next(a.split("=", 1)[1] for a in head_argv if a.startswith("--port="))
+    assert head_argv[:3] == ["ray", "start", "--head"] and "--block" in head_argv
+    assert worker_argv[:2] == ["ray", "start"] and f"--address=ray-head:{port}" in worker_argv and "--block" in worker_argv
+    submit = c.command_argv(downloader)
+    assert submit[:3] == ["ray", "job", "submit"] and "--address=http://ray-head:8265" in submit
+    job = build_parser(imagesearch_argv(downloader)[1:]).parse_args(imagesearch_argv(downloader)[1:])
+    assert job.ray == "auto" and job.urls == Path("/input/image_urls.txt")  # the driver runs on the head, a node
+    for name in ("ray-head", "ray-worker", "downloader"):
+        assert services[name]["image"] == "imagesearch-ray" and services[name]["build"]["dockerfile"] == "docker/Dockerfile.ray"
+        assert services[name]["build"]["additional_contexts"] == {"imagesearch-runtime": "service:api"}
+    assert any(s["image"] == "imagesearch-runtime" and "build" in s for s in services.values())
+    dockerfile = (c.REPO_ROOT / "docker" / "Dockerfile.ray").read_text()
+    assert "FROM imagesearch-runtime" in dockerfile and "['optional-dependencies']['ray']" in dockerfile
+    assert re.search(r"^ray = \[", (c.REPO_ROOT / "pyproject.toml").read_text(), re.M), "no ray extra in pyproject.toml"
+    head_env = c.environment(head)
+    images_dir = str(Path(head_env["IMAGESEARCH_DATA_DIR"]) / "images")
+    for name in ("ray-head", "ray-worker"):  # the nodes see the images volume where the driver's settings put it
+        mounts = {src: target for src, target, _ in c.mounts(services[name])}
+        assert mounts["images"] == images_dir and mounts["model-repository"] == head_env["IMAGESEARCH_MODEL_REPOSITORY"], name
+        assert head_env["IMAGESEARCH_ES_CA_CERTS"].startswith(mounts["es-certs"] + "/"), name
+    assert services["ray-worker"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert downloader["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert c.healthcheck_argv(head)[:2] == ["ray", "health-check"]

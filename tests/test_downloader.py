@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from imagesearch.blobs import BlobStore, sha256_hex
+from imagesearch.blobs import FolderBlobStore, sha256_hex
 from imagesearch.config import Settings
 from imagesearch.ingest import downloader
 from imagesearch.ingest.downloader import download, retry_failed
@@ -118,7 +118,7 @@ def test_mixed_list_good_and_bad(image_server, store, dl_settings):
         "records": 6, "failures": 7}
     assert max(n for _, n in store.writes) <= dl_settings.download_write_batch
 
-    blobs = BlobStore(dl_settings.images_dir)
+    blobs = FolderBlobStore(dl_settings.images_dir)
     blue_record = store.get(sha256_hex(blue))
     assert sorted(blue_record.urls) == sorted([image_server.url("/blue.jpg"), image_server.url("/same-blue.jpg")])
     assert sorted(blue_record.captions) == ["a blue square", "blue again"]
@@ -257,7 +257,7 @@ def test_a_robots_txt_that_hangs_counts_as_unreachable_within_the_timeouts(image
     assert all("timeout" in f.detail for f in store.failures())
 
 
-class SlowDisk(BlobStore):
+class SlowDisk(FolderBlobStore):
     """The real image files, written only once the test lets the disk go (a disk far slower than the network)."""
 
     def __init__(self, root):

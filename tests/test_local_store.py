@@ -50,7 +50,7 @@ def test_writers_wait_for_another_writer_and_readers_go_on(settings, tmp_path):
     import httpx
 
     from imagesearch.api.app import create_app
-    from imagesearch.blobs import BlobStore
+    from imagesearch.blobs import FolderBlobStore
     from tests.support.cli import start_cli
     from tests.support.net import wait_until
     from tests.support.search_api import ApiThread, ingest, make_shapes, settings_env, write_folder
@@ -66,7 +66,7 @@ def test_writers_wait_for_another_writer_and_readers_go_on(settings, tmp_path):
             assert httpx.get(f"{api.url}/search", params={"q": "a red circle"}, timeout=30).status_code == 200
         # The folder scan stores each image's file before its records (one write for the folder):
         # once every file is there, the ingest is at its first write, which must wait for the lock.
-        files = [BlobStore(settings.images_dir).path(hashlib.sha256(s.data).hexdigest(), "jpeg") for s in second]
+        files = [FolderBlobStore(settings.images_dir).path(hashlib.sha256(s.data).hexdigest(), "jpeg") for s in second]
         wait_until(lambda: all(f.exists() for f in files) or late.poll() is not None, 120, "the late ingest's files")
         assert late.poll() is None, late.stdout.read()
         reader = LocalStore(database)

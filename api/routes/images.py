@@ -4,11 +4,12 @@ the image (an admin key, when keys are configured)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from imagesearch.api.auth import require_admin
 from imagesearch.api.context import Context
 from imagesearch.api.errors import ERRORS, ApiError, ErrorBody
+from imagesearch.blobs import BlobMissing
 from imagesearch.formats import FORMATS, content_type
 from imagesearch.records import is_image_id
 from imagesearch.removal import remove
@@ -24,18 +25,27 @@ def image(image_id: str, request: Request, context: Context) -> Response:
     """The stored bytes of an indexed image."""
     check_id(image_id)
     record = context.backends.service().store.get(image_id)
-    path = context.blobs.path(image_id, record.format) if record else None
-    if record is None or path is None or not path.is_file():
-        raise ApiError(404, "not_found", f"no image with id {image_id}")
     etag = f'"{image_id}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
-    if etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=304, headers=headers)
-    return FileResponse(path, media_type=content_type(record.format), headers=headers)
+    if record is not None and etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)  # the client has these bytes: no need to read them
+    try:
+        blob = context.blobs.open(image_id, record.format) if record else None
+    except BlobMissing:
+        blob = None
+    if record is None or blob is None:
+        raise ApiError(404, "not_found", f"no image with id {image_id}")
+    if blob.path is not None:  # a local file: sent by the server from the file (sendfile)
+        blob.close()
+        return FileResponse(blob.path, media_type=content_type(record.format), headers=headers)
+    # Streamed through the API, not redirected to the bucket: the bucket stays private (often not
+    # reachable from outside at all), and the answer keeps the same ETag and caching headers.
+    return StreamingResponse(blob.chunks, media_type=content_type(record.format),
+                             headers={**headers, "Content-Length": str(blob.size)})
 
 
 def check_id(image_id: str) -> None:
-    if not is_image_id(image_id):  # checked before any path is built from it
+    if not is_image_id(image_id):  # checked before any name is built from it
         raise ApiError(400, "invalid_id", "an image id is 64 lower-case hex characters (the sha256 of the bytes)")
 
 

@@ -25,6 +25,7 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 CPU_OVERRIDE = REPO_ROOT / "docker-compose.cpu.yml"
 BLIP2_OVERRIDE = REPO_ROOT / "docker-compose.blip2.yml"
 MULTILINGUAL_OVERRIDE = REPO_ROOT / "docker-compose.multilingual.yml"
+RAY_OVERRIDE = REPO_ROOT / "docker-compose.ray.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 # In CI the repository is a fresh clone with shared/ beside it.
 SCHEMA = REPO_ROOT.parent / "shared" / "schemas" / "compose-spec.json"

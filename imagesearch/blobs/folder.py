@@ -1,4 +1,4 @@
-"""Content-addressed image files: ``<data>/images/ab/abcdef….<ext>``, named by the bytes' sha256.
+"""Blobs in a content-addressed folder: ``<data>/images/ab/abcdef….<ext>``, named by the bytes' sha256.
 
 The path never comes from a URL or a file name; files are written atomically (a temp file in
 ``<data>/images/incoming/``, then a hard link) and an existing file is never overwritten.
@@ -8,25 +8,24 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
-from imagesearch.formats import FORMATS
-from imagesearch.records import is_image_id
+from imagesearch.blobs.base import (
+    BlobItem,
+    BlobMissing,
+    BlobReader,
+    BlobStorageError,
+    ImagesFolderFull,
+    blob_name,
+    check_id,
+    sha256_hex,
+)
 
-
-class ImagesFolderFull(OSError):
-    """No room left where the image files go. Not the image's fault: nothing is recorded for it,
-    and the same URL or file is stored by the next run once there is space."""
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
+_READ_CHUNK = 1024 * 1024
 
 # A temp file is written, synced and linked within seconds; one this old was left by a
 # process killed mid-write (SIGKILL, power loss) and nobody will link it.
@@ -58,32 +57,39 @@ def _sync_filesystem(folder: Path) -> None:
         os.close(fd)
 
 
-class BlobStore:
+class FolderBlobStore:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.location = str(self.root)
         # One folder for files being written, so that finding a killed writer's leftovers is one
         # small listing, not a walk over every image.
         self.incoming = self.root / "incoming"
 
     def path(self, image_id: str, fmt: str) -> Path:
-        if not is_image_id(image_id):
-            raise ValueError(f"not an image id (64 hex characters): {image_id[:80]!r}")
-        return self.root / image_id[:2] / f"{image_id}.{FORMATS[fmt].extension if fmt in FORMATS else 'bin'}"
+        return self.root / blob_name(image_id, fmt)
 
-    def put(self, data: bytes, fmt: str, image_id: str | None = None) -> tuple[str, Path]:
-        """Store ``data``; returns (id, path). Idempotent: the same bytes land on the same path once."""
+    def put(self, data: bytes, fmt: str, image_id: str | None = None) -> str:
+        """Store ``data``; returns its id. Idempotent: the same bytes land on the same path once."""
         stored, error = self.put_many([(data, fmt, image_id)])
         if error is not None:
             raise error
         return stored[0]
 
-    def put_many(self, items: Sequence[tuple[bytes, str, str | None]]) -> tuple[list[tuple[str, Path]], OSError | None]:
-        """Store several files, (data, format, id or None) each, with one disk sync for them all
-        instead of one per file. Each is written under a temporary name, then all are synced, then
-        each gets its name, so a file is on disk before it has its name. Returns the (id, path) of
-        the items stored, in order, up to the first error (a full disk: ``ImagesFolderFull``), and
-        that error: the files before it are stored whatever happens to the rest."""
-        stored: list[tuple[str, Path]] = []
+    def put_many(self, items: Sequence[BlobItem]) -> tuple[list[str], BlobStorageError | None]:
+        """Store several files with one disk sync for them all instead of one per file. Each is
+        written under a temporary name, then all are synced, then each gets its name, so a file is
+        on disk before it has its name. A full disk stops the rest with ``ImagesFolderFull``."""
+        stored, error = self._put_many(items)
+        if error is None or isinstance(error, BlobStorageError):
+            return stored, error
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return stored, ImagesFolderFull(error.errno, f"no space left for image files in {self.root}: free some space "
+                                                         "(or point IMAGESEARCH_DATA_DIR elsewhere) and run the ingest "
+                                                         "again; what was stored so far is kept")
+        return stored, BlobStorageError(error.errno, f"writing image files in {self.root}: {error.strerror or error}")
+
+    def _put_many(self, items: Sequence[BlobItem]) -> tuple[list[str], OSError | None]:
+        stored: list[tuple[str, Path]] = []  # (id, path) of the items stored, in order
         temps: dict[Path, str] = {}  # final path -> its temporary file, for the new files
         one_sync = len(items) > 1 and _syncfs is not None
         error: OSError | None = None
@@ -106,11 +112,7 @@ class BlobStore:
         finally:
             for tmp in temps.values():
                 os.unlink(tmp)  # also after a failed write: no partial file is left behind
-        if error is not None and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            error = ImagesFolderFull(error.errno, f"no space left for image files in {self.root}: free some space "
-                                                  "(or point IMAGESEARCH_DATA_DIR elsewhere) and run the ingest "
-                                                  "again; what was stored so far is kept")
-        return stored, error
+        return [image_id for image_id, _ in stored], error
 
     def _write_temp(self, data: bytes, fsync: bool) -> str:
         try:
@@ -162,8 +164,7 @@ class BlobStore:
 
     def delete(self, image_id: str) -> int:
         """Delete the image's file, whatever its extension; returns how many files went (0 or 1)."""
-        if not is_image_id(image_id):
-            raise ValueError(f"not an image id (64 hex characters): {image_id[:80]!r}")
+        check_id(image_id)
         deleted = 0
         for path in (self.root / image_id[:2]).glob(f"{image_id}.*"):
             path.unlink(missing_ok=True)
@@ -171,4 +172,19 @@ class BlobStore:
         return deleted
 
     def get(self, image_id: str, fmt: str) -> bytes:
-        return self.path(image_id, fmt).read_bytes()
+        try:
+            return self.path(image_id, fmt).read_bytes()
+        except FileNotFoundError:
+            raise BlobMissing(errno.ENOENT, f"no image file for {image_id}") from None
+
+    def open(self, image_id: str, fmt: str) -> BlobReader:
+        path = self.path(image_id, fmt)
+        if not path.is_file():
+            raise BlobMissing(errno.ENOENT, f"no image file for {image_id}")
+        return BlobReader(size=path.stat().st_size, chunks=_chunks(path), path=path)
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(_READ_CHUNK):
+            yield chunk
