@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 import pytest
 
-from imagesearch.blobs import BlobStore
+from imagesearch.blobs import FolderBlobStore
 from imagesearch.config import Settings
 from imagesearch.ingest.downloader import download
 from imagesearch.records import ImageRecord, SearchFilters
@@ -41,7 +41,7 @@ def test_heic_and_avif_are_downloaded_with_their_metadata(tmp_path, image_server
         stored = store.get(hashlib.sha256(data).hexdigest())
         assert stored is not None and stored.format == fmt and stored.urls == [urls[fmt]]
         assert stored.photo is not None and stored.photo.camera_make in ("Apple", "Google")
-        path = BlobStore(settings.images_dir).path(stored.id, fmt)
+        path = FolderBlobStore(settings.images_dir).path(stored.id, fmt)
         assert path.suffix == {"heif": ".heic", "avif": ".avif"}[fmt] and path.read_bytes() == data
     assert store.get(hashlib.sha256(made["avif"]).hexdigest()).photo.taken_at.tzinfo is None  # no offset: naive
     store.close()
@@ -59,7 +59,7 @@ def test_records_stored_before_exif_was_read_get_it_at_the_next_ingest_without_e
             Exif(None, None, "Apple", "iPhone 13"), Exif(), Exif("2019:01:01 00:00:00", None, "Canon", "EOS M")]
     data = [photo(t, fmt, seed=i) for i, (t, fmt) in enumerate(zip(tags, ["JPEG", "HEIF", "AVIF", "JPEG"], strict=True))]
     ids = [hashlib.sha256(d).hexdigest() for d in data]
-    blobs = BlobStore(settings.images_dir)
+    blobs = FolderBlobStore(settings.images_dir)
     # As an ingest before EXIF was read left them: files stored, records without photo metadata, embedded.
     # The last one's file is gone (deleted by hand): nothing to read it from.
     old = [ImageRecord(id=i, paths=[f"/old/{n}"], sources=["folder"], width=64, height=48, format=fmt, bytes=len(d))
@@ -75,7 +75,7 @@ def test_records_stored_before_exif_was_read_get_it_at_the_next_ingest_without_e
     folder.mkdir()
     (folder / "new.jpg").write_bytes(photo(Exif("2024:02:02 10:00:00", "+00:00", "Canon", "EOS M"), seed=9))
     out = ingest(settings, "--folder", str(folder))
-    assert "photo metadata: read from 3 stored images (1 with a date taken), 1 without their file" in out, out
+    assert "photo metadata: read from 3 stored images (1 with a date taken), 1 without their image" in out, out
     assert "embed: 1 embedded" in out and "store: 5 images, 5 embedded, 0 pending" in out, out
 
     with contextlib.closing(make_store(settings)) as store:
