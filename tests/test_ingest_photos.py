@@ -90,4 +90,4 @@ def test_records_stored_before_exif_was_read_get_it_at_the_next_ingest_without_e
         canon = store.search(MODEL, vectors[0], 10, SearchFilters(camera="canon", taken_before="2021-01-01"))
         assert [h.id for h in canon] == [ids[0]]  # in what the filters read too (Elasticsearch: the vector index)
     again = ingest(settings, "--folder", str(folder))
-    assert "photo metadata: read from 0 stored images (0 with a date taken), 1 without their file" in again, again
+    assert "photo metadata: read from 0 stored images (0 with a date taken), 1 without their image" in again, again
