@@ -28,6 +28,7 @@ from imagesearch.model_card import ModelCard
 from imagesearch.preprocess import ImageDecodeError, prepare
 from imagesearch.records import ImageRecord
 from imagesearch.stores import StoreWriteError, VectorStore
+from imagesearch.tags import Tagger
 
 log = logging.getLogger("imagesearch.ingest")
 
@@ -51,6 +52,7 @@ def _decode(job: tuple[str, str], card: ModelCard, max_pixels: int, draft: bool,
 @dataclass
 class EmbedSummary:
     embedded: int = 0
+    tagged: int = 0
     failed: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -61,8 +63,9 @@ class EmbedSummary:
 
 class EmbedWorker:
     def __init__(self, store: VectorStore, encoder: Encoder, settings: Settings, progress=None,
-                 handoff: DecodedHandoff | None = None):
+                 handoff: DecodedHandoff | None = None, tagger: Tagger | None = None):
         self.store, self.encoder, self.settings, self.handoff = store, encoder, settings, handoff
+        self.tagger = tagger  # tags what this worker embeds (the tagging model's worker only)
         self.card = encoder.card
         self.model = self.card.slug
         self.blobs = BlobStore(settings.images_dir)
@@ -188,6 +191,10 @@ class _InFlight:
             except StoreWriteError:
                 pass  # no record any more (removed meanwhile): nothing to keep out of the queue
         self.unwritten.difference_update(ids)
+        if worker.tagger is not None:  # from the vectors in hand: no reading them back
+            written = [n for n, image_id in enumerate(ids) if image_id not in rejected]
+            worker.tagger.write(worker.store, [ids[n] for n in written], vectors[written])
+            summary.tagged += len(written)
         summary.embedded += len(ids) - len(rejected)
         worker.progress("embedded", len(ids) - len(rejected))
         for reason in rejected.values():
@@ -213,6 +220,7 @@ def embed_all(workers: list[EmbedWorker], follow: bool = False, idle_exit_s: flo
             done = worker.run()
             total = summaries[worker.model]
             total.embedded += done.embedded
+            total.tagged += done.tagged
             total.seconds += done.seconds
             for reason, n in done.failed.items():
                 total.failed[reason] = total.failed.get(reason, 0) + n
