@@ -192,14 +192,22 @@ class _InFlight:
                 pass  # no record any more (removed meanwhile): nothing to keep out of the queue
         self.unwritten.difference_update(ids)
         if worker.tagger is not None:  # from the vectors in hand: no reading them back
-            written = [n for n, image_id in enumerate(ids) if image_id not in rejected]
-            worker.tagger.write(worker.store, [ids[n] for n in written], vectors[written])
-            summary.tagged += len(written)
+            self.tag(worker.tagger, ids, vectors, rejected)
         summary.embedded += len(ids) - len(rejected)
         worker.progress("embedded", len(ids) - len(rejected))
         for reason in rejected.values():
             summary.failed[reason] = summary.failed.get(reason, 0) + 1
             worker.progress(f"failed:{reason}", 1)
+
+    def tag(self, tagger: Tagger, ids: list[str], vectors: np.ndarray, rejected: dict[str, str]) -> None:
+        """Tag the batch's images whose vectors were written."""
+        written = [n for n, image_id in enumerate(ids) if image_id not in rejected]
+        try:
+            tagger.write(self.worker.store, [ids[n] for n in written], vectors[written])
+            self.summary.tagged += len(written)
+        except StoreWriteError as exc:  # left untagged: the next ingest tags them from their stored vectors
+            log.error("%s", exc)
+            self.summary.tagged += len(written) - len(exc.failures)
 
 
 def embed_all(workers: list[EmbedWorker], follow: bool = False, idle_exit_s: float | None = None,

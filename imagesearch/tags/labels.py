@@ -40,20 +40,28 @@ def label_vectors(settings: Settings, card: ModelCard, vocabulary: Vocabulary) -
     """[labels, dim] float32, L2-normalized: read from the cache, or embedded now (the text tower is
     loaded for this alone and closed again) and cached."""
     path = cache_path(settings, card, labels_key(settings, card, vocabulary))
-    if path.is_file():
+    try:
         vectors = np.load(path)
         if vectors.shape == (len(vocabulary), card.dim):
             return vectors
+    except (OSError, ValueError):  # not there yet (or unreadable): embedded again
+        pass
     vectors = _embed(settings, card, vocabulary)
-    try:  # written whole or not at all: another process may read it at any time
+    _keep(path, vectors)
+    return vectors
+
+
+def _keep(path: Path, vectors: np.ndarray) -> None:
+    """Write the file whole or not at all: another process may read it at any time."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(partial, "wb") as file:
             np.save(file, vectors)
         os.replace(partial, path)
-    except OSError as exc:  # the next ingest embeds them again
+    except OSError as exc:  # a full disk, a read-only folder: the next ingest embeds them again
         log.warning("cannot keep the label vectors in %s: %s", path.parent, exc)
-    return vectors
+        partial.unlink(missing_ok=True)
 
 
 def _embed(settings: Settings, card: ModelCard, vocabulary: Vocabulary) -> np.ndarray:
