@@ -181,7 +181,7 @@ class ServiceSettings(BaseModel):
 
 
 class TagSettings(BaseModel):
-    """Tags: zero-shot labels from a vocabulary, given to each image at ingest (docs/tags.md)."""
+    """Tags: zero-shot labels each image is given at ingest."""
 
     tagging: bool = Field(True, description="give each image the labels of the tag vocabulary that fit it best, at ingest, "
                           "with the default model (the first of IMAGESEARCH_MODELS); off: no new tags (those given stay)")

@@ -30,7 +30,7 @@ async def search_get(
     q: Annotated[str, Query(description="what to look for, in words")],
     k: Annotated[int, Query(description="how many results (1..max_k)")] = 10,
     min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop results below this cosine")] = None,
-    mode: Annotated[Mode, Query(description="vector: by meaning; text: by the words of captions and file names; "
+    mode: Annotated[Mode, Query(description="vector: by meaning; text: by the words of captions, tags and file names; "
                                             "hybrid: both, fused by reciprocal rank")] = "vector",
     model: Annotated[str | None, Query(max_length=200, description=MODEL_HELP)] = None,
     taken_after: Annotated[str | None, Query(max_length=64, description=filter_help("taken_after"))] = None,

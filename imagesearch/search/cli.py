@@ -18,8 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", dest="image_id", help="search by an image already in the index (more like this)")
     parser.add_argument("-k", type=int, default=10, help="number of results (default 10; at most IMAGESEARCH_MAX_K)")
     parser.add_argument("--mode", choices=get_args(Mode), default="vector",
-                        help="for TEXT: match by meaning (vector, the default), by the words of captions and "
-                             "file names (text), or both fused (hybrid)")
+                        help="for TEXT: match by meaning (vector, the default), by the words of captions, "
+                             "tags and file names (text), or both fused (hybrid)")
     parser.add_argument("--min-score", type=float, default=None)
     photos = parser.add_argument_group("photo filters (EXIF; an image without the field asked about does not match)")
     photos.add_argument("--taken-after", metavar="WHEN", help="taken at or after: an ISO 8601 date (from its start) or "
