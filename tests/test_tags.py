@@ -11,6 +11,7 @@ for each image five of them are wrong; the shipped vocabulary is checked for its
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from imagesearch.model_card import load_card
 from imagesearch.preprocess import prepare
 from imagesearch.records import SearchFilters
 from imagesearch.stores import make_store
-from imagesearch.tags import DEFAULT_VOCABULARY, Tagger, VocabularyError, load_vocabulary, make_tagger
+from imagesearch.tags import DEFAULT_VOCABULARY, Tagger, Vocabulary, VocabularyError, load_vocabulary, make_tagger
 from imagesearch.tags.labels import cache_path, labels_key
 from tests.support import shapes
 from tests.support.cli import run_cli
@@ -94,18 +95,12 @@ def test_the_built_wheel_carries_the_vocabulary(tmp_path):
 
 def test_each_label_is_judged_against_the_image_s_mean_over_the_vocabulary():
     labels = np.eye(8, dtype=np.float32)  # eight labels, each its own direction
-    tagger = Tagger("m", load_vocabulary_of(["a", "b", "c", "d", "e", "f", "g", "h"]), labels, per_image=2, min_score=1.0, key="k")
+    tagger = Tagger("m", Vocabulary(tuple("abcdefgh"), Path("test")), labels, per_image=2, min_score=1.0, key="k")
     image = np.array([0.6, 0.5, 0.45, 0, 0, 0, 0, 0], np.float32)  # near a, b and c: the cap keeps two
     flat = np.full(8, 1 / np.sqrt(8), np.float32)  # no label stands out: none kept
     several = np.stack([np.eye(8)[3], np.eye(8)[5]]).astype(np.float32)  # [Q, D]: each label's best query
     assert tagger.tag(np.stack([image, flat])) == [["a", "b"], []]
     assert tagger.tag(several[None]) == [["d", "f"]] and tagger.tag(np.zeros((0, 8))) == []
-
-
-def load_vocabulary_of(labels: list[str]):
-    from imagesearch.tags import Vocabulary
-
-    return Vocabulary(tuple(labels), Path("test"))
 
 
 def test_on_the_test_model_standardized_scores_keep_both_labels_where_a_softmax_keeps_one(settings, tmp_path):
@@ -205,8 +200,6 @@ def tagged(request, tmp_path_factory, test_model_repo):
 
 
 def hash_of(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
