@@ -1,7 +1,7 @@
 """The search API: ``create_app(settings)`` builds the FastAPI application from its parts.
 
-- ``routes/``: ``search`` (/search, /search/image), ``images`` (/images/{id}), ``operations``
-  (/healthz, /status, /metrics);
+- ``routes/``: ``search`` (/search, /search/image), ``images`` (/images/{id}), ``tags`` (/tags),
+  ``operations`` (/healthz, /status, /metrics);
 - ``errors``: every error as JSON ``{"error": code, "detail": message}`` (4xx, or 503 with
   Retry-After while a dependency cannot answer), never a traceback;
 - ``auth``: optional API keys (read and admin), checked in front of every route but the probes;
@@ -28,6 +28,7 @@ from imagesearch.api.context import ApiContext
 from imagesearch.api.metrics import Metrics
 from imagesearch.api.rate_limit import RateLimits
 from imagesearch.api.routes import images, operations, search
+from imagesearch.api.routes import tags as tag_routes
 from imagesearch.blobs import make_blob_store
 from imagesearch.config import Settings, get_settings
 from imagesearch.fetch import FetchOptions, make_client
@@ -74,5 +75,6 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
     # schema; KeyGuard enforces the key on every path but the open ones, these routes or any other.
     for routes in (search, images):
         app.include_router(routes.router, dependencies=[Depends(require_read)])
+    app.include_router(tag_routes.router, dependencies=[Depends(require_read)])
     app.include_router(operations.router)  # /status declares its key itself; /healthz and /metrics are open
     return app

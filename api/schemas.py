@@ -55,8 +55,8 @@ class SearchRequest(BaseModel):
     k: int = Field(10, description="how many results (1..IMAGESEARCH_MAX_K, as /status lists it)")
     filters: Filters | None = None
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop results below this cosine")
-    mode: Mode = Field("vector", description="with text: vector (by meaning), text (by the words of captions and "
-                                             "file names) or hybrid (both, fused by reciprocal rank)")
+    mode: Mode = Field("vector", description="with text: vector (by meaning), text (by the words of captions, "
+                                             "tags and file names) or hybrid (both, fused by reciprocal rank)")
     model: str | None = Field(None, max_length=200, description=MODEL_HELP)
     sort: Sort = Field("relevance", description=SORT_HELP)
     offset: int = Field(0, ge=0, le=MAX_K, description=OFFSET_HELP)

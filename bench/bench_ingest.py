@@ -43,8 +43,10 @@ SLUG = "vit-b-32-random"
 
 def ingest_command(env: dict[str, str], *arguments: str) -> tuple[float, float, float]:
     """`imagesearch ingest ARGUMENTS` in this process, with these settings: its seconds, its CPU
-    seconds (all threads) and the embed stage's own img/s (from the encoder's load on)."""
-    os.environ.update(env)
+    seconds (all threads) and the embed stage's own img/s (from the encoder's load on). Tagging is off
+    unless ``env`` turns it on: the figures are the embedding pipeline's (as clip-retrieval's), and each
+    row's fresh data folder would count tagging's one-time pass of the text tower over the vocabulary."""
+    os.environ.update({"IMAGESEARCH_TAGGING": "false", **env})
     get_settings.cache_clear()
     parser = argparse.ArgumentParser()
     cli.configure(parser)

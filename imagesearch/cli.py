@@ -13,6 +13,7 @@ COMMANDS = {
     "ingest": ("imagesearch.ingest.cli", "download/scan images and embed them"),
     "search": ("imagesearch.search.cli", "search the index by text or by image"),
     "status": ("imagesearch.status", "counts, model and store"),
+    "tags": ("imagesearch.tags.cli", "the tags of the indexed images, the most held first"),
     "remove": ("imagesearch.removal", "take images out of the index (records, vectors, files)"),
     "index": ("imagesearch.stores.elasticsearch.cli", "Elasticsearch vector index lifecycle: status, rebuild, swap"),
     "serve": ("imagesearch.api.cli", "run the search API"),

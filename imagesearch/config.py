@@ -223,6 +223,33 @@ class ServiceSettings(BaseModel):
     url_fetch_timeout_s: float = Field(15.0, gt=0, description="search by image_url: time limit for the fetch")
 
 
+class TagSettings(BaseModel):
+    """Tags: zero-shot labels each image is given at ingest."""
+
+    tagging: bool = Field(True, description="give each image the labels of the tag vocabulary that fit it best, at ingest, "
+                          "with the default model (the first of IMAGESEARCH_MODELS); off: no new tags (those given stay)")
+    tag_vocabulary: Path | None = Field(None, description="a file of labels, one per line (# comments); empty = the "
+                                        "vocabulary shipped with imagesearch (a few hundred everyday labels)")
+    tag_template: str = Field("a photo of a {label}", description="how each label is put to the text encoder ({label} "
+                              "is replaced by it)")
+    tags_per_image: int = Field(5, ge=1, le=50, description="the most labels one image keeps")
+    tag_min_score: float = Field(
+        3.0, description="a label fits an image when it scores this many standard deviations above the image's mean score "
+        "over the vocabulary (3 suits a vocabulary of hundreds of labels; lower it for a few dozen)")
+
+    @field_validator("tag_vocabulary", mode="before")
+    @classmethod
+    def _no_vocabulary(cls, value):
+        return None if value == "" else value  # empty (as in .env.example): the shipped one, not the current folder
+
+    @field_validator("tag_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if "{label}" not in value:
+            raise ValueError("the tag template must contain {label}, e.g. 'a photo of a {label}'")
+        return value
+
+
 class RunSettings(BaseModel):
     """`make run` (imagesearch.run): what it exports and ingests."""
 
@@ -239,11 +266,11 @@ class RunSettings(BaseModel):
 
 
 SECTIONS: tuple[type[BaseModel], ...] = (PathSettings, BlobSettings, ModelSettings, DecodeSettings, StoreSettings,
-                                         DownloadSettings, RaySettings, ServiceSettings, RunSettings)
+                                         DownloadSettings, RaySettings, ServiceSettings, TagSettings, RunSettings)
 
 
 class Settings(PathSettings, BlobSettings, ModelSettings, DecodeSettings, StoreSettings, DownloadSettings, RaySettings,
-               ServiceSettings, RunSettings, BaseSettings):
+               ServiceSettings, TagSettings, RunSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGESEARCH_", env_file=None, extra="ignore")
 
     @property

@@ -12,6 +12,8 @@ from imagesearch.geo import EARTH_HALF_CIRCUMFERENCE_KM, great_circle_km
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MAX_K = 10_000  # the most results one search can return: Elasticsearch's result window, and both stores' cap
+MAX_TAG_CHARS = 100  # the longest tag (a vocabulary label), as the vocabulary and the tag filter accept it
+MAX_FILTER_TAGS = 20  # the most tags one filter may ask for
 Source = Literal["url", "folder", "upload"]
 
 # Why a URL produced no image. Stable codes: the CLI summary, /status and the store use them.
@@ -45,6 +47,11 @@ def instant(when: datetime) -> datetime:
 def camera_key(name: str) -> str:
     """A camera name as the camera filter compares it: lower case, single spaces."""
     return " ".join(name.lower().split())
+
+
+def tag_key(label: str) -> str:
+    """A tag as the vocabulary, the stores and the tag filter hold it: lower case, single spaces."""
+    return " ".join(label.lower().split())
 
 
 class GeoPoint(BaseModel):
@@ -94,6 +101,8 @@ class ImageRecord(BaseModel):
     last_seen: datetime = Field(default_factory=utcnow)
     photo: PhotoMetadata | None = Field(None, description="the photo's EXIF metadata; None: never read (stored before "
                                         "ingest read it: the next ingest reads it from the stored file)")
+    tags: list[str] = Field(default_factory=list, description="the labels of the tag vocabulary that fit the image best, "
+                            "best first (empty: none fits, or not tagged yet); written by ingest (set_tags), kept by merges")
 
     @property
     def url(self) -> str | None:
@@ -102,11 +111,11 @@ class ImageRecord(BaseModel):
 
     @property
     def keyword_text(self) -> str:
-        """What keyword search matches: the captions, and the words of the file names in the URLs
-        and folder paths (``Eiffel_Tower-1889.jpg`` -> ``Eiffel Tower 1889 jpg``)."""
+        """What keyword search matches: the captions, the tags, and the words of the file names in the
+        URLs and folder paths (``Eiffel_Tower-1889.jpg`` -> ``Eiffel Tower 1889 jpg``)."""
         names = [url.split("?")[0].split("#")[0].rstrip("/").rsplit("/", 1)[-1] for url in self.urls]
         names += [path.rsplit("/", 1)[-1] for path in self.paths]
-        return " ".join([*self.captions, *(re.sub(r"[\W_]+", " ", name) for name in names)]).strip()
+        return " ".join([*self.captions, *self.tags, *(re.sub(r"[\W_]+", " ", name) for name in names)]).strip()
 
     def merge(self, other: "ImageRecord") -> "ImageRecord":
         """This record plus what ``other`` (same id) adds: new URLs, captions, sources, paths."""
@@ -153,6 +162,8 @@ class SearchFilters(BaseModel):
     near: GeoPoint | None = Field(None, description="taken within within_km of this position (with within_km)")
     within_km: float | None = Field(None, gt=0, le=EARTH_HALF_CIRCUMFERENCE_KM,
                                     description="great-circle distance from near, in km (with near)")
+    tags: list[str] | None = Field(None, min_length=1, max_length=MAX_FILTER_TAGS,
+                                   description="tagged with every one of these (any letter case; also comma-separated)")
 
     @field_validator("taken_after", "taken_before", mode="before")
     @classmethod
@@ -180,6 +191,18 @@ class SearchFilters(BaseModel):
                 raise ValueError("a position is LAT,LON in decimal degrees, e.g. 48.8584,2.2945") from None
         return value
 
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tag_list(cls, value: Any) -> Any:
+        """Tags as the stores hold them (``tag_key``); "red,circle" (as the CLI and GET may give them) is two."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, (list, tuple)) and all(isinstance(tag, str) for tag in value):
+            value = list(dict.fromkeys(key for tag in value for part in tag.split(",") if (key := tag_key(part))))
+            if any(len(tag) > MAX_TAG_CHARS for tag in value):
+                raise ValueError(f"a tag is at most {MAX_TAG_CHARS} characters long")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> "SearchFilters":
         if (self.near is None) != (self.within_km is None):
@@ -201,6 +224,7 @@ class SearchFilters(BaseModel):
             and (self.max_width is None or record.width <= self.max_width)
             and (self.max_height is None or record.height <= self.max_height)
             and self.matches_photo(record.photo or PhotoMetadata())
+            and (self.tags is None or all(tag in record.tags for tag in self.tags))
         )
 
     def matches_photo(self, photo: PhotoMetadata) -> bool:

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from imagesearch.encoders import EncoderUnavailable
     from imagesearch.ingest.pipeline import Ingest, IngestPlan
     from imagesearch.stores import StoreUnavailable, make_store
+    from imagesearch.tags import VocabularyError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for chatty in ("elastic_transport", "aiohttp"):  # a line per request drowns the progress; their warnings stay
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.follow:  # searchable at once (Elasticsearch), the local store's index saved for the API
                 store.refresh()
         ingest.report_counts()
-    except (EncoderUnavailable, StoreUnavailable, BlobStorageError) as exc:  # a message to act on, not a traceback
+    except (EncoderUnavailable, StoreUnavailable, BlobStorageError, VocabularyError) as exc:  # a message to act on, not a traceback
         print("\n".join(ingest.lines + [f"error: {exc.strerror if isinstance(exc, OSError) else exc}"]), file=sys.stderr)
         return 1
     finally:

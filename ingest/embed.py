@@ -29,6 +29,7 @@ from imagesearch.model_card import ModelCard
 from imagesearch.preprocess import ImageDecodeError, prepare
 from imagesearch.records import ImageRecord
 from imagesearch.stores import StoreWriteError, VectorStore
+from imagesearch.tags import Tagger
 
 log = logging.getLogger("imagesearch.ingest")
 
@@ -81,6 +82,7 @@ def write_vectors(store: VectorStore, model: str, ids: Sequence[str], vectors: n
 @dataclass
 class EmbedSummary:
     embedded: int = 0
+    tagged: int = 0
     failed: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -91,8 +93,9 @@ class EmbedSummary:
 
 class EmbedWorker:
     def __init__(self, store: VectorStore, encoder: Encoder, settings: Settings, progress=None,
-                 handoff: DecodedHandoff | None = None):
+                 handoff: DecodedHandoff | None = None, tagger: Tagger | None = None):
         self.store, self.encoder, self.settings, self.handoff = store, encoder, settings, handoff
+        self.tagger = tagger  # tags what this worker embeds (the tagging model's worker only)
         self.card = encoder.card
         self.model = self.card.slug
         self.blobs = make_blob_store(settings)
@@ -197,13 +200,26 @@ class _InFlight:
         """Write the oldest batch's vectors; ids the store rejects are kept out of the queue."""
         worker, summary = self.worker, self.summary
         ids, future = self.futures.popleft()
-        rejected = write_vectors(worker.store, worker.model, ids, future.result())
+        vectors = future.result()
+        rejected = write_vectors(worker.store, worker.model, ids, vectors)
         self.unwritten.difference_update(ids)
+        if worker.tagger is not None:  # from the vectors in hand: no reading them back
+            self.tag(worker.tagger, ids, vectors, rejected)
         summary.embedded += len(ids) - len(rejected)
         worker.progress("embedded", len(ids) - len(rejected))
         for reason in rejected.values():
             summary.failed[reason] = summary.failed.get(reason, 0) + 1
             worker.progress(f"failed:{reason}", 1)
+
+    def tag(self, tagger: Tagger, ids: list[str], vectors: np.ndarray, rejected: dict[str, str]) -> None:
+        """Tag the batch's images whose vectors were written."""
+        written = [n for n, image_id in enumerate(ids) if image_id not in rejected]
+        try:
+            tagger.write(self.worker.store, [ids[n] for n in written], vectors[written])
+            self.summary.tagged += len(written)
+        except StoreWriteError as exc:  # left untagged: the next ingest tags them from their stored vectors
+            log.error("%s", exc)
+            self.summary.tagged += len(written) - len(exc.failures)
 
 
 def embed_all(workers: list[EmbedWorker], follow: bool = False, idle_exit_s: float | None = None,
@@ -224,6 +240,7 @@ def embed_all(workers: list[EmbedWorker], follow: bool = False, idle_exit_s: flo
             done = worker.run()
             total = summaries[worker.model]
             total.embedded += done.embedded
+            total.tagged += done.tagged
             total.seconds += done.seconds
             for reason, n in done.failed.items():
                 total.failed[reason] = total.failed.get(reason, 0) + n

@@ -24,6 +24,7 @@ from imagesearch.ingest.folder import scan_folder
 from imagesearch.ingest.handoff import DecodedHandoff
 from imagesearch.ingest.photos import read_missing_photo_metadata
 from imagesearch.ingest.progress import Progress
+from imagesearch.ingest.tagging import describe, tag_backlog, tagger_for
 from imagesearch.ingest.urls import parse_url_file
 from imagesearch.model_card import load_card
 from imagesearch.stores import VectorStore
@@ -121,13 +122,16 @@ class Ingest:
         """``until``: also embed what a download beside us stores, until it is set. ``progresses``:
         each model's bar, by slug (the download sets their totals when it ends)."""
         progresses = {} if progresses is None else progresses
+        tagger = tagger_for(self.settings, self.models)  # its labels embedded first, the text tower closed again
+        backlog = tag_backlog(self.store, tagger) if tagger is not None else 0
         try:
             for slug in self.models:  # each image is embedded with every model; images only: no text tower
                 encoder = make_encoder(self.settings.for_model(slug), towers=("visual",), bulk=True)
                 progress = progresses[encoder.card.slug] = Progress(f"embed ({encoder.card.slug})")
                 if until is None or until.is_set():  # else the total is not known yet
                     progress.set_total(self.store.counts(encoder.card.slug).pending)
-                self._workers.append(EmbedWorker(self.store, encoder, self.settings, progress, handoff))
+                tags = tagger if tagger is not None and tagger.model == encoder.card.slug else None
+                self._workers.append(EmbedWorker(self.store, encoder, self.settings, progress, handoff, tags))
                 if self._stopping.is_set():
                     self._workers[-1].stop()
             summaries = embed_all(self._workers, follow=self.plan.follow, idle_exit_s=self.plan.idle_exit_s,
@@ -142,6 +146,14 @@ class Ingest:
             name = "" if len(summaries) == 1 else f" {slug}"
             lines.append(f"embed{name}: {summary.embedded} embedded in {summary.seconds:.1f}s ({summary.rate:.1f} img/s), "
                               f"failed: {failed}")
+        if tagger is not None:
+            lines.append(describe(tagger, summaries[tagger.model].tagged, backlog))
+
+    def tag_stored(self) -> None:
+        """Tag, from their stored vectors, the embedded images the tagging has not seen (after an
+        embedding that did not tag as it went, such as the Ray pipeline's)."""
+        if (tagger := tagger_for(self.settings, self.models)) is not None:
+            self.lines.append(describe(tagger, 0, tag_backlog(self.store, tagger)))
 
     def download_and_embed(self) -> bool:
         """Both stages at once: the download (or scan) in a thread, the embedder here on what it has

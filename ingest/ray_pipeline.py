@@ -60,6 +60,8 @@ def ingest_on_ray(ingest: Ingest, address: str, stage: str | None) -> bool:
         if stage != "download":
             run.pending()
         run.report()
+        if stage != "download":
+            ingest.tag_stored()  # on the driver, from the stored vectors: no image is read again
         return True
     except ClusterRefused as exc:
         ingest.say(f"error: {exc}")

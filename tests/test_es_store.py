@@ -96,14 +96,14 @@ def test_the_indices_the_store_creates_carry_its_schema_version(store):
     vector_index = store.indices.alias_target(store.indices.aliases(MODEL)[0])
     for index in (store.indices.images, store.indices.failures, store.indices.removed, vector_index):
         meta = store.es.indices.get_mapping(index=index).body[index]["mappings"]["_meta"]
-        assert meta[mappings.SCHEMA_KEY] == mappings.SCHEMA_VERSION == 2, index  # 2: the photo metadata fields
+        assert meta[mappings.SCHEMA_KEY] == mappings.SCHEMA_VERSION == 3, index  # 3: the tags
     # a new instance checks what it finds, accepts it, and works on
     again = ElasticsearchStore(store.settings)
     assert (found := again.get(image_id(1))) is not None and found.urls == stored.urls
     again.close()
 
 
-@pytest.mark.parametrize("meta", [{"imagesearch_schema": 1}, {}], ids=["the version before", "no version"])
+@pytest.mark.parametrize("meta", [{"imagesearch_schema": 2}, {}], ids=["the version before", "no version"])
 def test_an_images_index_of_another_schema_version_is_refused_and_left_alone(es_node, tmp_path, meta):
     """There is no upgrade path before the first release: the store names the index, both versions
     and what to do, writes nothing and creates nothing beside it. The URL is named without credentials."""
@@ -112,9 +112,9 @@ def test_an_images_index_of_another_schema_version_is_refused_and_left_alone(es_
     store = ElasticsearchStore(settings)
     images = store.indices.images
     store.es.indices.create(index=images, mappings={**mappings.IMAGES, "_meta": meta})
-    found = "schema version 1" if meta else "no schema version"
+    found = "schema version 2" if meta else "no schema version"
     message = (rf"index {images} at http://127\.0\.0\.1:{port} has {found}, but this imagesearch expects schema "
-               r"version 2 .*no upgrade path before the first release: set a new IMAGESEARCH_ES_INDEX_PREFIX, "
+               r"version 3 .*no upgrade path before the first release: set a new IMAGESEARCH_ES_INDEX_PREFIX, "
                rf"or delete the old indices \({store.indices.prefix}-\*\)")
 
     started = time.monotonic()

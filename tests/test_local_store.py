@@ -307,7 +307,7 @@ def test_a_new_store_has_the_schema_version_and_opens_again(tmp_path):
     store = LocalStore(path)
     store.ensure_model(MODEL, DIM)
     store.close()
-    assert SCHEMA_VERSION == 2  # 2: the photo metadata columns
+    assert SCHEMA_VERSION == 3  # 3: the tags
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     reopened = LocalStore(path)
     assert reopened.counts(MODEL).images == 0 and reopened.health()["ok"]
@@ -328,7 +328,7 @@ def test_a_store_of_another_schema_version_is_refused_with_what_to_do(tmp_path):
     with pytest.raises(StoreUnavailable) as refused:
         LocalStore(path)
     message = str(refused.value)
-    assert str(path) in message and "schema version 7" in message and "expects version 2" in message
+    assert str(path) in message and "schema version 7" in message and "expects version 3" in message
     assert "new data dir" in message and "no upgrade path" in message
 
 
@@ -350,7 +350,7 @@ def test_a_store_made_before_schema_versions_is_refused(tmp_path):
         LocalStore(path)
     message = str(refused.value)
     assert str(path) in message and "schema version 0 (made before the schema had versions)" in message
-    assert "expects version 2" in message and "new data dir" in message
+    assert "expects version 3" in message and "new data dir" in message
     with sqlite3.connect(path) as db:  # left as it was
         assert db.execute("PRAGMA user_version").fetchone() == (0,)
         assert {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {"images", "models"}

@@ -585,3 +585,78 @@ def test_a_deeper_search_begins_with_the_shallower_one(store):
         deepest = [h.id for h in store.search(MODEL, vectors[0], n, filters)]
         for k in (1, 4, 11, 15, 23):
             assert [h.id for h in store.search(MODEL, vectors[0], k, filters)] == deepest[:k], (filters, k)
+
+
+# --- tags (zero-shot labels): the queue of images to tag, the tags, their filter, keywords and counts --
+
+
+def test_embedded_images_not_tagged_as_asked_are_listed_with_their_vectors_page_by_page(store):
+    """``untagged`` lists the images with a vector for the model whose tags are missing or came from
+    another tagging (another key), by id, with the vectors ``get_vector`` gives: ingest tags them from those."""
+    records = [record(i) for i in range(7)]
+    vectors = unit_vectors(5, DIM, seed=51)
+    filled(store, records[:5], vectors)
+    store.upsert_images(records[5:])  # no vector: nothing to tag from
+    embedded = sorted(image_id(i) for i in range(5))
+    listed = store.untagged(MODEL, "key-1", 3)
+    assert [i for i, _ in listed] == embedded[:3]
+    for i, vector in listed:
+        np.testing.assert_array_equal(vector, store.get_vector(MODEL, i))
+    assert [i for i, _ in store.untagged(MODEL, "key-1", 3, after=embedded[2])] == embedded[3:]
+    assert store.untagged(MODEL, "key-1", 0) == [] and store.untagged("another-model", "key-1", 10) == []
+
+    store.set_tags({embedded[0]: ["red", "circle"], embedded[1]: [], "e" * 64: ["red"]}, "key-1")  # "e...": no record
+    store.set_tags({}, "key-1")
+    assert store.get("e" * 64) is None
+    assert [i for i, _ in store.untagged(MODEL, "key-1", 10)] == embedded[2:]  # tagged, even with no tag
+    assert [i for i, _ in store.untagged(MODEL, "key-2", 10)] == embedded  # another tagging: all again
+    store.remove_images([embedded[2]])
+    assert [i for i, _ in store.untagged(MODEL, "key-1", 10)] == embedded[3:]
+
+    several = "blip-like"  # a model with several vectors per image: each listed in its [Q, D] shape
+    store.set_vectors(several, [image_id(5)], unit_vectors(3, DIM, seed=52)[None])
+    [(found, vector)] = store.untagged(several, "key-1", 10)
+    assert found == image_id(5) and vector.shape == (3, DIM)
+
+
+def test_tags_are_kept_filtered_inside_the_knn_matched_as_keywords_and_counted(store):
+    n = 12
+    records = [record(i) for i in range(n)]
+    vectors = unit_vectors(n, DIM, seed=53)
+    filled(store, records, vectors)
+    given = {image_id(i): (["red", "circle"] if i % 3 == 0 else ["red"] if i % 3 == 1 else ["teddy bear"]) for i in range(n - 1)}
+    store.set_tags(given, "key-1")
+    store.refresh()
+    assert store.get(image_id(0)).tags == ["red", "circle"] and store.get(image_id(n - 1)).tags == []
+    scores = vectors @ vectors[0]
+
+    def expected(keep) -> list[str]:
+        return [image_id(int(i)) for i in np.argsort(-scores) if keep(given.get(image_id(int(i)), []))]
+
+    for tags, keep in ((["red"], lambda t: "red" in t), (["red", "circle"], lambda t: {"red", "circle"} <= set(t)),
+                       (["Teddy  Bear"], lambda t: "teddy bear" in t)):
+        filters = SearchFilters(tags=tags)
+        assert [h.id for h in store.search(MODEL, vectors[0], 5, filters)] == expected(keep)[:5], tags
+        assert [h.id for h in store.search(MODEL, vectors[0], n, filters)] == expected(keep), tags
+    assert store.search(MODEL, vectors[0], 5, SearchFilters(tags=["blue"])) == []
+    assert {h.id for h in store.keyword_search("circle", n)} == {image_id(i) for i in range(0, n - 1, 3)}  # by tags alone
+    assert {h.id for h in store.keyword_search("bear", n, SearchFilters(tags=["teddy bear"]))} == {
+        image_id(i) for i in range(2, n - 1, 3)}
+    assert store.tag_counts(10) == [("red", 8), ("circle", 4), ("teddy bear", 3)]
+    assert store.tag_counts(2) == [("red", 8), ("circle", 4)] and store.tag_counts(0) == []
+
+    # tagged again: replaced everywhere; merges, photo metadata and new vectors keep the tags
+    store.set_tags({image_id(0): ["blue"], image_id(3): ["circle", "blue"]}, "key-2")
+    store.upsert_images([records[3].model_copy(update={"urls": ["https://b.example/3.jpg"], "sources": ["folder"]})])
+    store.set_photo_metadata({image_id(3): PhotoMetadata(camera_make="Canon")})
+    store.set_vectors(MODEL, [image_id(3)], vectors[:1])
+    store.refresh()
+    assert store.get(image_id(3)).tags == ["circle", "blue"] and store.get(image_id(3)).sources == ["url", "folder"]
+    assert [h.id for h in store.search(MODEL, vectors[0], n, SearchFilters(tags=["blue"], camera="canon"))] == [image_id(3)]
+    assert {h.id for h in store.search(MODEL, vectors[0], n, SearchFilters(tags=["blue"]))} == {image_id(0), image_id(3)}
+    assert image_id(0) not in {h.id for h in store.keyword_search("circle", n)}
+    assert store.tag_counts(10) == [("red", 6), ("circle", 3), ("teddy bear", 3), ("blue", 2)]  # ties by tag
+    store.remove_images([image_id(3)])
+    store.refresh()
+    assert store.tag_counts(10) == [("red", 6), ("teddy bear", 3), ("circle", 2), ("blue", 1)]
+    assert store.search(MODEL, vectors[0], n, SearchFilters(tags=["blue"], camera="canon")) == []

@@ -14,12 +14,13 @@ from imagesearch.api.errors import ERRORS, ApiError, ErrorBody
 from imagesearch.api.rate_limit import Limits
 from imagesearch.api.schemas import MODEL_HELP, OFFSET_HELP, SORT_HELP, Filters, SearchRequest, filter_help
 from imagesearch.fetch import fetch_image
-from imagesearch.records import MAX_K
+from imagesearch.records import MAX_FILTER_TAGS, MAX_K
 from imagesearch.search import Mode, SearchResponse, Sort, filters_from
 
 router = APIRouter(tags=["search"])
 LIMITED = {**ERRORS, 429: {"model": ErrorBody, "description": "over the client's rate limit: try again after Retry-After seconds"}}
 NEAR_HELP = "taken within within_km of this position: LAT,LON in decimal degrees, e.g. 48.8584,2.2945 (with within_km)"
+TAGS_HELP = "tagged with every one of these: repeat the parameter, or separate them by commas (GET /tags lists the tags)"
 
 
 @router.get("/search", response_model=SearchResponse, responses=LIMITED)
@@ -29,7 +30,7 @@ async def search_get(
     q: Annotated[str, Query(description="what to look for, in words")],
     k: Annotated[int, Query(description="how many results (1..max_k)")] = 10,
     min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop results below this cosine")] = None,
-    mode: Annotated[Mode, Query(description="vector: by meaning; text: by the words of captions and file names; "
+    mode: Annotated[Mode, Query(description="vector: by meaning; text: by the words of captions, tags and file names; "
                                             "hybrid: both, fused by reciprocal rank")] = "vector",
     model: Annotated[str | None, Query(max_length=200, description=MODEL_HELP)] = None,
     taken_after: Annotated[str | None, Query(max_length=64, description=filter_help("taken_after"))] = None,
@@ -39,11 +40,12 @@ async def search_get(
     within_km: Annotated[float | None, Query(description=filter_help("within_km"))] = None,
     sort: Annotated[Sort, Query(description=SORT_HELP)] = "relevance",
     offset: Annotated[int, Query(ge=0, le=MAX_K, description=OFFSET_HELP)] = 0,
+    tags: Annotated[list[str] | None, Query(max_length=MAX_FILTER_TAGS, description=TAGS_HELP)] = None,
 ) -> SearchResponse:
     """Search by text."""
     limits.take("searches")
     filters = filters_from(Filters, taken_after=taken_after, taken_before=taken_before, camera=camera, near=near,
-                           within_km=within_km)
+                           within_km=within_km, tags=tags)
     # async with one hop to a worker thread: as a plain def, FastAPI would make a second one to
     # check the response (a cached query's whole cost is a few ms, and each hop is a fraction of one)
     return await run_in_threadpool(lambda: context.backends.service(model).search_text(
@@ -88,11 +90,12 @@ async def search_image(
     within_km: Annotated[float | None, Form(description=filter_help("within_km"))] = None,
     sort: Annotated[Sort, Form(description=SORT_HELP)] = "relevance",
     offset: Annotated[int, Form(ge=0, le=MAX_K, description=OFFSET_HELP)] = 0,
+    tags: Annotated[list[str] | None, Form(max_length=MAX_FILTER_TAGS, description=TAGS_HELP)] = None,
 ) -> SearchResponse:
     """Search by an uploaded image (multipart form field ``file``)."""
     limits.take("uploads")
     filters = filters_from(Filters, taken_after=taken_after, taken_before=taken_before, camera=camera, near=near,
-                           within_km=within_km)
+                           within_km=within_km, tags=tags)
     service = await run_in_threadpool(context.backends.service, model)
     service.check_k(k, offset)
     cap = context.settings.max_upload_bytes

@@ -18,8 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", dest="image_id", help="search by an image already in the index (more like this)")
     parser.add_argument("-k", type=int, default=10, help="number of results (default 10; at most IMAGESEARCH_MAX_K)")
     parser.add_argument("--mode", choices=get_args(Mode), default="vector",
-                        help="for TEXT: match by meaning (vector, the default), by the words of captions and "
-                             "file names (text), or both fused (hybrid)")
+                        help="for TEXT: match by meaning (vector, the default), by the words of captions, "
+                             "tags and file names (text), or both fused (hybrid)")
     parser.add_argument("--min-score", type=float, default=None)
     photos = parser.add_argument_group("photo filters (EXIF; an image without the field asked about does not match)")
     photos.add_argument("--taken-after", metavar="WHEN", help="taken at or after: an ISO 8601 date (from its start) or "
@@ -28,6 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     photos.add_argument("--camera", help="taken with this camera: its make or model, or 'make model' (any letter case)")
     photos.add_argument("--near", metavar="LAT,LON", help="taken near this position, in decimal degrees (with --within-km)")
     photos.add_argument("--within-km", type=float, metavar="KM", help="great-circle distance from --near")
+    parser.add_argument("--tag", action="append", dest="tags", metavar="TAG",
+                        help="only images tagged TAG (repeatable: tagged with every one; `imagesearch tags` lists them)")
     parser.add_argument("--sort", choices=get_args(Sort), default="relevance",
                         help="relevance (the default); newest or oldest: the best IMAGESEARCH_SORT_WINDOW matches by "
                              "the date they were taken (undated ones last)")
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         check_one_query(TEXT=args.text, **{"--image": args.image, "--id": args.image_id})
         check_mode(args.mode, args.text is not None)
         filters = filters_from(taken_after=args.taken_after, taken_before=args.taken_before, camera=args.camera,
-                               near=args.near, within_km=args.within_km)
+                               near=args.near, within_km=args.within_km, tags=args.tags)
     except QueryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -89,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         caption = f"  {result.captions[0]!r}" if result.captions else ""
         matched = f"  [{'+'.join(result.matched)}]" if args.mode != "vector" else ""
         taken = f"  taken {result.taken_at.isoformat()}" if args.sort != "relevance" and result.taken_at else ""
-        print(f"{rank:3d}  {result.score:.4f}  {result.id[:12]}  {result.url}{caption}{matched}{taken}")
+        tags = f"  tags: {', '.join(result.tags)}" if result.tags else ""
+        print(f"{rank:3d}  {result.score:.4f}  {result.id[:12]}  {result.url}{caption}{matched}{taken}{tags}")
     if response.next_offset is not None:
         print(f"more: --offset {response.next_offset}")
     return 0

@@ -27,6 +27,7 @@ class SearchResult(BaseModel):
                                       "camera wrote one, else the camera's local time")
     camera: str | None = Field(None, description="the camera's make and model (EXIF)")
     location: GeoPoint | None = Field(None, description="where the photo was taken (EXIF GPS)")
+    tags: list[str] = Field(default_factory=list, description="the labels of the tag vocabulary that fit it best, best first")
 
 
 class SearchResponse(BaseModel):
@@ -43,5 +44,5 @@ def to_result(hit: Hit, matched: Sequence[str] = ("vector",), image_base: str = 
         id=hit.id, score=round(float(hit.score), 6), url=r.url, image_url=f"{image_base}{hit.id}",
         width=r.width, height=r.height, format=r.format, captions=r.captions, urls=r.urls, sources=list(r.sources),
         matched=list(matched), taken_at=r.photo.taken_at if r.photo else None, camera=r.photo.camera if r.photo else None,
-        location=r.photo.location if r.photo else None,
+        location=r.photo.location if r.photo else None, tags=list(r.tags),
     )

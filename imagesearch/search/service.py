@@ -106,7 +106,7 @@ class SearchService:
 
     def search_text(self, text: str, k: int = 10, filters: SearchFilters | None = None, min_score: float | None = None,
                     mode: Mode = "vector", *, sort: Sort = "relevance", offset: int = 0) -> SearchResponse:
-        """``vector``: by meaning (CLIP); ``text``: by the words of captions and file names (BM25);
+        """``vector``: by meaning (CLIP); ``text``: by the words of captions, tags and file names (BM25);
         ``hybrid``: both, fused by reciprocal rank (``min_score`` then applies to the vector part)."""
         started = time.perf_counter()
         self.check_k(k, offset)

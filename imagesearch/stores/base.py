@@ -98,6 +98,21 @@ class VectorStore(Protocol):
     def get_vector(self, model: str, image_id: str) -> np.ndarray | None:
         """The image's embedding as written ([D] or [Q, D]), or None."""
 
+    # --- tags (zero-shot labels, imagesearch/tags) -----------------------------------------------
+    def untagged(self, model: str, key: str, limit: int, after: str = "") -> list[tuple[str, np.ndarray]]:
+        """Up to ``limit`` images that have a vector for ``model`` but were not tagged as ``key`` says
+        (``set_tags``), by id, those after ``after``, each with its vector as ``get_vector`` gives it:
+        ingest tags them from these, with no image decoded."""
+
+    def set_tags(self, tags: dict[str, list[str]], key: str) -> None:
+        """Write each image's tags (``ImageRecord.tags``, replacing what it had) and what the tag filter,
+        keyword search and ``tag_counts`` read, and remember that it was tagged as ``key`` says; an id
+        without a record (removed meanwhile) is skipped."""
+
+    def tag_counts(self, limit: int) -> list[tuple[str, int]]:
+        """The tags the stored images hold, each with how many hold it: the most held first (ties by
+        tag), at most ``limit`` (capped at ``MAX_K``)."""
+
     # --- removal -------------------------------------------------------------------------------
     def remove_images(self, ids: Sequence[str]) -> list[ImageRecord]:
         """Remove the records, their vectors for every model, their embed errors and URLs; returns
@@ -123,12 +138,12 @@ class VectorStore(Protocol):
         with several vectors (BLIP-2) scores the best of them, as the model's own ITC score does.
         The top k of a larger k begins with the top k of a smaller one (pages rely on it; with an
         approximate index, as far as its candidates allow).
-        ``filters`` apply before the top k is taken; ``min_score`` drops hits below it; k <= 0 gives
+        ``filters`` apply before the top k is taken (``tags``: the image holds every one); ``min_score`` drops hits below it; k <= 0 gives
         nothing and k is capped at ``MAX_K``. A model that was never set up (no ``ensure_model``, no
         vector) raises ``StoreUnavailable``: there is nothing to search with it yet."""
 
     def keyword_search(self, text: str, k: int, filters: SearchFilters | None = None) -> list[Hit]:
-        """The top-k records whose captions or file names contain words of ``text``, by BM25 score
+        """The top-k records whose captions, tags or file names contain words of ``text``, by BM25 score
         (higher is better; not comparable to the cosine of ``search``), filters applied first."""
 
     def refresh(self) -> None:

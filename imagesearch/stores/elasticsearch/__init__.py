@@ -8,6 +8,7 @@
 - ``queries``: filters, kNN, queue states and vector encoding in Elasticsearch's terms;
 - ``metadata``: the image records and URL failures, merged with optimistic concurrency;
 - ``removal``: removing images, and the tombstones that keep them out;
+- ``tags``: the images' tags, the embedded images still to tag, and the tag counts;
 - ``store``: ``ElasticsearchStore``, the ``VectorStore`` methods over those.
 """
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 # indices made by an earlier version cannot serve: the store then refuses those indices (there is
 # no upgrade path before the first release) instead of half-working with them.
 SCHEMA_KEY = "imagesearch_schema"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_META = {SCHEMA_KEY: SCHEMA_VERSION}
 
 LONG_KEYWORD = 8191  # longer URLs/paths are stored but not indexed (Lucene's term limit is 32k bytes)
@@ -28,9 +28,11 @@ IMAGES = {
         "width": {"type": "integer"}, "height": {"type": "integer"}, "format": KEYWORD, "bytes": {"type": "long"},
         "first_seen": {"type": "date"}, "last_seen": {"type": "date"},
         "vec": {"type": "object", "dynamic": True}, "embed_errors": {"type": "object", "dynamic": True},
-        "keywords": {"type": "text"},  # ImageRecord.keyword_text: captions and file names, for BM25 (mode=text|hybrid)
+        "keywords": {"type": "text"},  # ImageRecord.keyword_text: captions, tags and file names, for BM25 (mode=text|hybrid)
         **PHOTO_FILTER_FIELDS,
         "photo_read": {"type": "boolean"},  # false: the record's photo metadata was never read
+        "tags": KEYWORD,  # ImageRecord.tags: the tag filter and the tag counts
+        "tags_key": KEYWORD,  # which tagging gave the tags (absent: never tagged)
     },
 }
 
@@ -54,10 +56,10 @@ REMOVED = {
 }
 
 # The fields of an images document beside the ImageRecord (reads of records leave them out).
-NOT_RECORD = ("vec", "embed_errors", "keywords", *PHOTO_FILTER_FIELDS, "photo_read")
+NOT_RECORD = ("vec", "embed_errors", "keywords", *PHOTO_FILTER_FIELDS, "photo_read", "tags_key")
 
 # The metadata copied into each vector document, so filters run inside the kNN as a pre-filter.
-FILTER_FIELDS = ("format", "sources", "width", "height", *PHOTO_FILTER_FIELDS)
+FILTER_FIELDS = ("format", "sources", "width", "height", *PHOTO_FILTER_FIELDS, "tags")
 
 
 def index_settings(shards: int, replicas: int) -> dict:
@@ -94,7 +96,7 @@ def vector_index(dim: int, *, index_type: str, m: int, ef_construction: int, sha
             "properties": {
                 **vectors,
                 "format": KEYWORD, "sources": KEYWORD, "width": {"type": "integer"}, "height": {"type": "integer"},
-                **PHOTO_FILTER_FIELDS,
+                **PHOTO_FILTER_FIELDS, "tags": KEYWORD,
             },
         },
     }

@@ -26,6 +26,7 @@ def filter_clauses(filters: SearchFilters | None) -> list[dict]:
                   if value is not None}
         if bounds:
             clauses.append({"range": {field: bounds}})
+    clauses += [{"term": {"tags": tag}} for tag in filters.tags or ()]  # every one of them
     return clauses + photo_clauses(filters)
 
 

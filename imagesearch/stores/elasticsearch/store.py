@@ -24,6 +24,7 @@ from imagesearch.stores.elasticsearch.mappings import FILTER_FIELDS, NOT_RECORD
 from imagesearch.stores.elasticsearch.metadata import Metadata
 from imagesearch.stores.elasticsearch.queries import MAX_RESULT_WINDOW
 from imagesearch.stores.elasticsearch.removal import Removal
+from imagesearch.stores.elasticsearch.tags import Tags
 
 
 class ElasticsearchStore:
@@ -34,6 +35,7 @@ class ElasticsearchStore:
         self.indices = Indices(self.client)
         self.metadata = Metadata(self.client, self.indices)
         self.removal = Removal(self.client, self.indices, self.metadata)
+        self.tags = Tags(self.client, self.indices, self.metadata)
 
     @property
     def es(self) -> Elasticsearch:
@@ -179,6 +181,17 @@ class ElasticsearchStore:
             return queries.source_vector(found["_source"])
 
         return self.client.read(run)
+
+    # --- tags --------------------------------------------------------------------------------
+
+    def untagged(self, model: str, key: str, limit: int, after: str = "") -> list[tuple[str, np.ndarray]]:
+        return self.tags.untagged(model, key, limit, after)
+
+    def set_tags(self, tags: dict[str, list[str]], key: str) -> None:
+        self.tags.set_tags(tags, key)
+
+    def tag_counts(self, limit: int) -> list[tuple[str, int]]:
+        return self.tags.tag_counts(limit)
 
     # --- removal -----------------------------------------------------------------------------
 

@@ -22,14 +22,15 @@ T = TypeVar("T")
 
 # The layout of the tables below (SQLite's `PRAGMA user_version`). A store of another version is
 # refused: there is no upgrade path before the first release.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = (
     # The record, and copies of what filters read. taken_at: seconds since 1970 UTC (a time without
-    # an offset taken as UTC, records.instant); photo_read 0: its EXIF was never read (photos.py).
+    # an offset taken as UTC, records.instant); photo_read 0: its EXIF was never read (photos.py);
+    # tags_key: which tagging gave its tags (NULL: never tagged; tags.py).
     """CREATE TABLE images (id TEXT PRIMARY KEY, record TEXT NOT NULL, format TEXT NOT NULL, width INTEGER NOT NULL,
            height INTEGER NOT NULL, sources TEXT NOT NULL, taken_at REAL, latitude REAL, longitude REAL,
-           photo_read INTEGER NOT NULL)""",
+           photo_read INTEGER NOT NULL, tags_key TEXT)""",
     # A date range, or a place's latitude band, is a range of these indexes instead of every row;
     # with the id in them, finding the images in it never reads the rows (their records are large).
     "CREATE INDEX images_taken_at ON images (taken_at, id)",
@@ -38,6 +39,11 @@ SCHEMA = (
     # The names each image's camera is found by (PhotoMetadata.cameras): the camera filter.
     "CREATE TABLE image_cameras (camera TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (camera, id)) WITHOUT ROWID",
     "CREATE INDEX image_cameras_id ON image_cameras (id)",
+    # Each image's tags (the tag filter, the counts), and which images are tagged as the current
+    # tagging says (read from this index alone: the rows hold the large records).
+    "CREATE TABLE image_tags (tag TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (tag, id)) WITHOUT ROWID",
+    "CREATE INDEX image_tags_id ON image_tags (id)",
+    "CREATE INDEX images_tags_key ON images (id, tags_key)",
     "CREATE TABLE urls (url TEXT PRIMARY KEY, image_id TEXT NOT NULL)",
     "CREATE TABLE failures (url TEXT PRIMARY KEY, record TEXT NOT NULL, reason TEXT NOT NULL)",
     # vectors_per_image: 1, or BLIP-2's query count
@@ -53,7 +59,7 @@ SCHEMA = (
     # Removed images (the record as it was) and their URLs: not downloaded or scanned in again unless asked.
     "CREATE TABLE removed (id TEXT PRIMARY KEY, record TEXT NOT NULL)",
     "CREATE TABLE removed_urls (url TEXT PRIMARY KEY, image_id TEXT NOT NULL)",
-    # Keyword search (mode=text|hybrid): captions and file names, BM25-ranked by FTS5. The rowid comes
+    # Keyword search (mode=text|hybrid): captions, tags and file names, BM25-ranked by FTS5. The rowid comes
     # from the image id (keywords.keyword_rowid): FTS5 indexes only its text, so finding a row by id
     # would scan the whole table at every write.
     "CREATE VIRTUAL TABLE image_keywords USING fts5(id UNINDEXED, text, tokenize='unicode61 remove_diacritics 2')",

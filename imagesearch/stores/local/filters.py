@@ -15,6 +15,7 @@ from imagesearch.records import SearchFilters, instant
 
 Condition = tuple[list[str], list]  # clauses (ANDed) and their parameters
 CAMERA = "EXISTS (SELECT 1 FROM image_cameras c WHERE c.camera = ? AND c.id = images.id)"  # one lookup per row
+TAG = "EXISTS (SELECT 1 FROM image_tags t WHERE t.tag = ? AND t.id = images.id)"
 
 
 def filter_sql(filters: SearchFilters | None) -> tuple[str, list]:
@@ -28,11 +29,14 @@ def filter_sql(filters: SearchFilters | None) -> tuple[str, list]:
     if filters.camera_key is not None:
         clauses.append(CAMERA)
         params.append(filters.camera_key)
+    for tag in filters.tags or ():
+        clauses.append(TAG)
+        params.append(tag)
     return " AND ".join(clauses) or "1", params
 
 
 def _conditions(filters: SearchFilters) -> list[Condition]:
-    """One condition per kind of filter but the camera: the record's own fields, the date, the place
+    """One condition per kind of filter but the camera and the tags: the record's own fields, the date, the place
     (NULL, no such metadata, passes neither of the last two)."""
     own: Condition = ([], [])
     if filters.format is not None:
@@ -65,11 +69,12 @@ def filter_mask(db: sqlite3.Connection, filters: SearchFilters, rows: dict[str, 
     """Which of ``size`` rows (``rows``: image id -> row) hold images the filters let through.
 
     One query per kind of filter, each through its own index (the date's, the position's, the
-    camera table's key), their matches ANDed here: in one query SQLite's planner, which has no
+    camera and tag tables' keys), their matches ANDed here: in one query SQLite's planner, which has no
     statistics on how many rows each filter keeps, may start from the wrong index and read the rows."""
     queries = [(f"SELECT id FROM images WHERE {' AND '.join(clauses)}", params) for clauses, params in _conditions(filters)]
     if filters.camera_key is not None:
         queries.append(("SELECT id FROM image_cameras WHERE camera = ?", [filters.camera_key]))
+    queries += [("SELECT id FROM image_tags WHERE tag = ?", [tag]) for tag in filters.tags or ()]
     mask = np.ones(size, bool)
     for query, params in queries or [("SELECT id FROM images", [])]:
         found = np.fromiter((row for (image_id,) in db.execute(query, params) if (row := rows.get(image_id)) is not None),

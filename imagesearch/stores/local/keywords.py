@@ -1,4 +1,4 @@
-"""Keyword search (mode=text|hybrid): each image's captions and file names in one FTS5 row,
+"""Keyword search (mode=text|hybrid): each image's captions, tags and file names in one FTS5 row,
 BM25-ranked, and the writes that keep those rows in step with the records."""
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from imagesearch.records import ImageRecord
 from imagesearch.stores.local.database import select_in
 from imagesearch.stores.local.keywords import drop_keywords
 from imagesearch.stores.local.photos import drop_cameras
+from imagesearch.stores.local.tags import drop_tags
 
 
 def remove_images(db: sqlite3.Connection, ids: Sequence[str]) -> list[ImageRecord]:
@@ -31,6 +32,7 @@ def remove_images(db: sqlite3.Connection, ids: Sequence[str]) -> list[ImageRecor
             db.execute(f"DELETE FROM {table} WHERE id = ?", (image_id,))
         drop_keywords(db, image_id)
         drop_cameras(db, image_id)
+        drop_tags(db, image_id)
         db.execute("DELETE FROM urls WHERE image_id = ?", (image_id,))
         removed.append(record)
     return removed

@@ -9,8 +9,9 @@ import numpy as np
 
 from imagesearch.config import LOCAL_INDEX_MIN_VECTORS
 from imagesearch.records import Counts, Hit, ImageRecord, PhotoMetadata, SearchFilters, UrlFailure
-from imagesearch.stores.base import StoreWriteError, checked_vectors
+from imagesearch.stores.base import MAX_K, StoreWriteError, checked_vectors
 from imagesearch.stores.local import embeddings, keywords, metadata, photos, removal
+from imagesearch.stores.local import tags as image_tags
 from imagesearch.stores.local.database import Database, answers
 from imagesearch.stores.local.searchers import Searchers
 
@@ -89,6 +90,22 @@ class LocalStore:
     @answers
     def get_vector(self, model: str, image_id: str) -> np.ndarray | None:
         return embeddings.get_vector(self.database.connection(), model, image_id)
+
+    # --- tags ----------------------------------------------------------------------------------
+
+    @answers
+    def untagged(self, model: str, key: str, limit: int, after: str = "") -> list[tuple[str, np.ndarray]]:
+        return image_tags.untagged(self.database.connection(), model, key, limit, after)
+
+    @answers
+    def set_tags(self, tags: dict[str, list[str]], key: str) -> None:
+        if tags:
+            with self.database.transaction() as db:
+                image_tags.set_tags(db, tags, key)
+
+    @answers
+    def tag_counts(self, limit: int) -> list[tuple[str, int]]:
+        return image_tags.tag_counts(self.database.connection(), min(limit, MAX_K)) if limit > 0 else []
 
     # --- removal -------------------------------------------------------------------------------
 
