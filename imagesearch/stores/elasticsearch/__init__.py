@@ -8,6 +8,7 @@
 - ``queries``: filters, kNN, queue states and vector encoding in Elasticsearch's terms;
 - ``metadata``: the image records and URL failures, merged with optimistic concurrency;
 - ``removal``: removing images, and the tombstones that keep them out;
+- ``duplicates``: near pairs (near-duplicate images) by kNN queries in msearch batches, and many vectors at once;
 - ``store``: ``ElasticsearchStore``, the ``VectorStore`` methods over those.
 """
 
