@@ -79,19 +79,20 @@ def keep_best(items: Sequence[Item], vectors: Mapping[str, np.ndarray], threshol
     if not rows:
         return list(items)
     matrix = np.stack([query_vector(vectors[items[i].id]) for i in rows])
-    earlier_near: dict[int, np.ndarray] = {}  # row -> the earlier rows near it
+    later, earlier = [], []  # the pairs of rows at or above the threshold: (a row, an earlier row)
     for start in range(0, len(rows), BLOCK):
-        scores = matrix[start : start + BLOCK] @ matrix[: start + BLOCK].T
-        for offset, near in enumerate(scores >= threshold):
-            row = start + offset
-            earlier_near[row] = np.flatnonzero(near[:row])
-    kept_rows = np.zeros(len(rows), bool)
-    dropped = set()
-    for row, position in enumerate(rows):
-        if kept_rows[earlier_near[row]].any():
-            dropped.add(position)
-        else:
-            kept_rows[row] = True
+        near_rows, near_columns = np.nonzero(matrix[start : start + BLOCK] @ matrix[: start + BLOCK].T >= threshold)
+        near_rows += start
+        before = near_columns < near_rows
+        later.append(near_rows[before])
+        earlier.append(near_columns[before])
+    near_earlier: dict[int, list[int]] = {}
+    for row, column in zip(np.concatenate(later).tolist(), np.concatenate(earlier).tolist(), strict=True):
+        near_earlier.setdefault(row, []).append(column)
+    kept = np.ones(len(rows), bool)
+    for row in sorted(near_earlier):  # in rank order: whether each earlier row is kept is settled
+        kept[row] = not kept[near_earlier[row]].any()
+    dropped = {rows[row] for row in np.flatnonzero(~kept)}
     return [item for i, item in enumerate(items) if i not in dropped]
 
 
@@ -100,7 +101,9 @@ def collapsed(fetch: Callable[[int], Sequence[Item]], need: int,
     """The best ``need`` of ``fetch(depth)``'s ranking (best first) once near-duplicates of better
     items are left out: the ranking is asked deeper until enough are left or it has no more. Greedy
     from the best, so a deeper ranking keeps the same first items: pages stay consistent."""
-    asked, vectors = need, {}
+    # A little deeper than needed from the start, so that what collapse leaves out is mostly made
+    # up within the first ranking; after that, deeper by the share it left out, with a margin.
+    asked, vectors = min(MAX_K, need + need // 4 + 10), {}
     while True:
         found = fetch(asked)
         if missing := [item.id for item in found if item.id not in vectors]:
@@ -108,4 +111,4 @@ def collapsed(fetch: Callable[[int], Sequence[Item]], need: int,
         kept = keep_best(found, {i: v for i, v in vectors.items() if v is not None}, threshold)
         if len(kept) >= need or len(found) < asked or asked >= MAX_K:
             return kept[:need]
-        asked = min(MAX_K, 2 * asked)
+        asked = min(MAX_K, max(asked + 10, int(1.25 * asked * need / max(len(kept), 1))))
