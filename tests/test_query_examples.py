@@ -191,6 +191,8 @@ def test_unknown_or_pending_examples_are_query_errors(tmp_path, test_model_repo)
         service.search_text("a red circle", 5, examples=Examples(negative=("a red circle",)))
     with pytest.raises(QueryError, match="empty"):
         service.search_text("a red circle", 5, examples=Examples(negative=(" ",)))
+    with pytest.raises(QueryError, match="mode text cannot use them"):  # never ignored, whoever calls
+        service.search_text("a red circle", 5, mode="text", examples=Examples(negative=("a square",)))
     service.close()
 
 

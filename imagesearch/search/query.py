@@ -101,9 +101,13 @@ def examples_from(negative: Sequence[str] | None = None, positive_ids: Sequence[
             raise QueryError(f"not an image id (64 lower-case hex characters): {image_id[:80]!r}")
     if both := set(examples.positive_ids) & set(examples.negative_ids):
         raise QueryError(f"image {min(both)} is in both positive_ids and negative_ids")
+    check_steered_mode(examples, mode)
+    return examples
+
+
+def check_steered_mode(examples: Examples | None, mode: Mode) -> None:
     if examples and mode != "vector":
         raise QueryError(f"negatives and examples steer the vector search: mode {mode} cannot use them")
-    return examples
 
 
 def split_negatives(q: str) -> tuple[str, list[str]]:

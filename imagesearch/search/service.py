@@ -20,7 +20,7 @@ from imagesearch.search.blend import blend
 from imagesearch.search.cache import VectorCache
 from imagesearch.search.duplicates import DuplicatesResponse, collapsed, group_pairs
 from imagesearch.search.fusion import fuse
-from imagesearch.search.query import Examples, Mode, QueryError, Sort, check_page, check_threshold
+from imagesearch.search.query import Examples, Mode, QueryError, Sort, check_page, check_steered_mode, check_threshold
 from imagesearch.search.results import SearchResponse, SearchResult, to_result
 from imagesearch.stores import MAX_K, VectorStore, make_store, query_vector
 
@@ -139,6 +139,7 @@ class SearchService:
             vector, query = self.steer(self.text_vector(text), {"text": text}, examples)
             return self.search_vector(vector, query, k, filters, min_score, started, sort=sort, offset=offset,
                                       collapse=collapse)
+        check_steered_mode(examples, mode)
         text = self.check_text(text)
         query = {"text": text, "mode": mode}
         depth = self._depth(sort, offset, k)
