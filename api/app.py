@@ -1,7 +1,7 @@
 """The search API: ``create_app(settings)`` builds the FastAPI application from its parts.
 
-- ``routes/``: ``search`` (/search, /search/image), ``images`` (/images/{id}), ``tags`` (/tags),
-  ``operations`` (/healthz, /status, /metrics);
+- ``routes/``: ``search`` (/search, /search/image), ``duplicates`` (/duplicates), ``images``
+  (/images/{id}), ``tags`` (/tags), ``operations`` (/healthz, /status, /metrics);
 - ``errors``: every error as JSON ``{"error": code, "detail": message}`` (4xx, or 503 with
   Retry-After while a dependency cannot answer), never a traceback;
 - ``auth``: optional API keys (read and admin), checked in front of every route but the probes;
@@ -27,7 +27,7 @@ from imagesearch.api.body_limit import BodyLimit
 from imagesearch.api.context import ApiContext
 from imagesearch.api.metrics import Metrics
 from imagesearch.api.rate_limit import RateLimits
-from imagesearch.api.routes import images, operations, search
+from imagesearch.api.routes import duplicates, images, operations, search
 from imagesearch.api.routes import tags as tag_routes
 from imagesearch.blobs import make_blob_store
 from imagesearch.config import Settings, get_settings
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
     app = FastAPI(
         title="imagesearch", version=operations.versions().get("imagesearch", "0"), lifespan=lifespan,
         description="Semantic image search with CLIP: search indexed images by text, by an uploaded image, "
-                    "by an image URL, or by an indexed image (more like this).",
+                    "by an image URL, or by indexed images (more like these, unlike those); find near-duplicates.",
     )
     app.state.context = context
     errors.install(app)
@@ -73,8 +73,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
     metrics.install(app)
     # require_read on the routes gives them the caller's role and declares the keys in the OpenAPI
     # schema; KeyGuard enforces the key on every path but the open ones, these routes or any other.
-    for routes in (search, images):
+    for routes in (search, duplicates, images, tag_routes):
         app.include_router(routes.router, dependencies=[Depends(require_read)])
-    app.include_router(tag_routes.router, dependencies=[Depends(require_read)])
     app.include_router(operations.router)  # /status declares its key itself; /healthz and /metrics are open
     return app

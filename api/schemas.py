@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from imagesearch.formats import FORMATS
 from imagesearch.records import MAX_K, SearchFilters
 from imagesearch.search import Mode, Sort, check_mode, check_one_query
+from imagesearch.search.query import Examples, examples_from
 
 MAX_DIMENSION = 1_000_000  # pixel-size filters beyond this can match nothing anyway
 
@@ -38,6 +39,9 @@ MODEL_HELP = "which served model to search with (slug, as /status lists them); d
 SORT_HELP = ("relevance (the default); newest or oldest: the best IMAGESEARCH_SORT_WINDOW matches by relevance, by the date "
              "they were taken (those without a date last, by relevance)")
 OFFSET_HELP = "where the page starts: the next_offset of the page before (offset + k <= 10000)"
+COLLAPSE_HELP = ("near-duplicates (a cosine of IMAGESEARCH_DUPLICATE_THRESHOLD or more) of a better result left out, "
+                 "deeper results filling the page")
+MAX_EXAMPLES = 1000  # what a body may hold at all; IMAGESEARCH_MAX_QUERY_EXAMPLES is the limit a search applies
 
 
 def filter_help(name: str) -> str | None:
@@ -46,7 +50,8 @@ def filter_help(name: str) -> str | None:
 
 
 class SearchRequest(BaseModel):
-    """Exactly one of ``text``, ``image_id`` (an indexed image: "more like this") or ``image_url``."""
+    """Exactly one of ``text``, ``image_id`` (an indexed image: "more like this") or ``image_url``, or
+    ``positive_ids`` alone ("more like these"); ``negative`` and ``negative_ids`` steer away."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "a red circle", "k": 10}]})
     text: Text | None = Field(None, description="what to look for, in words")
@@ -60,9 +65,21 @@ class SearchRequest(BaseModel):
     model: str | None = Field(None, max_length=200, description=MODEL_HELP)
     sort: Sort = Field("relevance", description=SORT_HELP)
     offset: int = Field(0, ge=0, le=MAX_K, description=OFFSET_HELP)
+    negative: list[Text] | None = Field(None, max_length=MAX_EXAMPLES, description=(
+        "texts to steer away from: the search uses the mean of the positives minus IMAGESEARCH_NEGATIVE_WEIGHT times "
+        "the mean of the negatives (vector mode)"))
+    positive_ids: list[Text] | None = Field(None, max_length=MAX_EXAMPLES, description=(
+        "ids of indexed images the results should look like, beside the query; alone: more like these"))
+    negative_ids: list[Text] | None = Field(None, max_length=MAX_EXAMPLES, description=(
+        "ids of indexed images the results should not look like"))
+    collapse: bool = Field(False, description=COLLAPSE_HELP)
 
     @model_validator(mode="after")
     def _one_query(self) -> "SearchRequest":  # QueryError is a ValueError: pydantic reports it as a 422
-        check_one_query(text=self.text, image_id=self.image_id, image_url=self.image_url)
+        check_one_query(self.positive_ids or (), text=self.text, image_id=self.image_id, image_url=self.image_url)
         check_mode(self.mode, self.text is not None)
         return self
+
+    def examples(self, max_each: int) -> Examples:
+        """The negatives and examples, checked (``QueryError``: a 400)."""
+        return examples_from(self.negative, self.positive_ids, self.negative_ids, max_each=max_each, mode=self.mode)

@@ -32,6 +32,10 @@ BENCHMARKS = {  # name: (section title, what it measures); the order of `make be
     "bench_hybrid": ("Keyword and hybrid search", "the store's part of a vector, keyword (BM25) and hybrid query"),
     "bench_photo_filters": ("Photo filters and date sort", "what the date, camera and place filters and the date sort "
                             "add to a vector query at 100k photos in the local store, exact and through its graph index"),
+    "bench_duplicates": ("Near-duplicates", "grouping 100k images into near-duplicates in the local store (graph index and "
+                         "exact), and what collapse adds to a search"),
+    "bench_negative_weight": ("Negative weight", "IMAGESEARCH_NEGATIVE_WEIGHT against the right answers of \"this but not "
+                              "that\" queries with the trained test model, by text and by example images"),
     "bench_triton": ("Triton", "encoding through a real tritonserver against in-process ONNX Runtime"),
     "bench_es": ("Elasticsearch", "indexing rate, kNN latency and recall@10 by index type and num_candidates"),
     "bench_blip2": ("BLIP-2", "BLIP-2's encoders at the real size, and 32 vectors per image in the stores, beside CLIP"),
@@ -53,6 +57,9 @@ HEADERS = {  # column key: heading; other keys show with spaces for underscores
     "build_s": "build s", "visual_cosine": "visual cosine", "textual_cosine": "textual cosine",
     "image_cosine_to_fp32_ingest": "image vectors: worst cosine to the fp32 ingest's",
     "reference_visual_cosine": "reference check, images", "reference_textual_cosine": "reference check, texts",
+    "copies_with_their_original_pct": "planted copies with their original (%)",
+    "groups_as_exact_pct": "groups as the exact ones (%)", "right_pct": "right answers (%)",
+    "query_colour_pct": "of the query's colour (%)",
 }
 
 

@@ -12,6 +12,7 @@ COMMANDS = {
     "export": ("imagesearch.export.cli", "export open_clip or BLIP-2 models to ONNX + the Triton model repository"),
     "ingest": ("imagesearch.ingest.cli", "download/scan images and embed them"),
     "search": ("imagesearch.search.cli", "search the index by text or by image"),
+    "duplicates": ("imagesearch.search.duplicates_cli", "list the groups of near-duplicate images"),
     "status": ("imagesearch.status", "counts, model and store"),
     "tags": ("imagesearch.tags.cli", "the tags of the indexed images, the most held first"),
     "remove": ("imagesearch.removal", "take images out of the index (records, vectors, files)"),

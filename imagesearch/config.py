@@ -221,6 +221,17 @@ class ServiceSettings(BaseModel):
     text_batch_max: int = Field(32, ge=1, description="most texts encoded in one micro-batch")
     text_batch_wait_ms: float = Field(2.0, ge=0, description="how long a query waits for others to share its encoder call")
     url_fetch_timeout_s: float = Field(15.0, gt=0, description="search by image_url: time limit for the fetch")
+    negative_weight: float = Field(
+        0.5, ge=0, le=10, description="a query with negatives (texts or images to steer away from) searches with the "
+        "normalized mean of its positives minus this times the mean of its negatives (docs/api.md says why this default)")
+    max_query_examples: int = Field(
+        16, ge=1, le=1000, description="most negative texts, and most positive_ids and negative_ids, one search may give (each)")
+    duplicate_threshold: float = Field(
+        0.95, ge=0.5, le=1.0, description="near-duplicates (`imagesearch duplicates`, GET /duplicates, collapse=true): "
+        "images whose vectors' cosine is at least this; the default of their threshold parameter")
+    duplicate_neighbours: int = Field(
+        16, ge=1, le=1000, description="the near-duplicate search looks at each image's this many nearest neighbours: a "
+        "larger group is found whole as long as its members' neighbours chain together")
 
 
 class TagSettings(BaseModel):

@@ -203,7 +203,7 @@ def test_get_search_bad_input(api, params, status, needle):
 
 
 @pytest.mark.parametrize("payload, status, code, needle", [
-    ({}, 422, "invalid_request", "exactly one of text, image_id, image_url"),
+    ({}, 422, "invalid_request", "exactly one of text, image_id, image_url, or positive_ids alone"),
     ({"text": "a", "image_id": "0" * 64}, 422, "invalid_request", "exactly one"),
     ({"text": "a", "k": 1000}, 400, "invalid_query", "k must be between"),
     ({"text": "a", "k": 10**40}, 400, "invalid_query", "k must be between"),
@@ -356,7 +356,7 @@ def test_metrics_count_this_tests_own_requests(api):
 def test_openapi_docs(api):
     assert "swagger" in api.get("/docs").text.lower()
     paths = api.get("/openapi.json").json()["paths"]
-    assert {"/search", "/search/image", "/images/{image_id}", "/healthz", "/status", "/metrics"} <= set(paths)
+    assert {"/search", "/search/image", "/duplicates", "/images/{image_id}", "/healthz", "/status", "/metrics"} <= set(paths)
 
 
 def test_dependencies_down_give_503(tmp_path, test_model_repo):
@@ -484,9 +484,9 @@ def test_fuzzed_requests_never_get_a_server_error(api):
                 checked.add((operation.method.upper(), operation.path, mode.value))
             except Unsatisfiable:  # an operation without inputs has no invalid ones to send
                 assert mode == schemathesis.GenerationMode.NEGATIVE
-    every = {("GET", "/search"), ("POST", "/search"), ("POST", "/search/image"), ("GET", "/images/{image_id}"),
-             ("DELETE", "/images/{image_id}"), ("GET", "/healthz"), ("GET", "/status"), ("GET", "/metrics")}
-    every |= {("GET", "/tags")}
+    every = {("GET", "/search"), ("POST", "/search"), ("POST", "/search/image"), ("GET", "/duplicates"),
+             ("GET", "/images/{image_id}"), ("DELETE", "/images/{image_id}"), ("GET", "/healthz"), ("GET", "/status"),
+             ("GET", "/metrics"), ("GET", "/tags")}
     # every route that takes an API key header has invalid input to send; /healthz and /metrics take nothing
     with_invalid_input = every - {("GET", "/healthz"), ("GET", "/metrics")}
     assert checked == {(*o, "positive") for o in every} | {(*o, "negative") for o in with_invalid_input}, checked

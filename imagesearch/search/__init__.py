@@ -1,4 +1,5 @@
-"""Search: query (text, image bytes, or a stored image id) -> encoder -> vector store -> results.
+"""Search: query (text, image bytes, or a stored image id; stored images as examples, texts and images
+as negatives) -> encoder -> vector store -> results; and the groups of near-duplicate images.
 
 The API, the CLI and the UI (through the API) all search through ``SearchService``. Text queries
 go through an LRU cache (repeated queries skip the encoder) and a micro-batcher (concurrent queries

@@ -1,4 +1,5 @@
-"""`imagesearch search "text"` / `--image PATH_OR_URL` / `--id ID`: thin shell over SearchService."""
+"""`imagesearch search "text"` / `--image PATH_OR_URL` / `--id ID` / `--like ID`, steered by `--not TEXT`
+and `--unlike ID`: thin shell over SearchService."""
 
 from __future__ import annotations
 
@@ -9,13 +10,30 @@ from typing import get_args
 
 from imagesearch.config import Settings, get_settings
 from imagesearch.records import SearchFilters
-from imagesearch.search.query import Mode, QueryError, Sort, check_mode, check_one_query, check_page, filters_from
+from imagesearch.search.query import (
+    Examples,
+    Mode,
+    QueryError,
+    Sort,
+    check_mode,
+    check_one_query,
+    check_page,
+    examples_from,
+    filters_from,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="?", help="what to look for, e.g. 'a dog running on a beach'")
     parser.add_argument("--image", help="search by an example image: a file path or an http(s) URL")
     parser.add_argument("--id", dest="image_id", help="search by an image already in the index (more like this)")
+    steer = parser.add_argument_group("examples and negatives (vector mode; repeat each option for more)")
+    steer.add_argument("--not", dest="negative", action="append", metavar="TEXT",
+                       help="steer away from this, e.g. --not people (IMAGESEARCH_NEGATIVE_WEIGHT)")
+    steer.add_argument("--like", dest="positive_ids", action="append", metavar="ID",
+                       help="an indexed image the results should look like; without TEXT, --image or --id: more like these")
+    steer.add_argument("--unlike", dest="negative_ids", action="append", metavar="ID",
+                       help="an indexed image the results should not look like")
     parser.add_argument("-k", type=int, default=10, help="number of results (default 10; at most IMAGESEARCH_MAX_K)")
     parser.add_argument("--mode", choices=get_args(Mode), default="vector",
                         help="for TEXT: match by meaning (vector, the default), by the words of captions, "
@@ -35,6 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "the date they were taken (undated ones last)")
     parser.add_argument("--offset", type=int, default=0, help="skip this many results: the next page starts at the "
                         "offset the page before printed")
+    parser.add_argument("--collapse", action="store_true", help="leave out near-duplicates of a better result "
+                        "(IMAGESEARCH_DUPLICATE_THRESHOLD), deeper results filling the page")
     parser.add_argument("--json", action="store_true", help="print the API's JSON response shape")
     parser.add_argument("--model", default="", metavar="SLUG",
                         help="search with this model (default: the first of IMAGESEARCH_MODELS, or IMAGESEARCH_MODEL)")
@@ -55,17 +75,15 @@ def run(args: argparse.Namespace) -> int:
     from imagesearch.search.service import SearchService
     from imagesearch.stores import StoreUnavailable
 
-    try:
-        check_one_query(TEXT=args.text, **{"--image": args.image, "--id": args.image_id})
-        check_mode(args.mode, args.text is not None)
-        filters = filters_from(taken_after=args.taken_after, taken_before=args.taken_before, camera=args.camera,
-                               near=args.near, within_km=args.within_km, tags=args.tags)
-    except QueryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     settings = get_settings()
     settings = settings.for_model(args.model or settings.model_slugs[0])
     try:
+        check_one_query(args.positive_ids or (), "--like", TEXT=args.text, **{"--image": args.image, "--id": args.image_id})
+        check_mode(args.mode, args.text is not None)
+        filters = filters_from(taken_after=args.taken_after, taken_before=args.taken_before, camera=args.camera,
+                               near=args.near, within_km=args.within_km, tags=args.tags)
+        examples = examples_from(args.negative, args.positive_ids, args.negative_ids,
+                                 max_each=settings.max_query_examples, mode=args.mode)
         check_page(args.k, args.offset, settings.max_k)
     except QueryError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -76,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        response = _search(service, args, settings, filters)
+        response = _search(service, args, settings, filters, examples)
     except (QueryError, ImageDecodeError, FetchError, OSError, EncoderUnavailable, StoreUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -98,11 +116,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search(service, args: argparse.Namespace, settings: Settings, filters: SearchFilters | None):
-    page = {"sort": args.sort, "offset": args.offset}
+def _search(service, args: argparse.Namespace, settings: Settings, filters: SearchFilters | None, examples: Examples):
+    page = {"sort": args.sort, "offset": args.offset, "collapse": args.collapse}
     if args.text is not None:
-        return service.search_text(args.text, args.k, filters, args.min_score, args.mode, **page)
+        return service.search_text(args.text, args.k, filters, args.min_score, args.mode, examples=examples, **page)
     if args.image:
         return service.search_image(_image_bytes(args.image, settings), args.k, filters, args.min_score,
-                                    {"image": args.image}, **page)
-    return service.search_id(args.image_id, args.k, filters, args.min_score, **page)
+                                    {"image": args.image}, examples=examples, **page)
+    if args.image_id:
+        return service.search_id(args.image_id, args.k, filters, args.min_score, examples=examples, **page)
+    return service.search_examples(examples, args.k, filters, args.min_score, **page)

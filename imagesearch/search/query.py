@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from dataclasses import dataclass
+from typing import Literal, Sequence
 
 from pydantic import ValidationError
 
-from imagesearch.records import MAX_K, SearchFilters
+from imagesearch.records import MAX_K, SearchFilters, is_image_id
 
 Mode = Literal["vector", "text", "hybrid"]
 Sort = Literal["relevance", "newest", "oldest"]
@@ -23,12 +25,13 @@ class QueryError(ValueError):
         self.reason = reason
 
 
-def check_one_query(**given: object) -> str:
-    """The name of the one query given (``text=..., image_id=...``; None: not given): exactly one must be."""
+def check_one_query(positive_ids: Sequence[str] = (), positive_name: str = "positive_ids", **given: object) -> str | None:
+    """The name of the one query given (``text=..., image_id=...``; None: not given), or None for a
+    query made of ``positive_ids`` alone ("more like these"): one of them must be given, not two."""
     named = [name for name, value in given.items() if value is not None]
-    if len(named) != 1:
-        raise QueryError(f"give exactly one of {', '.join(given)} (got {', '.join(named) or 'none'})")
-    return named[0]
+    if len(named) > 1 or (not named and not positive_ids):
+        raise QueryError(f"give exactly one of {', '.join(given)}, or {positive_name} alone (got {', '.join(named) or 'none'})")
+    return named[0] if named else None
 
 
 def check_mode(mode: Mode, has_text: bool) -> None:
@@ -59,3 +62,66 @@ def filters_from(base: type[SearchFilters] = SearchFilters, **given: object) -> 
         problems = ["{}: {}".format(".".join(map(str, e["loc"])) or "filters", e["msg"].removeprefix("Value error, "))
                     for e in exc.errors()]
         raise QueryError("; ".join(problems)) from None
+
+
+# --- negatives and examples -------------------------------------------------------------------
+
+# GET's short form: a word or "quoted phrase" after a minus that starts a term (not "t-shirt")
+NEGATED = re.compile(r'(?:^|(?<=\s))-(?:"([^"]*)"|([^\s"]\S*))')
+
+
+@dataclass(frozen=True)
+class Examples:
+    """What steers a vector query besides the query itself: texts to steer away from (``negative``),
+    and indexed images that results should look like (``positive_ids``) or not (``negative_ids``)."""
+
+    negative: tuple[str, ...] = ()
+    positive_ids: tuple[str, ...] = ()
+    negative_ids: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.negative or self.positive_ids or self.negative_ids)
+
+    @property
+    def has_negatives(self) -> bool:
+        return bool(self.negative or self.negative_ids)
+
+
+def examples_from(negative: Sequence[str] | None = None, positive_ids: Sequence[str] | None = None,
+                  negative_ids: Sequence[str] | None = None, *, max_each: int, mode: Mode = "vector") -> Examples:
+    """The checked examples of a query (None or empty: not given; the same id twice counts once).
+    Texts are checked like the query's own when they are encoded."""
+    examples = Examples(tuple(negative or ()), *(tuple(dict.fromkeys(ids or ())) for ids in (positive_ids, negative_ids)))
+    for name, given in (("negative", examples.negative), ("positive_ids", examples.positive_ids),
+                        ("negative_ids", examples.negative_ids)):
+        if len(given) > max_each:
+            raise QueryError(f"{name} holds {len(given)} entries; the limit is {max_each}")
+    for image_id in examples.positive_ids + examples.negative_ids:
+        if not is_image_id(image_id):
+            raise QueryError(f"not an image id (64 lower-case hex characters): {image_id[:80]!r}")
+    if both := set(examples.positive_ids) & set(examples.negative_ids):
+        raise QueryError(f"image {min(both)} is in both positive_ids and negative_ids")
+    check_steered_mode(examples, mode)
+    return examples
+
+
+def check_steered_mode(examples: Examples | None, mode: Mode) -> None:
+    if examples and mode != "vector":
+        raise QueryError(f"negatives and examples steer the vector search: mode {mode} cannot use them")
+
+
+def split_negatives(q: str) -> tuple[str, list[str]]:
+    """GET's short form: ``beach -people -"parked cars"`` is the text ``beach`` with the negatives
+    ``people`` and ``parked cars``."""
+    negatives = [m.group(1) if m.group(1) is not None else m.group(2) for m in NEGATED.finditer(q)]
+    text = " ".join(NEGATED.sub(" ", q).split()) if negatives else q
+    if negatives and not text:
+        raise QueryError("the query has only negatives (-word): say what to look for too")
+    return text, negatives
+
+
+def check_threshold(threshold: float) -> float:
+    """A near-duplicate threshold: a cosine from 0.5 (below, most images of a collection are "near") to 1."""
+    if not 0.5 <= threshold <= 1.0:
+        raise QueryError(f"threshold must be between 0.5 and 1.0, got {threshold}")
+    return threshold

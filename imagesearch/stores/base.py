@@ -98,6 +98,9 @@ class VectorStore(Protocol):
     def get_vector(self, model: str, image_id: str) -> np.ndarray | None:
         """The image's embedding as written ([D] or [Q, D]), or None."""
 
+    def get_vectors(self, model: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The embeddings of those of ``ids`` that have one, by id, as ``get_vector`` gives each."""
+
     # --- tags (zero-shot labels, imagesearch/tags) -----------------------------------------------
     def untagged(self, model: str, key: str, limit: int, after: str = "") -> list[tuple[str, np.ndarray]]:
         """Up to ``limit`` images that have a vector for ``model`` but were not tagged as ``key`` says
@@ -141,6 +144,13 @@ class VectorStore(Protocol):
         ``filters`` apply before the top k is taken (``tags``: the image holds every one); ``min_score`` drops hits below it; k <= 0 gives
         nothing and k is capped at ``MAX_K``. A model that was never set up (no ``ensure_model``, no
         vector) raises ``StoreUnavailable``: there is nothing to search with it yet."""
+
+    def near_pairs(self, model: str, threshold: float, neighbours: int) -> list[tuple[str, str, float]]:
+        """The pairs of images whose vectors' dot product is at least ``threshold``, each once as
+        (a, b, score) with a < b: each image's up to ``neighbours`` nearest others at or above it,
+        found through the store's kNN for all images in batches (an approximate index finds what
+        its candidates hold). Images with several vectors (BLIP-2) are compared by their
+        ``query_vector``s, exactly. A model never set up raises ``StoreUnavailable``, like ``search``."""
 
     def keyword_search(self, text: str, k: int, filters: SearchFilters | None = None) -> list[Hit]:
         """The top-k records whose captions, tags or file names contain words of ``text``, by BM25 score

@@ -9,6 +9,7 @@
 - ``metadata``: the image records and URL failures, merged with optimistic concurrency;
 - ``removal``: removing images, and the tombstones that keep them out;
 - ``tags``: the images' tags, the embedded images still to tag, and the tag counts;
+- ``duplicates``: near pairs (near-duplicate images) by kNN queries in msearch batches, and many vectors at once;
 - ``store``: ``ElasticsearchStore``, the ``VectorStore`` methods over those.
 """
 

@@ -19,6 +19,7 @@ from imagesearch.records import Counts, Hit, ImageRecord, PhotoMetadata, SearchF
 from imagesearch.stores.base import StoreWriteError, checked_vectors, describe_layout, vector_layout
 from imagesearch.stores.elasticsearch import mappings, queries
 from imagesearch.stores.elasticsearch.client import EsClient
+from imagesearch.stores.elasticsearch.duplicates import Duplicates
 from imagesearch.stores.elasticsearch.indices import Indices, name_key
 from imagesearch.stores.elasticsearch.mappings import FILTER_FIELDS, NOT_RECORD
 from imagesearch.stores.elasticsearch.metadata import Metadata
@@ -36,6 +37,7 @@ class ElasticsearchStore:
         self.metadata = Metadata(self.client, self.indices)
         self.removal = Removal(self.client, self.indices, self.metadata)
         self.tags = Tags(self.client, self.indices, self.metadata)
+        self.duplicates = Duplicates(self.client, self.indices)
 
     @property
     def es(self) -> Elasticsearch:
@@ -182,6 +184,9 @@ class ElasticsearchStore:
 
         return self.client.read(run)
 
+    def get_vectors(self, model: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.duplicates.get_vectors(model, ids)
+
     # --- tags --------------------------------------------------------------------------------
 
     def untagged(self, model: str, key: str, limit: int, after: str = "") -> list[tuple[str, np.ndarray]]:
@@ -226,6 +231,9 @@ class ElasticsearchStore:
         found, records = self.client.read(run)
         return [Hit(id=h["_id"], score=queries.dot_product(h["_score"]), record=records[h["_id"]])
                 for h in found if h["_id"] in records]
+
+    def near_pairs(self, model: str, threshold: float, neighbours: int) -> list[tuple[str, str, float]]:
+        return self.duplicates.near_pairs(model, threshold, neighbours, self.settings.es_rescore_oversample)
 
     def keyword_search(self, text: str, k: int, filters: SearchFilters | None = None) -> list[Hit]:
         if k <= 0 or not text.strip():

@@ -17,6 +17,7 @@ The parts, each with one job:
 - ``vector_index``: the usearch HNSW index and its snapshots on disk;
 - ``graph``: a model's graph index opened, built, caught up, and searched with exact rescoring;
 - ``searchers``: which of the two searches each model, kept caught up with SQLite;
+- ``duplicates``: near pairs (near-duplicate images) through the graph index in batches, or exactly;
 - ``filters``: search filters as SQL; ``keywords``: FTS5 keyword search; ``tags``: tags, tagging's queue, counts;
 - ``store``: ``LocalStore``, the ``VectorStore`` methods over those.
 """

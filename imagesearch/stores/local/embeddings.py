@@ -10,7 +10,7 @@ import numpy as np
 
 from imagesearch.records import Counts, ImageRecord
 from imagesearch.stores.base import describe_layout, vector_layout
-from imagesearch.stores.local.database import HAS_VECTOR
+from imagesearch.stores.local.database import HAS_VECTOR, select_in
 from imagesearch.stores.local.metadata import missing
 
 NO_RECORD = "no image record with this id"
@@ -71,6 +71,15 @@ def get_vector(db: sqlite3.Connection, model: str, image_id: str) -> np.ndarray 
         return None
     vector = np.frombuffer(row[0], np.float32).copy()
     return vector if row[2] == 1 else vector.reshape(row[2], row[1])
+
+
+def get_vectors(db: sqlite3.Connection, model: str, ids: list[str]) -> dict[str, np.ndarray]:
+    layout = db.execute("SELECT dim, vectors_per_image FROM models WHERE model = ?", (model,)).fetchone()
+    if layout is None or not ids:
+        return {}
+    shape = (-1,) if layout[1] == 1 else (layout[1], layout[0])
+    return {image_id: np.frombuffer(blob, np.float32).reshape(shape).copy() for image_id, blob in select_in(
+        db, f"SELECT id, vector FROM vectors WHERE model = ? AND {HAS_VECTOR} AND id", ids, [model])}
 
 
 def counts(db: sqlite3.Connection, model: str) -> Counts:

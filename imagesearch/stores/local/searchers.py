@@ -11,11 +11,12 @@ import numpy as np
 
 from imagesearch.records import SearchFilters
 from imagesearch.stores.base import MAX_K, StoreUnavailable, describe_layout
-from imagesearch.stores.local import graph
+from imagesearch.stores.local import duplicates, graph
 from imagesearch.stores.local.database import Database
 from imagesearch.stores.local.filters import filter_mask
 from imagesearch.stores.local.matrix import Matrix, top_k
 from imagesearch.stores.local.vector_index import SAVE_EVERY, VectorIndex
+from imagesearch.stores.pairs import Pair
 
 
 class Searchers:
@@ -31,10 +32,7 @@ class Searchers:
 
     def search(self, model: str, vector: np.ndarray, k: int, filters: SearchFilters | None) -> list[tuple[str, float]]:
         """The top k (id, score) pairs for the query ``vector``, best first (see ``VectorStore.search``)."""
-        searcher = self.for_model(model)
-        if searcher is None:
-            raise StoreUnavailable(f"the local store at {self.database.path} has no vectors for model {model}: "
-                                   "nothing has been embedded with it yet (run `imagesearch ingest`)")
+        searcher = self._searcher(model)
         query = np.asarray(vector, np.float32)
         per_image = searcher.per_image if isinstance(searcher, Matrix) else 1
         dim = searcher.dim // per_image
@@ -47,6 +45,19 @@ class Searchers:
         if isinstance(searcher, VectorIndex):
             return graph.index_search(self.database.connection(), self.lock, searcher, model, query, k, filters)
         return self._exact_search(searcher, query, k, filters)
+
+    def near_pairs(self, model: str, threshold: float, neighbours: int) -> list[Pair]:
+        """See ``VectorStore.near_pairs``: through the graph index, or exactly over the matrix."""
+        searcher = self._searcher(model)
+        if isinstance(searcher, VectorIndex):
+            return duplicates.index_pairs(self.database.connection(), self.lock, searcher, model, threshold, neighbours)
+        return duplicates.matrix_pairs(searcher, self.lock, threshold, neighbours)
+
+    def _searcher(self, model: str) -> VectorIndex | Matrix:
+        if (searcher := self.for_model(model)) is None:
+            raise StoreUnavailable(f"the local store at {self.database.path} has no vectors for model {model}: "
+                                   "nothing has been embedded with it yet (run `imagesearch ingest`)")
+        return searcher
 
     def for_model(self, model: str) -> VectorIndex | Matrix | None:
         """What searches the model now, caught up with every write so far (None: a model never set up)."""

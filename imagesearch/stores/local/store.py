@@ -91,6 +91,10 @@ class LocalStore:
     def get_vector(self, model: str, image_id: str) -> np.ndarray | None:
         return embeddings.get_vector(self.database.connection(), model, image_id)
 
+    @answers
+    def get_vectors(self, model: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return embeddings.get_vectors(self.database.connection(), model, list(ids))
+
     # --- tags ----------------------------------------------------------------------------------
 
     @answers
@@ -136,6 +140,10 @@ class LocalStore:
         records = metadata.get_many(self.database.connection(), [i for i, _ in kept]) if kept else {}
         # model_construct: the store's own values, checked already (a date sort reads a thousand of them)
         return [Hit.model_construct(id=i, score=score, record=records[i]) for i, score in kept if i in records]
+
+    @answers
+    def near_pairs(self, model: str, threshold: float, neighbours: int) -> list[tuple[str, str, float]]:
+        return self.searchers.near_pairs(model, threshold, neighbours)
 
     @answers
     def keyword_search(self, text: str, k: int, filters: SearchFilters | None = None) -> list[Hit]:

@@ -102,6 +102,22 @@ class VectorIndex:
             self._recent.popitem(last=False)
         return seqs
 
+    def nearest(self, queries: np.ndarray, count: int, expansion: int) -> np.ndarray:
+        """The seqs of up to ``count`` nearest vectors of each query ([B, D]) by int8 inner product,
+        nearest first, as one batch on every core: [B, count], -1 where a query has fewer.
+        ``expansion``: the graph's search breadth (the ``candidates`` of single queries keep theirs)."""
+        count = min(count, len(self.index))
+        if count <= 0 or self.scale is None:
+            return np.full((len(queries), 0), -1, np.int64)
+        self.index.expansion_search = max(count, expansion)  # type: ignore[misc]  # it has a setter
+        found = self.index.search(np.clip(queries * self.scale, -1, 1), count, threads=0)
+        seqs = np.full((len(queries), count), -1, np.int64)
+        if len(queries) == 1:  # usearch answers one query with the matches it found alone
+            seqs[0, : len(found.keys)] = found.keys
+            return seqs
+        found_count = found.counts[:, None]  # type: ignore[union-attr]  # a batch's answer
+        return np.where(np.arange(count)[None, :] < found_count, found.keys.astype(np.int64), seqs)
+
     # --- snapshots ---------------------------------------------------------------------------
 
     @staticmethod
