@@ -6,6 +6,7 @@ is the default of every request that names none).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from imagesearch.api.metrics import Metrics
@@ -81,10 +82,8 @@ class Backends:
         """Every served model's search service that can answer now, the default first."""
         built = []
         for requested in self.requested:
-            try:
+            with contextlib.suppress(EncoderUnavailable, StoreUnavailable):
                 built.append(self.service(requested or None))
-            except (EncoderUnavailable, StoreUnavailable):
-                pass
         return built
 
     def health(self) -> dict:

@@ -4,7 +4,8 @@ requests the rate limits refused."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -32,14 +33,14 @@ class Metrics:
         for kind in ("searches", "uploads"):  # at 0 from the start, so that a rate can be taken of them
             self.rate_limited.labels(kind)
 
-    def timed_encoder(self, encoder: Any) -> "Timed":
+    def timed_encoder(self, encoder: Any) -> Timed:
         def count_batch(method: str, args: tuple) -> None:
             if method == "encode_texts":
                 self.text_batch.observe(len(args[0]))
 
         return Timed(encoder, self.encoder, ENCODER_CALLS, count_batch)
 
-    def timed_store(self, store: Any) -> "Timed":
+    def timed_store(self, store: Any) -> Timed:
         return Timed(store, self.store, STORE_CALLS)
 
     def install(self, app: FastAPI) -> None:

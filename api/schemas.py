@@ -75,7 +75,7 @@ class SearchRequest(BaseModel):
     collapse: bool = Field(False, description=COLLAPSE_HELP)
 
     @model_validator(mode="after")
-    def _one_query(self) -> "SearchRequest":  # QueryError is a ValueError: pydantic reports it as a 422
+    def _one_query(self) -> SearchRequest:  # QueryError is a ValueError: pydantic reports it as a 422
         check_one_query(self.positive_ids or (), text=self.text, image_id=self.image_id, image_url=self.image_url)
         check_mode(self.mode, self.text is not None)
         return self

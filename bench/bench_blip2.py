@@ -90,7 +90,10 @@ def encoders(batch: int) -> list[dict]:
                   f"{encoder.health()['reference_check'].get('ok')}")
             encoder.close()
     for variant in ("fp32", "int8"):
-        print(f"ViT-B-32 / BLIP-2 image speed, {variant}: {figures[('ViT-B-32', variant)] / figures[('BLIP-2 ViT-g', variant)]:.0f}x")
+        print(
+            f"ViT-B-32 / BLIP-2 image speed, {variant}: "
+            f"{figures[('ViT-B-32', variant)] / figures[('BLIP-2 ViT-g', variant)]:.0f}x"
+        )
     return rows
 
 

@@ -50,8 +50,14 @@ WEIGHTS = CACHE / "clip-retrieval" / "vit-b-32-random.pt"
 OURS = [
     ("ONNX Runtime fp32", {"IMAGESEARCH_ENCODER": "onnx", "IMAGESEARCH_MODEL_VARIANT": "fp32"}),
     ("ONNX Runtime int8", {"IMAGESEARCH_ENCODER": "onnx", "IMAGESEARCH_MODEL_VARIANT": "int8"}),
-    ("OpenVINO f32", {"IMAGESEARCH_ENCODER": "openvino", "IMAGESEARCH_MODEL_VARIANT": "fp32", "IMAGESEARCH_OPENVINO_PRECISION": "f32"}),
-    ("OpenVINO auto", {"IMAGESEARCH_ENCODER": "openvino", "IMAGESEARCH_MODEL_VARIANT": "fp32", "IMAGESEARCH_OPENVINO_PRECISION": "auto"}),
+    (
+        "OpenVINO f32",
+        {"IMAGESEARCH_ENCODER": "openvino", "IMAGESEARCH_MODEL_VARIANT": "fp32", "IMAGESEARCH_OPENVINO_PRECISION": "f32"},
+    ),
+    (
+        "OpenVINO auto",
+        {"IMAGESEARCH_ENCODER": "openvino", "IMAGESEARCH_MODEL_VARIANT": "fp32", "IMAGESEARCH_OPENVINO_PRECISION": "auto"},
+    ),
 ]
 
 
@@ -104,7 +110,9 @@ def main() -> None:
     command = clip_retrieval_venv()
     theirs: list[dict] = []
     rates: dict[str, list[tuple[float, float]]] = {}  # row: per round (img/s, ratio to that round's clip-retrieval)
-    quality: dict[str, tuple[float, float, float, str]] = {}  # row: (images to the fp32 ingest's, reference images, texts, precision)
+    quality: dict[
+        str, tuple[float, float, float, str]
+    ] = {}  # row: (images to the fp32 ingest's, reference images, texts, precision)
     with tempfile.TemporaryDirectory(prefix="bench-clip-retrieval-") as tmp:
         tmp = Path(tmp)
         folder = tmp / "photos"
@@ -129,16 +137,25 @@ def main() -> None:
                     fp32_vectors = vectors if fp32_vectors is None else fp32_vectors  # the first row is ORT fp32
                     ids = sorted(vectors)
                     images = row_cosines(np.stack([vectors[key] for key in ids]), np.stack([fp32_vectors[key] for key in ids]))
-                    quality[label] = (float(images.min()), check["visual"], check["textual"],
-                                      f" ({health['precision']})" if health.get("precision", "") not in ("", *label.split()) else "")
+                    quality[label] = (
+                        float(images.min()),
+                        check["visual"],
+                        check["textual"],
+                        f" ({health['precision']})" if health.get("precision", "") not in ("", *label.split()) else "",
+                    )
 
     median = statistics.median
-    print(f"{cpu_description()}; open_clip ViT-B-32 random weights, {args.images} JPEGs 1024x768 in a folder, batch {args.batch}, "
-          f"{args.rounds} rounds (medians; each ratio to its own round's clip-retrieval)")
+    print(
+        f"{cpu_description()}; open_clip ViT-B-32 random weights, {args.images} JPEGs 1024x768 in a folder, batch {args.batch}, "
+        f"{args.rounds} rounds (medians; each ratio to its own round's clip-retrieval)"
+    )
     steadies = [t["images"] / t["batches_s"] for t in theirs]
-    print(f"  clip-retrieval 2.45 inference (torch fp32): steady {median(steadies):.1f} img/s (rounds: "
-          f"{', '.join(f'{x:.1f}' for x in steadies)}; model alone {median(t['images'] / t['inference_s'] for t in theirs):.1f}); "
-          f"with start-up {median(t['images'] / t['wall_s'] for t in theirs):.1f} img/s ({median(t['wall_s'] for t in theirs):.1f} s)")
+    print(
+        f"  clip-retrieval 2.45 inference (torch fp32): steady {median(steadies):.1f} img/s (rounds: "
+        f"{', '.join(f'{x:.1f}' for x in steadies)}; model alone {median(t['images'] / t['inference_s'] for t in theirs):.1f}); "
+        f"with start-up {median(t['images'] / t['wall_s'] for t in theirs):.1f} img/s "
+        f"({median(t['wall_s'] for t in theirs):.1f} s)"
+    )
     print("  quality: the ingest's image vectors, worst cosine to the fp32 ingest's (all images) / the reference "
           "check's images and texts (worst cosine to torch fp32); fp32-equivalent: >= 0.999")
     figures = [{"ingest": "clip-retrieval 2.45 inference (torch fp32), steady", "img_s": median(steadies),

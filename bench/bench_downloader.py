@@ -130,7 +130,10 @@ def main() -> None:
                 seconds = asyncio.run(bare_gets(urls, client_name, workers))
                 cpu_ms = (time.process_time() - cpu) / args.n * 1000
                 figures.append({"stage": f"bare GET with {client_name}", "urls_s": args.n / seconds, "cpu_ms_per_url": cpu_ms})
-                print(f"bare {client_name + ' GET:':13s}{args.n / seconds:6.0f} URLs/s  ({seconds:.2f} s; client CPU {cpu_ms:.2f} ms/URL)")
+                print(
+                    f"bare {client_name + ' GET:':13s}{args.n / seconds:6.0f} URLs/s  "
+                    f"({seconds:.2f} s; client CPU {cpu_ms:.2f} ms/URL)"
+                )
             cpu = time.process_time()
             seconds = asyncio.run(fetch_only(urls, options, workers))
             cpu_ms = (time.process_time() - cpu) / args.n * 1000

@@ -77,8 +77,13 @@ def group_rows(path: Path, index_min_vectors: int, source: np.ndarray, search: s
     group_of = {image_id: number for number, group in enumerate(found.groups) for image_id in group.ids}
     copies = np.flatnonzero(source != np.arange(len(source)))
     together = sum(group_of.get(ids[c], -1) == group_of.get(ids[source[c]], -2) for c in copies)
-    row = {"search": search, "seconds": seconds, "groups": len(found.groups),
-           "images_in_groups": sum(len(g.ids) for g in found.groups), "copies_with_their_original_pct": 100 * together / len(copies)}
+    row = {
+        "search": search,
+        "seconds": seconds,
+        "groups": len(found.groups),
+        "images_in_groups": sum(len(g.ids) for g in found.groups),
+        "copies_with_their_original_pct": 100 * together / len(copies),
+    }
     print(f"  {search:<12} {seconds:7.1f} s  {row['groups']} groups, {row['images_in_groups']} images; "
           f"planted copies grouped with their original: {row['copies_with_their_original_pct']:.2f}%", flush=True)
     return row, {frozenset(g.ids) for g in found.groups}

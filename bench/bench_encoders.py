@@ -47,8 +47,10 @@ def main() -> None:
     int8_text = latencies_ms(lambda i: int8.encode_texts([f"a photo of thing number {i}"]), 60)
     ov_img = {encoder.health()["precision"]: rate(lambda e=encoder: e.encode_images(pixels), BATCH, min_seconds=8)
               for encoder in openvino.values()}
-    ov_text = {encoder.health()["precision"]: latencies_ms(lambda i, e=encoder: e.encode_texts([f"a photo of thing number {i}"]), 60)
-               for encoder in openvino.values()}
+    ov_text = {
+        encoder.health()["precision"]: latencies_ms(lambda i, e=encoder: e.encode_texts([f"a photo of thing number {i}"]), 60)
+        for encoder in openvino.values()
+    }
     tokenize = latencies_ms(lambda i: fp32.tokenizer([f"a photo of thing number {i}"]), 500)
 
     print(f"image encoder img/s @ batch {BATCH}: torch eager {torch_img:.1f} | ONNX Runtime fp32 {ort_img:.1f} "

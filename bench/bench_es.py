@@ -121,16 +121,33 @@ def run(args) -> None:
             print(f"{index_type}: force merge to one segment {time.perf_counter() - merge_started:,.0f} s", flush=True)
         stats = index_stats(store, model)
         heap_delta = heap_used(store) - heap_before
-        print(f"{index_type}: set_vectors {rate:,.0f} docs/s; disk {stats['disk'] / MiB:,.0f} MiB "
-              f"({stats['segments']} segments); off-heap vector files {stats['off_heap'].get('total_size_bytes', 0) / MiB:,.0f} MiB "
-              f"{ {k: round(v / MiB) for k, v in stats['off_heap'].items() if k != 'total_size_bytes' and v} }; "
-              f"heap after - before indexing {heap_delta / MiB:+,.0f} MiB", flush=True)
+        print(
+            f"{index_type}: set_vectors {rate:,.0f} docs/s; disk {stats['disk'] / MiB:,.0f} MiB "
+            f"({stats['segments']} segments); "
+            f"off-heap vector files {stats['off_heap'].get('total_size_bytes', 0) / MiB:,.0f} MiB "
+            f"{ {k: round(v / MiB) for k, v in stats['off_heap'].items() if k != 'total_size_bytes' and v} }; "
+            f"heap after - before indexing {heap_delta / MiB:+,.0f} MiB",
+            flush=True,
+        )
         per_million = 1_000_000 / args.n
         for nc in candidates:
             searcher = ElasticsearchStore(base.model_copy(update={"es_num_candidates": nc}))
             result = timed_searches(searcher, model, queries, args.k, index_of, truth)
-            rows.append((index_type, nc, result, rate, stats["disk"] * per_million, stats["off_heap"].get("total_size_bytes", 0) * per_million))
-            print(f"  num_candidates {nc:>5}: recall@{args.k} {result['recall']:.3f}  p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms", flush=True)
+            rows.append(
+                (
+                    index_type,
+                    nc,
+                    result,
+                    rate,
+                    stats["disk"] * per_million,
+                    stats["off_heap"].get("total_size_bytes", 0) * per_million,
+                )
+            )
+            print(
+                f"  num_candidates {nc:>5}: recall@{args.k} {result['recall']:.3f}  "
+                f"p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms",
+                flush=True,
+            )
             figures.append({"store": "elasticsearch", "index": index_type, "segments": stats["segments"], "num_candidates": nc,
                             "indexing_docs_s": rate, "recall_at_10": result["recall"], "p50_ms": float(result["p50_ms"]),
                             "p99_ms": float(result["p99_ms"]), "disk_per_1m_gib": stats["disk"] * per_million / 2**30,
@@ -154,14 +171,24 @@ def run(args) -> None:
                 for start in range(0, args.n, args.batch):
                     store.set_vectors("bench", ids[start : start + args.batch], data[start : start + args.batch])
                 rate = args.n / (time.perf_counter() - started)
-                local = (rate, timed_searches(store, "bench", queries, args.k, index_of, truth), (Path(tmp) / "store.sqlite3").stat().st_size)
+                local = (
+                    rate,
+                    timed_searches(store, "bench", queries, args.k, index_of, truth),
+                    (Path(tmp) / "store.sqlite3").stat().st_size,
+                )
                 store.close()
 
-    print(f"\n| store | index | num_candidates | set_vectors docs/s | recall@{args.k} | p50 ms | p99 ms | disk per 1M (extrapolated) | vector files per 1M (extrapolated) |")
+    print(
+        f"\n| store | index | num_candidates | set_vectors docs/s | recall@{args.k} | p50 ms | p99 ms "
+        "| disk per 1M (extrapolated) | vector files per 1M (extrapolated) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for index_type, nc, result, rate, disk, off_heap in rows:
-        print(f"| elasticsearch | {index_type} | {nc} | {rate:,.0f} | {result['recall']:.3f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} "
-              f"| {disk / 2**30:.2f} GiB | {off_heap / 2**30:.2f} GiB |")
+        print(
+            f"| elasticsearch | {index_type} | {nc} | {rate:,.0f} | {result['recall']:.3f} | {result['p50_ms']:.1f} "
+            f"| {result['p99_ms']:.1f} "
+            f"| {disk / 2**30:.2f} GiB | {off_heap / 2**30:.2f} GiB |"
+        )
     if local:
         rate, result, size = local
         # past INDEX_MIN_VECTORS the local store answers from its graph index, below from the exact matrix

@@ -60,7 +60,10 @@ def main() -> None:
             v, words = next(it)
             fuse(store.search("bench", v, 50), store.keyword_search(words, 50), 10)
 
-        print(f"CPU: {cpu_description()}; {n} images with 5-word captions (Zipf over 5000 words), {DIM}-d vectors, k=10 (hybrid: 50 + 50 fused)")
+        print(
+            f"CPU: {cpu_description()}; {n} images with 5-word captions (Zipf over 5000 words), {DIM}-d vectors, "
+            "k=10 (hybrid: 50 + 50 fused)"
+        )
         figures = {name: latencies_ms(fn, 200) for name, fn in (("vector", vector), ("text", text), ("hybrid", hybrid))}
         for name, values in figures.items():
             print(f"{name:>7}: p50 {p50(values):6.1f} ms  p99 {pct(values, 99):6.1f} ms")

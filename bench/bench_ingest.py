@@ -126,16 +126,38 @@ def main() -> None:
                     (args.images / (done - started), summary.rate, (done_cpu - cpu) * per_image, raw))
 
                 for name, extra, source in [
-                    ("folder, `imagesearch ingest --folder`, each image decoded twice (IMAGESEARCH_HANDOFF_MB=0)",
-                     {"IMAGESEARCH_HANDOFF_MB": "0"}, ("--folder", str(folder))),
-                    ("folder, `imagesearch ingest --folder` (default: decoded once)", {"IMAGESEARCH_HANDOFF_MB": "256"},
-                     ("--folder", str(folder))),
-                    *([("folder, `imagesearch ingest --folder`, each batch in one run on all threads (IMAGESEARCH_ONNX_IMAGE_RUNS=1)",
-                        {"IMAGESEARCH_HANDOFF_MB": "256", "IMAGESEARCH_ONNX_IMAGE_RUNS": "1"}, ("--folder", str(folder)))]
-                      if args.encoder == "onnx" else []),
-                    ("URL list, `imagesearch ingest --urls`, decoded twice", {"IMAGESEARCH_HANDOFF_MB": "0"}, ("--urls", str(urls))),
-                    ("URL list, `imagesearch ingest --urls` (default: decoded once)", {"IMAGESEARCH_HANDOFF_MB": "256"},
-                     ("--urls", str(urls))),
+                    (
+                        "folder, `imagesearch ingest --folder`, each image decoded twice (IMAGESEARCH_HANDOFF_MB=0)",
+                        {"IMAGESEARCH_HANDOFF_MB": "0"},
+                        ("--folder", str(folder)),
+                    ),
+                    (
+                        "folder, `imagesearch ingest --folder` (default: decoded once)",
+                        {"IMAGESEARCH_HANDOFF_MB": "256"},
+                        ("--folder", str(folder)),
+                    ),
+                    *(
+                        [
+                            (
+                                "folder, `imagesearch ingest --folder`, each batch in one run on all threads "
+                                "(IMAGESEARCH_ONNX_IMAGE_RUNS=1)",
+                                {"IMAGESEARCH_HANDOFF_MB": "256", "IMAGESEARCH_ONNX_IMAGE_RUNS": "1"},
+                                ("--folder", str(folder)),
+                            )
+                        ]
+                        if args.encoder == "onnx"
+                        else []
+                    ),
+                    (
+                        "URL list, `imagesearch ingest --urls`, decoded twice",
+                        {"IMAGESEARCH_HANDOFF_MB": "0"},
+                        ("--urls", str(urls)),
+                    ),
+                    (
+                        "URL list, `imagesearch ingest --urls` (default: decoded once)",
+                        {"IMAGESEARCH_HANDOFF_MB": "256"},
+                        ("--urls", str(urls)),
+                    ),
                 ]:
                     data_dir = tmp / f"{len(rows)}-{round_}"
                     seconds, cpu_s, steady = ingest_command({**env, **extra, "IMAGESEARCH_DATA_DIR": str(data_dir)}, *source)

@@ -48,8 +48,11 @@ def export(repository: Path) -> None:
     from imagesearch.export.source import ExportOptions
 
     started = time.perf_counter()
-    card = export_model(ExportOptions(model=ARCH, pretrained="none", text_model=text_model_folder(CACHE / "xlm-roberta-base-config"),
-                                      int8=True), repository, triton_kind="KIND_CPU")
+    card = export_model(
+        ExportOptions(model=ARCH, pretrained="none", text_model=text_model_folder(CACHE / "xlm-roberta-base-config"), int8=True),
+        repository,
+        triton_kind="KIND_CPU",
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"export {ARCH} (fp32 + int8, parity checked): {time.perf_counter() - started:.0f} s, peak RAM {peak:.1f} GiB")
     sizes = {p.relative_to(repository).as_posix(): p.stat().st_size for p in repository.rglob("model*.onnx*")}

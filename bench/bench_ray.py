@@ -67,10 +67,14 @@ def measure_rows(tmp: Path, urls: Path, folder: Path, base: dict[str, str], s3: 
 
     ways = {
         "URL list, `imagesearch ingest --urls` (one process)": [("ingest", "--urls", str(urls))],
-        "URL list, `imagesearch ingest --urls --ray local` (Ray on one node)": [("ingest", "--urls", str(urls), "--ray", "local")],
+        "URL list, `imagesearch ingest --urls --ray local` (Ray on one node)": [
+            ("ingest", "--urls", str(urls), "--ray", "local")
+        ],
         "folder, `imagesearch ingest --folder` (one process)": [("ingest", "--folder", str(folder))],
         "folder, `ingest download --folder`, then `ingest embed --ray local`": [
-            ("ingest", "download", "--folder", str(folder)), ("ingest", "embed", "--ray", "local")],
+            ("ingest", "download", "--folder", str(folder)),
+            ("ingest", "embed", "--ray", "local"),
+        ],
         "URL list, `imagesearch ingest --urls`, images in S3 (SeaweedFS)": [("ingest", "--urls", str(urls))],
         "URL list, `ingest --urls --ray local`, images in S3 (SeaweedFS)": [("ingest", "--urls", str(urls), "--ray", "local")],
     }
@@ -204,7 +208,9 @@ def report(rounds: list[dict[str, float]], costs: dict[str, float], args: argpar
     print(f"  100M URLs on paper: {args.cores} cores and one GPU ({args.gpu_img_s:.0f} img/s) per machine, Elasticsearch "
           f"{args.es_cores} cores at {es_rate:.0f} docs/s each (int8_hnsw; {es_source})")
     for row in estimate:
-        print(f"    {row['machines']:>4} machines: {row['img_s']:>7.0f} img/s, {row['hours']:>6.1f} h; bound by {row['bound_by']}")
+        print(
+            f"    {row['machines']:>4} machines: {row['img_s']:>7.0f} img/s, {row['hours']:>6.1f} h; bound by {row['bound_by']}"
+        )
     floors = {share: politeness_hours(share, args.request_s) for share in (0.001, 0.01, 0.05)}
     print("    whatever the machines, the largest host's URLs at 8 requests of "
           f"{args.request_s} s: " + ", ".join(f"{share:.1%} of the list: {hours:.1f} h" for share, hours in floors.items()))

@@ -12,9 +12,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -74,7 +74,9 @@ def photo_jpegs(n: int, size=(1024, 768), seed: int = 0) -> list[bytes]:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     out = []
     for _ in range(n):
-        base = np.stack([(xx / w) * rng.uniform(80, 255), (yy / h) * rng.uniform(80, 255), np.full_like(xx, rng.uniform(0, 255))], -1)
+        base = np.stack(
+            [(xx / w) * rng.uniform(80, 255), (yy / h) * rng.uniform(80, 255), np.full_like(xx, rng.uniform(0, 255))], -1
+        )
         noisy = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(noisy).save(buf, format="JPEG", quality=90)

@@ -346,10 +346,17 @@ def api_plot(results: list[dict]) -> Plot:
         if handles:
             fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=2)
         return fig
-    return Plot("api-by-clients", "Search API latency and throughput against clients",
-                runs_caption(runs, "Text searches through the API (local store, ONNX Runtime), distinct queries (each "
-                             "encoded) and repeated ones (cached); the fullest run per CPU (the newest among equals) and collection size (`bench_api`)."),
-                draw)
+    return Plot(
+        "api-by-clients",
+        "Search API latency and throughput against clients",
+        runs_caption(
+            runs,
+            "Text searches through the API (local store, ONNX Runtime), distinct queries (each "
+            "encoded) and repeated ones (cached); the fullest run per CPU (the newest among equals) and collection size "
+            "(`bench_api`).",
+        ),
+        draw,
+    )
 
 
 def blip2_plot(results: list[dict]) -> Plot:

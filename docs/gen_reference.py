@@ -79,15 +79,24 @@ def configuration_page() -> str:
     if missing:
         raise ValueError(f"settings without a description (imagesearch/config.py): {', '.join(missing)}")
     lines = [
-        GENERATED, "", "# Configuration", "",
+        GENERATED,
+        "",
+        "# Configuration",
+        "",
         "Every service (API, UI, ingest, export, the command line) reads the same settings from environment",
         f"variables prefixed `{ENV_PREFIX}`: the field `data_dir` is `{env_name('data_dir')}`. Booleans are `true` or",
         "`false`, lists are JSON (`'[\"10.1.2.0/24\"]'`), relative paths are relative to the working directory.",
-        "Secrets (keys, passwords) show an empty default, whatever they are set to. Under docker compose, `.env.example` documents",
-        "the variables the compose file passes on.", "",
+        "Secrets (keys, passwords) show an empty default, whatever they are set to. Under docker compose,",
+        "`.env.example` documents the variables the compose file passes on.",
+        "",
     ]
     for section in SECTIONS:
-        lines += [f"## {(section.__doc__ or section.__name__).strip().rstrip('.')}", "", "| variable | default | description |", "|---|---|---|"]
+        lines += [
+            f"## {(section.__doc__ or section.__name__).strip().rstrip('.')}",
+            "",
+            "| variable | default | description |",
+            "|---|---|---|",
+        ]
         for name, info in section.model_fields.items():
             description = cell(info.description or "")
             if choices(info):

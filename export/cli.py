@@ -39,14 +39,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "for random weights; blip2: a transformers model folder or hub name (default "
                              f"{BLIP2_DEFAULT}), or 'none' for random weights of --model-config's folder")
     parser.add_argument("--slug", default="", help="model slug (default: derived from model and pretrained)")
-    parser.add_argument("--model-config", type=Path, default=os.environ.get("IMAGESEARCH_ARCH_CONFIG") or None,
-                        help="open_clip: extra model config (JSON file or folder) for custom architectures (default: "
-                             "IMAGESEARCH_ARCH_CONFIG); blip2 with --pretrained none: a folder with config.json and the tokenizer")
-    parser.add_argument("--text-model", type=lambda text: Path(text) if text else None, default=None, metavar="FOLDER",
-                        help="open_clip architectures whose text tower or tokenizer is a Hugging Face model (hf_model_name / "
-                             "hf_tokenizer_name in their config: xlm-roberta-base-ViT-B-32, nllb-clip-base, the SigLIPs): a local "
-                             "folder with that model's config.json and tokenizer files, read instead of the model hub (its "
-                             "weights are not needed: they come with --pretrained); empty: the hub")
+    parser.add_argument(
+        "--model-config",
+        type=Path,
+        default=os.environ.get("IMAGESEARCH_ARCH_CONFIG") or None,
+        help="open_clip: extra model config (JSON file or folder) for custom architectures (default: "
+        "IMAGESEARCH_ARCH_CONFIG); blip2 with --pretrained none: a folder with config.json and the tokenizer",
+    )
+    parser.add_argument(
+        "--text-model",
+        type=lambda text: Path(text) if text else None,
+        default=None,
+        metavar="FOLDER",
+        help="open_clip architectures whose text tower or tokenizer is a Hugging Face model (hf_model_name / "
+        "hf_tokenizer_name in their config: xlm-roberta-base-ViT-B-32, nllb-clip-base, the SigLIPs): a local "
+        "folder with that model's config.json and tokenizer files, read instead of the model hub (its "
+        "weights are not needed: they come with --pretrained); empty: the hub",
+    )
     parser.add_argument("--repository", type=Path, help="model repository (default: IMAGESEARCH_MODEL_REPOSITORY)")
     parser.add_argument("--fp16", action="store_true", help="also write a half-precision variant (GPUs)")
     parser.add_argument("--int8", action="store_true", help="also write a dynamically quantized int8 variant (CPUs)")

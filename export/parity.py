@@ -47,7 +47,9 @@ def parity_images(batch: int, size: int) -> np.ndarray:
     images = rng.integers(0, 256, size=(batch, size, size, 3), dtype=np.uint8)
     ramp = np.linspace(0, 255, size, dtype=np.float32)
     if batch > 1:
-        images[1] = np.stack([ramp[None, :].repeat(size, 0), ramp[:, None].repeat(size, 1), 255 - ramp[None, :].repeat(size, 0)], -1).astype(np.uint8)
+        images[1] = np.stack(
+            [ramp[None, :].repeat(size, 0), ramp[:, None].repeat(size, 1), 255 - ramp[None, :].repeat(size, 0)], -1
+        ).astype(np.uint8)
     if batch > 2:
         images[2] = np.array([200, 30, 40], np.uint8)
     return images

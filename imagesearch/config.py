@@ -55,7 +55,9 @@ class ModelSettings(BaseModel):
         "at once, each on its share of the threads (more images/s: the threads do not wait for each other at every layer); "
         "0 = one per thread, at most 8. The API encodes one query at a time on all threads")
     openvino_precision: Literal["auto", "f32", "bf16"] = Field(
-        "auto", description="OpenVINO's arithmetic: auto = bf16 where the CPU multiplies it natively (AMX, AVX-512 BF16), else f32")
+        "auto",
+        description="OpenVINO's arithmetic: auto = bf16 where the CPU multiplies it natively (AMX, AVX-512 BF16), else f32",
+    )
     onnx_text_spinning: bool = Field(
         False, description="let the text encoder's threads spin between runs (off: they sleep and leave the cores to the search)")
     onnx_providers: str = Field("", description="comma-separated ONNX Runtime providers; empty = CUDA if present, else CPU")
@@ -102,8 +104,12 @@ class DecodeSettings(BaseModel):
     max_image_pixels: int = Field(100_000_000, description="decompression-bomb guard (Pillow refuses over 178,956,970 "
                                   "pixels whatever this says)")
     jpeg_draft: bool = Field(True, description="DCT-domain JPEG downscaling while decoding")
-    handoff_mb: int = Field(256, ge=0, description="`imagesearch ingest` (download and embed in one process): MiB of "
-                            "pixels the download's verifying decode keeps for the embedder, so each image is decoded once; 0 = off")
+    handoff_mb: int = Field(
+        256,
+        ge=0,
+        description="`imagesearch ingest` (download and embed in one process): MiB of "
+        "pixels the download's verifying decode keeps for the embedder, so each image is decoded once; 0 = off",
+    )
 
 
 class StoreSettings(BaseModel):
@@ -112,8 +118,11 @@ class StoreSettings(BaseModel):
     store: Literal["local", "elasticsearch"] = Field("local", description="local: SQLite in the data folder; "
                                                      "elasticsearch: a node or cluster")
     local_index_min_vectors: int = Field(
-        LOCAL_INDEX_MIN_VECTORS, ge=0, description="the local store searches a model exactly up to this many vectors; from there on through a "
-        "saved HNSW graph index whose candidates are rescored exactly (not for BLIP-2's several vectors per image)")
+        LOCAL_INDEX_MIN_VECTORS,
+        ge=0,
+        description="the local store searches a model exactly up to this many vectors; from there on through a "
+        "saved HNSW graph index whose candidates are rescored exactly (not for BLIP-2's several vectors per image)",
+    )
     es_url: str = Field("http://localhost:9200", description="a node's URL, or several comma-separated (a cluster's nodes: "
                         "a request to a node that is down goes to the next)")
     es_username: str = Field("", description="basic authentication user (with IMAGESEARCH_ES_PASSWORD)")
@@ -135,7 +144,9 @@ class StoreSettings(BaseModel):
         2.0, ge=0, description="re-rank k x this many quantized hits with the float vectors (exact scores); 0 = off")
     es_shards: int = Field(1, ge=1, description="primary shards of new indices")
     es_replicas: int = Field(0, ge=0, description="replicas of new indices (0 suits a single node)")
-    es_refresh_interval: str = Field("1s", description="refresh interval of new vector indices; raise (e.g. 30s) for big bulk loads")
+    es_refresh_interval: str = Field(
+        "1s", description="refresh interval of new vector indices; raise (e.g. 30s) for big bulk loads"
+    )
     es_bulk_chunk: int = Field(500, ge=1, description="documents per bulk request")
 
 

@@ -16,9 +16,9 @@ import ipaddress
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Callable
 
 import aiohttp
 from aiohttp.abc import ResolveResult
@@ -81,7 +81,7 @@ class FetchOptions:
         object.__setattr__(self, "_allowed", tuple(ipaddress.ip_network(n, strict=False) for n in self.allowed_networks))
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "FetchOptions":
+    def from_settings(cls, s: Settings) -> FetchOptions:
         return cls(
             user_agent=s.download_user_agent, connect_timeout_s=s.download_connect_timeout_s,
             read_timeout_s=s.download_read_timeout_s, total_timeout_s=s.download_total_timeout_s,

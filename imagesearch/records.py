@@ -117,7 +117,7 @@ class ImageRecord(BaseModel):
         names += [path.rsplit("/", 1)[-1] for path in self.paths]
         return " ".join([*self.captions, *self.tags, *(re.sub(r"[\W_]+", " ", name) for name in names)]).strip()
 
-    def merge(self, other: "ImageRecord") -> "ImageRecord":
+    def merge(self, other: ImageRecord) -> ImageRecord:
         """This record plus what ``other`` (same id) adds: new URLs, captions, sources, paths."""
 
         def union(a: list, b: list) -> list:
@@ -204,7 +204,7 @@ class SearchFilters(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SearchFilters":
+    def _consistent(self) -> SearchFilters:
         if (self.near is None) != (self.within_km is None):
             raise ValueError("near and within_km go together: a position and a distance from it")
         if self.taken_after and self.taken_before and instant(self.taken_after) >= instant(self.taken_before):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from imagesearch.blobs import BlobStore, make_blob_store
 from imagesearch.records import is_image_id

@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
         return 0
     for card, n, h in zip(cards, counts, encoder_health, strict=True):
-        vectors = f"dim {card.dim}" if card.vectors_per_image == 1 else f"{card.vectors_per_image} x {card.dim}-d vectors per image"
+        vectors = (
+            f"dim {card.dim}" if card.vectors_per_image == 1 else f"{card.vectors_per_image} x {card.dim}-d vectors per image"
+        )
         print(f"model:   {card.slug} ({card.architecture}, {card.pretrained}, {vectors}) via {settings.encoder}")
         print(f"encoder: {_describe_encoder(settings.model_variant, h)}")
         print(f"images:  {n.images}  embedded: {n.embedded}  pending: {n.pending}  embed failures: {n.embed_failed}")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import html
 import itertools
 import string
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import ftfy
 import numpy as np
@@ -70,7 +70,7 @@ class Tokenizer:
             self._hf.enable_padding(length=spec.context_length, pad_id=spec.pad_id, direction=spec.padding_side)
 
     @classmethod
-    def from_card(cls, card: ModelCard, repository: Path) -> "Tokenizer":
+    def from_card(cls, card: ModelCard, repository: Path) -> Tokenizer:
         return cls(card.tokenizer, Path(repository) / card.tokenizer.file)
 
     @property

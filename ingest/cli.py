@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
             if not args.follow:  # searchable at once (Elasticsearch), the local store's index saved for the API
                 store.refresh()
         ingest.report_counts()
-    except (EncoderUnavailable, StoreUnavailable, BlobStorageError, VocabularyError) as exc:  # a message to act on, not a traceback
+    # a message to act on, not a traceback
+    except (EncoderUnavailable, StoreUnavailable, BlobStorageError, VocabularyError) as exc:
         print("\n".join(ingest.lines + [f"error: {exc.strerror if isinstance(exc, OSError) else exc}"]), file=sys.stderr)
         return 1
     finally:

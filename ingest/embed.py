@@ -8,15 +8,16 @@ batch: a crash loses at most the batches in flight, and the next run picks them 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Sequence
 
 import numpy as np
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -72,10 +73,8 @@ def write_vectors(store: VectorStore, model: str, ids: Sequence[str], vectors: n
     except StoreWriteError as exc:
         rejected = {i: "store_rejected" for i in exc.failures}
         log.error("%s", exc)
-        try:
+        with contextlib.suppress(StoreWriteError):  # no record any more (removed meanwhile): nothing to keep out
             store.set_embed_errors(model, rejected)
-        except StoreWriteError:
-            pass  # no record any more (removed meanwhile): nothing to keep out of the queue
         return rejected
 
 
@@ -149,7 +148,7 @@ class EmbedWorker:
         self.stopping.wait(poll_s)
         return True
 
-    def _embed(self, records: list[ImageRecord], in_flight: "_InFlight", decoders: ThreadPoolExecutor,
+    def _embed(self, records: list[ImageRecord], in_flight: _InFlight, decoders: ThreadPoolExecutor,
                encoders: ThreadPoolExecutor, summary: EmbedSummary) -> None:
         """Decode the records' images in parallel and send them to the encoder batch by batch."""
         decode = partial(_decode, blobs=self.blobs, card=self.card, max_pixels=self.settings.max_image_pixels,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from imagesearch.blobs import BlobStorageError, make_blob_store, sha256_hex
 from imagesearch.config import Settings

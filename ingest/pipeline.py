@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from imagesearch.blobs import make_blob_store
 from imagesearch.config import Settings

@@ -17,9 +17,10 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow
 import pyarrow.csv

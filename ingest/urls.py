@@ -3,9 +3,9 @@ are ignored. Malformed lines are reported with their line number and skipped, ne
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from yarl import URL
 

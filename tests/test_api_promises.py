@@ -87,7 +87,9 @@ def test_a_model_failing_its_reference_check_is_served_with_warn_and_healthz_say
 
     with ApiThread(create_app(settings)) as api:  # the default policy: refused, and /healthz says why
         refused = httpx.get(f"{api.url}/healthz", timeout=30)
-    assert refused.status_code == 503 and "does not reproduce its export's reference outputs" in refused.json()["encoder"]["error"]
+    assert (
+        refused.status_code == 503 and "does not reproduce its export's reference outputs" in refused.json()["encoder"]["error"]
+    )
 
     monkeypatch.setenv("IMAGESEARCH_REFERENCE_CHECK", "warn")
     warned = Settings(data_dir=tmp_path / "var", model_repository=repository, model="shapes-tiny")

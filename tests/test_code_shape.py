@@ -89,9 +89,10 @@ def test_no_product_function_is_over_60_lines():
     long = []
     for name, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None:
-                if (length := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES:
-                    long.append(f"{name}.{node.name} (line {node.lineno}): {length} lines")
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.end_lineno is None:
+                continue
+            if (length := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES:
+                long.append(f"{name}.{node.name} (line {node.lineno}): {length} lines")
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
 
 

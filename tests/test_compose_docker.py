@@ -102,7 +102,12 @@ class Project:
         (folder / "data").mkdir(exist_ok=True)
         (folder / "data" / "image_urls.txt").write_text("")
 
-        self.command = [*README_COMMAND, *self._sandbox_override(folder.parent / "sandbox-limits.yml"), "--project-directory", str(folder)]
+        self.command = [
+            *README_COMMAND,
+            *self._sandbox_override(folder.parent / "sandbox-limits.yml"),
+            "--project-directory",
+            str(folder),
+        ]
 
     @staticmethod
     def _sandbox_override(path: Path) -> list[str]:
@@ -139,7 +144,7 @@ class Project:
         container = self.compose("ps", "--all", "-q", service).stdout.split()[0]
         return self.engine.docker("inspect", "--format", template, container).stdout.strip()
 
-    def watch(self) -> "Timeline":
+    def watch(self) -> Timeline:
         """Note, from now on, when each service starts, ends (one-shot jobs) or turns healthy."""
         return Timeline(self)
 

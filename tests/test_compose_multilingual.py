@@ -39,14 +39,21 @@ def test_a_second_export_writes_the_multilingual_model_and_both_are_served():
     english = env["IMAGESEARCH_MODEL"]
     services = c.load_project(FILES["base+multilingual"])["services"]
     args = export_args(services)
-    assert (args.family, args.model, args.pretrained, args.text_model) == ("open_clip", "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", None)
+    assert (args.family, args.model, args.pretrained, args.text_model) == (
+        "open_clip",
+        "xlm-roberta-base-ViT-B-32",
+        "laion5b_s13b_b90k",
+        None,
+    )
     assert args.slug == make_slug(args.model, args.pretrained) and args.if_missing
     assert (args.triton_kind, args.triton_variant, args.fp16) == ("gpu", "fp16", True)
     assert services["export-multilingual"]["depends_on"]["export"]["condition"] == "service_completed_successfully"
     assert services["triton"]["depends_on"]["export-multilingual"]["condition"] == "service_completed_successfully"
     loaded = [a.split("=", 1)[1] for a in c.command_argv(services["triton"]) if a.startswith("--load-model=")]
     assert sorted(loaded) == sorted(f"{m}_{t}" for m in (english, args.slug) for t in ("visual", "textual"))
-    base_triton = [a for a in c.command_argv(c.load_project([c.COMPOSE_FILE])["services"]["triton"]) if not a.startswith("--load-model=")]
+    base_triton = [
+        a for a in c.command_argv(c.load_project([c.COMPOSE_FILE])["services"]["triton"]) if not a.startswith("--load-model=")
+    ]
     assert [a for a in c.command_argv(services["triton"]) if not a.startswith("--load-model=")] == base_triton
     for name in ("embedder", "api"):
         assert c.environment(services[name])["IMAGESEARCH_MODELS"] == f"{english},{args.slug}", name

@@ -59,18 +59,36 @@ def test_mapping_and_index_settings_are_as_configured(es_node, tmp_path):
     mapping = store.es.indices.get_mapping(index=index).body[index]["mappings"]
     vector = mapping["properties"]["vector"]
     assert (vector["type"], vector["dims"], vector["similarity"], vector["index"]) == ("dense_vector", 64, "dot_product", True)
-    assert {k: vector["index_options"][k] for k in ("type", "m", "ef_construction")} == {"type": "bbq_hnsw", "m": 24, "ef_construction": 120}
+    assert {k: vector["index_options"][k] for k in ("type", "m", "ef_construction")} == {
+        "type": "bbq_hnsw",
+        "m": 24,
+        "ef_construction": 120,
+    }
     assert {f: mapping["properties"][f]["type"] for f in ("format", "sources", "width", "height")} == {
         "format": "keyword", "sources": "keyword", "width": "integer", "height": "integer"}
     assert mapping["dynamic"] == "strict"
     index_settings = store.es.indices.get_settings(index=index).body[index]["settings"]["index"]
-    assert (index_settings["number_of_shards"], index_settings["number_of_replicas"], index_settings["refresh_interval"]) == ("2", "0", "5s")
+    assert (index_settings["number_of_shards"], index_settings["number_of_replicas"], index_settings["refresh_interval"]) == (
+        "2",
+        "0",
+        "5s",
+    )
     assert index_settings["mapping"]["exclude_source_vectors"] == "true"
 
     images = store.es.indices.get_mapping(index=store.indices.images).body[store.indices.images]["mappings"]["properties"]
-    assert {f: images[f]["type"] for f in ("id", "urls", "sources", "format", "width", "height", "bytes", "first_seen", "last_seen")} == {
-        "id": "keyword", "urls": "keyword", "sources": "keyword", "format": "keyword", "width": "integer",
-        "height": "integer", "bytes": "long", "first_seen": "date", "last_seen": "date"}
+    assert {
+        f: images[f]["type"] for f in ("id", "urls", "sources", "format", "width", "height", "bytes", "first_seen", "last_seen")
+    } == {
+        "id": "keyword",
+        "urls": "keyword",
+        "sources": "keyword",
+        "format": "keyword",
+        "width": "integer",
+        "height": "integer",
+        "bytes": "long",
+        "first_seen": "date",
+        "last_seen": "date",
+    }
 
     # the vector is kept out of _source, yet get_vector gives it back exactly
     vector = unit_vectors(1, 64, seed=1)
@@ -85,7 +103,9 @@ def test_mapping_and_index_settings_are_as_configured(es_node, tmp_path):
     default = ElasticsearchStore(es_settings(es_node, tmp_path))
     default.ensure_model(MODEL, 64)
     alias = default.indices.aliases(MODEL)[0]
-    options = next(iter(default.es.indices.get_mapping(index=alias).body.values()))["mappings"]["properties"]["vector"]["index_options"]
+    options = next(iter(default.es.indices.get_mapping(index=alias).body.values()))["mappings"]["properties"]["vector"][
+        "index_options"
+    ]
     assert {k: options[k] for k in ("type", "m", "ef_construction")} == {"type": "int8_hnsw", "m": 16, "ef_construction": 100}
 
 
@@ -431,7 +451,9 @@ def test_alias_swap_re_embeds_into_a_new_index_while_searches_keep_answering(es_
     before = [hits for after, hits in answered if not after]
     after = [hits for after, hits in answered if after]
     assert len(before) >= 5 and len(after) >= 20
-    assert set(before) == {5} and set(after) == {5}, f"searches before the swap found {sorted(set(before))}, after it {sorted(set(after))}"
+    assert set(before) == {5} and set(after) == {5}, (
+        f"searches before the swap found {sorted(set(before))}, after it {sorted(set(after))}"
+    )
 
     read, write = store.indices.aliases(MODEL)
     assert store.indices.alias_target(read) == store.indices.alias_target(write) == new_index
@@ -624,14 +646,18 @@ def test_es_down_during_a_download_holds_up_no_fetch_and_loses_nothing(es_node, 
     store.close()
 
 
-def test_kill_minus_9_in_the_middle_of_embedding_then_rerun_gives_every_image_exactly_once(es_node, tmp_path, settings, test_model_repo):
+def test_kill_minus_9_in_the_middle_of_embedding_then_rerun_gives_every_image_exactly_once(
+    es_node, tmp_path, settings, test_model_repo
+):
     images = make_shapes(25, seed=61)  # 300 images
     expected = {hashlib.sha256(i.data).hexdigest() for i in images}
     prefix = f"t{uuid.uuid4().hex[:10]}"
     env = cli_env(tmp_path / "var", test_model_repo, IMAGESEARCH_STORE="elasticsearch", IMAGESEARCH_ES_URL=es_node.url,
                   IMAGESEARCH_ES_INDEX_PREFIX=prefix, IMAGESEARCH_DECODE_WORKERS="1", IMAGESEARCH_BATCH_SIZE="8")
     folder = write_folder(tmp_path / "photos", images)
-    store = ElasticsearchStore(settings.model_copy(update={"store": "elasticsearch", "es_url": es_node.url, "es_index_prefix": prefix}))
+    store = ElasticsearchStore(
+        settings.model_copy(update={"store": "elasticsearch", "es_url": es_node.url, "es_index_prefix": prefix})
+    )
     process = start_cli("ingest", "--folder", str(folder), env=env)
     while store.counts(MODEL).embedded < 64:  # kill at a state: part of the vectors written
         assert process.poll() is None, f"the ingest ended before the embedding was half done: {process.stdout.read()[-2000:]}"
@@ -664,7 +690,9 @@ def test_remove_from_elasticsearch_by_folder_and_a_rescan_leaves_it_out(es_node,
     assert run_cli("ingest", "--folder", str(folder), "--folder", str(other), env=env).returncode == 0
     removed = run_cli("remove", "--source", f"folder:{folder}", env=env)
     assert removed.returncode == 0 and "removed 6 images (6 files)" in removed.stdout, removed.stdout + removed.stderr
-    store = ElasticsearchStore(settings.model_copy(update={"store": "elasticsearch", "es_url": es_node.url, "es_index_prefix": prefix}))
+    store = ElasticsearchStore(
+        settings.model_copy(update={"store": "elasticsearch", "es_url": es_node.url, "es_index_prefix": prefix})
+    )
     counts = store.counts(MODEL)
     assert (counts.images, counts.embedded, counts.pending) == (6, 6, 0)
     store.refresh()

@@ -50,7 +50,9 @@ def test_fp16_and_int8_variants_pass_their_gates(vit_b32_repo):
     assert card.variants == ["fp32", "fp16", "int8"]
     assert min(card.parity["visual_fp16"], card.parity["textual_fp16"]) >= 0.999
     assert min(card.parity["visual_int8"], card.parity["textual_int8"]) >= 0.995
-    assert card.onnx_path(vit_b32_repo, "visual", "int8").stat().st_size < card.onnx_path(vit_b32_repo, "visual").stat().st_size / 3
+    assert (
+        card.onnx_path(vit_b32_repo, "visual", "int8").stat().st_size < card.onnx_path(vit_b32_repo, "visual").stat().st_size / 3
+    )
 
 
 def test_graph_contract_uint8_in_normalized_float_out(test_model_repo):
@@ -110,6 +112,9 @@ def test_missing_local_checkpoint_is_a_clear_error():
 def test_cli_export_if_missing_is_a_no_op(test_model_repo, capsys):
     from imagesearch.cli import main
 
-    assert main(["export", "--model", "shapes-tiny", "--slug", "shapes-tiny", "--repository", str(test_model_repo), "--if-missing"]) == 0
+    assert (
+        main(["export", "--model", "shapes-tiny", "--slug", "shapes-tiny", "--repository", str(test_model_repo), "--if-missing"])
+        == 0
+    )
     assert "already in" in capsys.readouterr().out
     assert json.loads((test_model_repo / "shapes-tiny.json").read_text())["slug"] == "shapes-tiny"

@@ -141,7 +141,9 @@ def test_an_export_without_its_reference_batch_is_refused_unless_told_to_warn(te
     machine: refused with what to do, or served unchecked with IMAGESEARCH_REFERENCE_CHECK=warn."""
     repository = shutil.copytree(test_model_repo, tmp_path / "repo")
     (repository / "shapes-tiny.reference.npz").unlink()
-    with pytest.raises(ReferenceCheckFailed, match=r"shapes-tiny has no reference batch .*shapes-tiny\.reference\.npz.*Re-export"):
+    with pytest.raises(
+        ReferenceCheckFailed, match=r"shapes-tiny has no reference batch .*shapes-tiny\.reference\.npz.*Re-export"
+    ):
         make_encoder(Settings(model_repository=repository))
     check = make_encoder(Settings(model_repository=repository, reference_check="warn")).health()["reference_check"]
     assert check["ok"] is False and check["checked"] is False and "IMAGESEARCH_REFERENCE_CHECK=warn" in check["detail"]

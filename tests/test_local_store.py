@@ -119,9 +119,12 @@ def test_a_write_that_waits_past_its_limit_says_where_and_reads_go_on(tmp_path):
     store.set_vectors(MODEL, [image_id(1)], unit_vectors(1, DIM, seed=1))
     lock = HeldLock(path, "write")
     try:
-        for write in (lambda: store.upsert_images([record(2)]), lambda: store.set_vectors(MODEL, [image_id(1)], unit_vectors(1, DIM, seed=2)),
-                      lambda: store.record_failures([UrlFailure(url="https://a.example/x.jpg", reason="timeout")]),
-                      lambda: store.remove_images([image_id(1)])):
+        for write in (
+            lambda: store.upsert_images([record(2)]),
+            lambda: store.set_vectors(MODEL, [image_id(1)], unit_vectors(1, DIM, seed=2)),
+            lambda: store.record_failures([UrlFailure(url="https://a.example/x.jpg", reason="timeout")]),
+            lambda: store.remove_images([image_id(1)]),
+        ):
             with pytest.raises(StoreUnavailable, match=f"{path}.*locked"):
                 write()
         assert [h.id for h in store.search(MODEL, unit_vectors(1, DIM, seed=1)[0], 5)] == [image_id(1)]

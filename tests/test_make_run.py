@@ -33,7 +33,7 @@ class MakeRun:
         self.process = subprocess.Popen([sys.executable, "-m", "imagesearch.run"], cwd=ROOT, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT)
 
-    def __enter__(self) -> "MakeRun":
+    def __enter__(self) -> MakeRun:
         return self
 
     def stop(self, sig: int) -> None:

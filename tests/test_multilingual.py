@@ -71,9 +71,15 @@ def text_model(tmp_path_factory) -> Path:
 def register(folder: Path, name: str, text_cfg: dict, vision_layers: int = 1) -> Path:
     """An open_clip architecture ``name`` (a small ViT and ``text_cfg``), as a ``--model-config`` folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps({
-        "embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": vision_layers, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": text_cfg}))
+    (folder / f"{name}.json").write_text(
+        json.dumps(
+            {
+                "embed_dim": 32,
+                "vision_cfg": {"image_size": 32, "layers": vision_layers, "width": 32, "patch_size": 8, "head_width": 16},
+                "text_cfg": text_cfg,
+            }
+        )
+    )
     return folder
 
 
@@ -97,7 +103,12 @@ def test_the_tokenizer_gives_open_clips_ids_in_many_scripts(tmp_path, text_model
     name = f"multi-tok-{len(kwargs)}-{kwargs.get('clean', 'whitespace')}"
     open_clip.add_model_config(register(tmp_path / "config", name, hf_text_cfg(tokenizer_kwargs=kwargs)))
     spec = write_tokenizer(name, 32, tmp_path / "tokenizer.json", text_model=text_model)
-    assert (spec.kind, spec.pad_id, spec.context_length, spec.strip_sep_token) == ("hf", 1, 32, bool(kwargs.get("strip_sep_token")))
+    assert (spec.kind, spec.pad_id, spec.context_length, spec.strip_sep_token) == (
+        "hf",
+        1,
+        32,
+        bool(kwargs.get("strip_sep_token")),
+    )
     ours = Tokenizer(spec, tmp_path / "tokenizer.json")
     theirs = HFTokenizer(str(text_model), context_length=32, **kwargs)
     texts = corpus()
@@ -202,8 +213,28 @@ def test_the_cli_exports_with_a_text_model_folder(tmp_path, text_model, capsys):
     from imagesearch.cli import main
 
     config = register(tmp_path / "config", "xlmr-cli", hf_text_cfg())
-    assert main(["export", "--model", "xlmr-cli", "--model-config", str(config), "--text-model", str(text_model),
-                 "--pretrained", "none", "--slug", "xlmr-cli", "--repository", str(tmp_path / "repo"), "--triton-kind", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                "xlmr-cli",
+                "--model-config",
+                str(config),
+                "--text-model",
+                str(text_model),
+                "--pretrained",
+                "none",
+                "--slug",
+                "xlmr-cli",
+                "--repository",
+                str(tmp_path / "repo"),
+                "--triton-kind",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "exported xlmr-cli (xlmr-cli, dim 32, 32px)" in out and "textual_fp32 1.0000" in out
     card = load_card(tmp_path / "repo", "xlmr-cli")

@@ -111,12 +111,21 @@ def test_both_models_side_by_side_through_triton(tmp_path, both_models, triton_b
                         encoder="triton", triton_url=triton_both.grpc_url)
     images, classes = shape_images(seed=8)
     env = settings_env(settings) | {"IMAGESEARCH_ENCODER": "triton", "IMAGESEARCH_TRITON_URL": triton_both.grpc_url}
-    done = subprocess.run([sys.executable, "-m", "imagesearch.cli", "ingest", "--folder", str(write_folder(tmp_path / "images", images))],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "imagesearch.cli", "ingest", "--folder", str(write_folder(tmp_path / "images", images))],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     with ApiThread(create_app(settings)) as api:
         status = httpx.get(f"{api.url}/status", timeout=30).json()
-        assert [(m["slug"], m["counts"]["embedded"]) for m in status["models"]] == [("shapes-tiny", len(images)), (SLUG, len(images))]
+        assert [(m["slug"], m["counts"]["embedded"]) for m in status["models"]] == [
+            ("shapes-tiny", len(images)),
+            (SLUG, len(images)),
+        ]
         assert_every_language_finds_the_shapes(api.url, classes, model=SLUG)
         english = search(api.url, "a red circle")
         assert english["model"] == "shapes-tiny" and classes[english["results"][0]["id"]] == ("red", "circle")

@@ -32,12 +32,14 @@ def test_runtime_imports_and_runs_with_torch_unimportable(test_model_repo, tmp_p
         from imagesearch.encoders import make_encoder
         from imagesearch.preprocess import prepare
         from imagesearch.search import SearchService
-        import imagesearch.ingest.cli, imagesearch.ingest.embed, imagesearch.ingest.folder, imagesearch.search.cli, imagesearch.status, imagesearch.removal, imagesearch.stores.elasticsearch.cli
+        import imagesearch.ingest.cli, imagesearch.ingest.embed, imagesearch.ingest.folder, imagesearch.search.cli
+        import imagesearch.status, imagesearch.removal, imagesearch.stores.elasticsearch.cli
         # every service and adapter: any import error fails the test, whatever it names
         import imagesearch.api.app, imagesearch.api.cli, imagesearch.ui.cli, imagesearch.ingest.downloader, imagesearch.run
         # the Ray stages import without Ray; imagesearch.ingest.ray_pipeline needs it (only `ingest --ray` imports it)
         import imagesearch.ingest.ray_stages, imagesearch.blobs.s3
-        import imagesearch.encoders.triton, imagesearch.encoders.openvino, imagesearch.stores.elasticsearch, imagesearch.stores.local
+        import imagesearch.encoders.triton, imagesearch.encoders.openvino
+        import imagesearch.stores.elasticsearch, imagesearch.stores.local
         settings = Settings(model_repository=r"{test_model_repo}", model="shapes-tiny", data_dir=r"{tmp_path}")
         encoder = make_encoder(settings)
         images = dataset(1, seed=5)

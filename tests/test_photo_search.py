@@ -111,13 +111,18 @@ def filter_cases(photos: Photos) -> list[tuple[dict, set[str]]]:
     return [
         ({"taken_after": "2021-05-01"}, photos.ids_where(lambda t: t.utc is not None and utc(t) >= "2021-05-01")),
         ({"taken_before": "2021-05-01"}, photos.ids_where(lambda t: t.utc is not None and utc(t) < "2021-05-02")),
-        ({"taken_after": "2021-05-01T09:00:00+01:00", "taken_before": "2021-05-01T09:45:00Z"},  # 08:00Z to 09:45Z
-         photos.ids_where(lambda t: t.taken is not None and t.taken.startswith("2021:05:01"))),
+        (
+            {"taken_after": "2021-05-01T09:00:00+01:00", "taken_before": "2021-05-01T09:45:00Z"},  # 08:00Z to 09:45Z
+            photos.ids_where(lambda t: t.taken is not None and t.taken.startswith("2021:05:01")),
+        ),
         ({"camera": "canon"}, photos.ids_where(lambda t: t.make == "Canon")),
         ({"camera": "apple iphone 13"}, photos.ids_where(lambda t: t.model == "iPhone 13")),
         ({"camera": "Pixel 8", "taken_after": "2000-01-01"}, {photos.ids[4]}),
         ({"near": f"{PARIS[0]},{PARIS[1]}", "within_km": 5}, near),
-        ({"near": f"{PARIS[0]},{PARIS[1]}", "within_km": 5, "camera": "apple"}, near & photos.ids_where(lambda t: t.make == "Apple")),
+        (
+            {"near": f"{PARIS[0]},{PARIS[1]}", "within_km": 5, "camera": "apple"},
+            near & photos.ids_where(lambda t: t.make == "Apple"),
+        ),
     ]
 
 

@@ -265,7 +265,9 @@ def test_the_cli_refuses_the_same(api, args, problem):
 
 def test_the_schema_documents_the_new_fields(api):
     schema = api[0].get("/openapi.json").json()
-    assert {"negative", "positive_ids", "negative_ids", "collapse"} <= set(schema["components"]["schemas"]["SearchRequest"]["properties"])
+    assert {"negative", "positive_ids", "negative_ids", "collapse"} <= set(
+        schema["components"]["schemas"]["SearchRequest"]["properties"]
+    )
     get_params = {p["name"]: p for p in schema["paths"]["/search"]["get"]["parameters"]}
     assert "collapse" in get_params and "minus" in get_params["q"]["description"]
     assert {"threshold", "model"} <= {p["name"] for p in schema["paths"]["/duplicates"]["get"]["parameters"]}

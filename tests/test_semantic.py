@@ -1,4 +1,5 @@
-"""The trained test model finds coloured shapes by caption, through the exported ONNX files (fp32 and int8,\nONNX Runtime and OpenVINO)."""
+"""The trained test model finds coloured shapes by caption, through the exported ONNX files (fp32 and int8,
+ONNX Runtime and OpenVINO)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """One contract, both stores: every test here runs on ``LocalStore`` (exact, and through its HNSW
-index) and on ``ElasticsearchStore`` (a real node, tests/support/es_node.py). The behaviour is the one the ``VectorStore`` docstrings in
-``imagesearch/stores/__init__.py`` describe; where the stores differed, they were made to agree."""
+index) and on ``ElasticsearchStore`` (a real node, tests/support/es_node.py). The behaviour is the one
+the ``VectorStore`` docstrings in ``imagesearch/stores/base.py`` describe; where the stores differed,
+they were made to agree."""
 
 from __future__ import annotations
 
@@ -516,12 +517,24 @@ def test_photo_filters_apply_before_the_top_k_as_numpy_says(store):
     cases = [
         (SearchFilters(taken_after="2020-06-01"), utc >= start),
         (SearchFilters(taken_before="2021-02-28"), utc < end),  # a date alone: up to its end
-        (SearchFilters(taken_after="2020-06-01T02:00:00+02:00", taken_before="2021-03-01T00:00:00"), (utc >= start) & (utc < end)),
+        (
+            SearchFilters(taken_after="2020-06-01T02:00:00+02:00", taken_before="2021-03-01T00:00:00"),
+            (utc >= start) & (utc < end),
+        ),
         (SearchFilters(near=f"{PARIS[0]},{PARIS[1]}", within_km=5), paris <= 5),
         (SearchFilters(near={"lat": FIJI[0], "lon": FIJI[1]}, within_km=10), fiji <= 10),  # across the antimeridian
-        (SearchFilters(camera="Canon", near=list(PARIS), within_km=10, taken_after="2020-06-01"), canon & (paris <= 10) & (utc >= start)),
-        (SearchFilters(format=["heif"], camera="APPLE"), np.array([i % 2 == 1 and c in CAMERA_QUERIES["apple"] for i, c in enumerate(made.cameras)])),
-        *[(SearchFilters(camera=name), np.array([c in cameras for c in made.cameras])) for name, cameras in CAMERA_QUERIES.items()],
+        (
+            SearchFilters(camera="Canon", near=list(PARIS), within_km=10, taken_after="2020-06-01"),
+            canon & (paris <= 10) & (utc >= start),
+        ),
+        (
+            SearchFilters(format=["heif"], camera="APPLE"),
+            np.array([i % 2 == 1 and c in CAMERA_QUERIES["apple"] for i, c in enumerate(made.cameras)]),
+        ),
+        *[
+            (SearchFilters(camera=name), np.array([c in cameras for c in made.cameras]))
+            for name, cameras in CAMERA_QUERIES.items()
+        ],
     ]
     assert (np.abs(paris[~np.isnan(paris)] - 5) > 0.05).all() and (np.abs(fiji[~np.isnan(fiji)] - 10) > 0.05).all()
     for filters, keep in cases:

@@ -30,7 +30,11 @@ def corpus() -> list[str]:
         if rng.random() < 0.5:
             generated.append("".join(rng.choice(alphabet) for _ in range(rng.randint(0, 150))))
         else:
-            generated.append(rng.choice([" ", "  ", ", ", "! ", "\n"]).join(rng.choice(words).upper() if rng.random() < 0.2 else rng.choice(words) for _ in range(rng.randint(1, 100))))
+            generated.append(
+                rng.choice([" ", "  ", ", ", "! ", "\n"]).join(
+                    rng.choice(words).upper() if rng.random() < 0.2 else rng.choice(words) for _ in range(rng.randint(1, 100))
+                )
+            )
     return fixed + generated
 
 

@@ -146,14 +146,19 @@ def test_triton_embeddings_equal_in_process_onnx(triton_encoder, settings):
     local = OnnxEncoder(triton_encoder.card, settings)
     pixels = pixels_for(shapes.dataset(n_per_class=3, seed=7))
     # More images than the client's batch size: several requests, reassembled in order.
-    via_triton, in_process = triton_encoder.encode_images(np.concatenate([pixels] * 2)), local.encode_images(np.concatenate([pixels] * 2))
+    via_triton, in_process = (
+        triton_encoder.encode_images(np.concatenate([pixels] * 2)),
+        local.encode_images(np.concatenate([pixels] * 2)),
+    )
     assert via_triton.shape == in_process.shape == (2 * len(pixels), triton_encoder.card.dim)
     assert via_triton.dtype == np.float32
     assert _cosines(via_triton, in_process).min() >= 0.99999
     texts_triton, texts_local = triton_encoder.encode_texts(TEXTS), local.encode_texts(TEXTS)
     assert _cosines(texts_triton, texts_local).min() >= 0.99999
     # The trained model still means something through Triton: "a red circle" is nearest to a red circle.
-    red_circles = [i for i, img in enumerate(shapes.dataset(n_per_class=3, seed=7)) if (img.colour, img.shape) == ("red", "circle")]
+    red_circles = [
+        i for i, img in enumerate(shapes.dataset(n_per_class=3, seed=7)) if (img.colour, img.shape) == ("red", "circle")
+    ]
     assert int(np.argmax(via_triton[: len(pixels)] @ texts_triton[0])) in red_circles
     assert triton_encoder.encode_images(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, triton_encoder.card.dim)
     with pytest.raises(ValueError, match="expected uint8"):
@@ -181,7 +186,9 @@ def test_concurrent_requests_are_batched_by_the_server(triton_encoder, triton_se
 
 
 def test_server_down_gives_clear_errors_and_the_same_client_recovers(triton_server, settings):
-    encoder = TritonEncoder(load_card(settings.model_repository, settings.model), _triton_settings(settings, triton_server, triton_retry_s=2.0))
+    encoder = TritonEncoder(
+        load_card(settings.model_repository, settings.model), _triton_settings(settings, triton_server, triton_retry_s=2.0)
+    )
     before = encoder.encode_texts(["a red circle"])
     try:
         triton_server.kill()

@@ -28,7 +28,7 @@ class SlowingLink:
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.sockets: list[socket.socket] = [self.listener]
 
-    def __enter__(self) -> "SlowingLink":
+    def __enter__(self) -> SlowingLink:
         threading.Thread(target=self._accept, daemon=True).start()
         return self
 

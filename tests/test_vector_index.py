@@ -77,7 +77,9 @@ def test_filters_broad_and_narrow_find_the_exact_matches(tmp_path):
     assert len({h.id for h in hits} & set(exact_top(vectors, query, 10, keep=lambda i: i % 2 == 1))) >= 9
     narrow = SearchFilters(min_width=1_090)  # 6 widths of 997, a few dozen images: exact over them
     widths = [100 + i % 997 for i in range(len(vectors))]
-    assert [h.id for h in store.search(MODEL, query, 10, narrow)] == exact_top(vectors, query, 10, keep=lambda i: widths[i] >= 1_090)
+    assert [h.id for h in store.search(MODEL, query, 10, narrow)] == exact_top(
+        vectors, query, 10, keep=lambda i: widths[i] >= 1_090
+    )
     assert store.search(MODEL, query, 10, SearchFilters(format=["gif"])) == []
 
 
@@ -276,4 +278,6 @@ def test_a_new_index_measures_its_recall_and_warns_when_the_vectors_do_not_suit_
         spread.refresh()
     found = re.search(r"recall@10 on 20 of its own vectors: ([\d.]+)", caplog.text)
     assert found and float(found.group(1)) < 0.9, caplog.text
-    assert "too evenly spread for a graph index" in caplog.text and "IMAGESEARCH_LOCAL_INDEX_MIN_VECTORS above 20000" in caplog.text
+    assert (
+        "too evenly spread for a graph index" in caplog.text and "IMAGESEARCH_LOCAL_INDEX_MIN_VECTORS above 20000" in caplog.text
+    )

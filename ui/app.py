@@ -116,7 +116,9 @@ def sidebar() -> None:
 
 def results_grid(results: list[dict]) -> None:
     for start in range(0, len(results), COLUMNS):
-        for column, result in zip(st.columns(COLUMNS), results[start : start + COLUMNS], strict=False):  # the last row may be short:
+        for column, result in zip(
+            st.columns(COLUMNS), results[start : start + COLUMNS], strict=False
+        ):  # the last row may be short:
             with column:
                 data = image_bytes(result["image_url"])
                 if data:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from importlib import metadata
 
@@ -21,10 +22,8 @@ VERSIONED = ("imagesearch", "fastapi", "onnxruntime", "numpy", "pillow", "elasti
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for package in VERSIONED:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     return found
 
 

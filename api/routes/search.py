@@ -19,7 +19,10 @@ from imagesearch.search import Mode, SearchResponse, Sort, filters_from
 from imagesearch.search.query import examples_from, split_negatives
 
 router = APIRouter(tags=["search"])
-LIMITED = {**ERRORS, 429: {"model": ErrorBody, "description": "over the client's rate limit: try again after Retry-After seconds"}}
+LIMITED = {
+    **ERRORS,
+    429: {"model": ErrorBody, "description": "over the client's rate limit: try again after Retry-After seconds"},
+}
 Q_HELP = ('what to look for, in words; a word or "quoted phrase" after a minus is a negative, steered away from '
           '(vector mode): beach -people -"parked cars"')
 NEAR_HELP = "taken within within_km of this position: LAT,LON in decimal degrees, e.g. 48.8584,2.2945 (with within_km)"

@@ -189,7 +189,8 @@ def open_clip_source(options: ExportOptions) -> Source:
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
     mean = tuple(float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
     std = tuple(float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD))
-    vocab_size = int(getattr(model, "vocab_size", 0) or open_clip.get_model_config(options.model)["text_cfg"].get("vocab_size", 49408))
+    text_cfg = open_clip.get_model_config(options.model)["text_cfg"]
+    vocab_size = int(getattr(model, "vocab_size", 0) or text_cfg.get("vocab_size", 49408))
     return Source(
         family="open_clip", architecture=options.model,
         visual=VisualTower(model, mean, std).eval(), textual=TextualTower(model).eval(),
@@ -197,7 +198,8 @@ def open_clip_source(options: ExportOptions) -> Source:
         interpolation=cfg.get("interpolation", "bicubic"), resize_mode=cfg.get("resize_mode", "shortest"),
         fill_color=int(cfg.get("fill_color", 0)), context_length=context_length, vocab_size=vocab_size,
         pad_id=int(model.text.config.pad_token_id) if hf_tower else None,
-        write_tokenizer=(lambda path: write_tokenizer(options.model, context_length, path, tokenizer=tokenizer)) if tokenizer else None,
+        write_tokenizer=(lambda path: write_tokenizer(options.model, context_length, path, tokenizer=tokenizer))
+        if tokenizer else None,
         tokenize=(lambda texts: tokenizer(texts).numpy()) if tokenizer else None,
         versions={"open_clip_version": open_clip.__version__, "exported_with": f"open_clip {open_clip.__version__}"},
     )

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 from imagesearch.formats import FORMATS
 from imagesearch.records import is_image_id

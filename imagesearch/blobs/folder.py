@@ -6,13 +6,14 @@ The path never comes from a URL or a file name; files are written atomically (a 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from imagesearch.blobs.base import (
     BlobItem,
@@ -142,10 +143,8 @@ class FolderBlobStore:
             pass
         except FileNotFoundError:  # its folder is made on first use: saves two system calls per image
             path.parent.mkdir(parents=True, exist_ok=True)
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
-            except FileExistsError:
-                pass
 
     def sweep_leftovers(self, older_than_s: float = LEFTOVER_AGE_S) -> int:
         """Delete the temp files of writers killed mid-write; returns how many went. Files younger

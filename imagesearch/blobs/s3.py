@@ -14,9 +14,10 @@ import errno
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import boto3
 from botocore.config import Config

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class TowerEncoder:
     ``_run(tower, batch)`` is theirs. ``towers``: the towers loaded (the ingest needs no text tower)."""
 
     card: ModelCard
-    tokenizer: "Tokenizer"
+    tokenizer: Tokenizer
     towers: tuple[Tower, ...] = TOWERS
 
     def _check_loaded(self, tower: Tower) -> None:

@@ -12,7 +12,8 @@ a better result already kept is left out, and deeper results fill the page.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field

@@ -8,8 +8,9 @@ with no overlap and no gap. Images without a date come after the dated ones, in 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 from imagesearch.records import MAX_K, instant
 from imagesearch.search.query import Sort

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol, Sequence, runtime_checkable
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -141,9 +142,9 @@ class VectorStore(Protocol):
         with several vectors (BLIP-2) scores the best of them, as the model's own ITC score does.
         The top k of a larger k begins with the top k of a smaller one (pages rely on it; with an
         approximate index, as far as its candidates allow).
-        ``filters`` apply before the top k is taken (``tags``: the image holds every one); ``min_score`` drops hits below it; k <= 0 gives
-        nothing and k is capped at ``MAX_K``. A model that was never set up (no ``ensure_model``, no
-        vector) raises ``StoreUnavailable``: there is nothing to search with it yet."""
+        ``filters`` apply before the top k is taken (``tags``: the image holds every one); ``min_score``
+        drops hits below it; k <= 0 gives nothing and k is capped at ``MAX_K``. A model that was never set
+        up (no ``ensure_model``, no vector) raises ``StoreUnavailable``: there is nothing to search with it yet."""
 
     def near_pairs(self, model: str, threshold: float, neighbours: int) -> list[tuple[str, str, float]]:
         """The pairs of images whose vectors' dot product is at least ``threshold``, each once as

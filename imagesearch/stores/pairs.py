@@ -4,7 +4,7 @@ several vectors, compared by their query vectors)."""
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

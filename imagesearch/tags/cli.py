@@ -10,7 +10,9 @@ from imagesearch.records import MAX_K
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=int, default=100, metavar="N", help=f"show the N most held tags (default 100, at most {MAX_K})")
+    parser.add_argument(
+        "--limit", type=int, default=100, metavar="N", help=f"show the N most held tags (default 100, at most {MAX_K})"
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON of GET /tags")
 
 

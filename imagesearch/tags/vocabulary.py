@@ -44,7 +44,9 @@ def load_vocabulary(path: Path | None = None) -> Vocabulary:
         if not label or label.startswith("#"):
             continue
         if "," in label or len(label) > MAX_TAG_CHARS:  # the tag filter splits on commas
-            raise VocabularyError(f"{source}:{number}: a label has no comma and at most {MAX_TAG_CHARS} characters: {line.strip()[:120]!r}")
+            raise VocabularyError(
+                f"{source}:{number}: a label has no comma and at most {MAX_TAG_CHARS} characters: {line.strip()[:120]!r}"
+            )
         labels[label] = None
     if not labels:
         raise VocabularyError(f"the tag vocabulary {source} has no label (one per line)")

@@ -142,7 +142,9 @@ class DockerEngine:
         done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
                               env={**self.env, **(env_override or {})}, **kwargs)
         if check and done.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+            raise RuntimeError(
+                f"docker {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+            )
         return done
 
     def image_label(self, image: str, label: str) -> str | None:

@@ -37,7 +37,7 @@ class Reply:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like real image hosts
     disable_nagle_algorithm = True  # headers and body go out as separate writes: don't wait for an ACK
-    server: "_Server"
+    server: _Server
 
     def do_GET(self):  # noqa: N802 (stdlib name)
         owner = self.server.owner
@@ -94,7 +94,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     request_queue_size = 1024
-    owner: "ImageServer"
+    owner: ImageServer
 
 
 class ImageServer:
@@ -148,7 +148,7 @@ class ImageServer:
         return replies[min(n, len(replies) - 1)]
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "ImageServer":
+    def start(self) -> ImageServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="image-server", daemon=True)
         self._thread.start()
@@ -160,7 +160,7 @@ class ImageServer:
         if self._thread:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "ImageServer":
+    def __enter__(self) -> ImageServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

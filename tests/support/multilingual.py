@@ -175,20 +175,25 @@ def train(work: Path, steps: int = 700, seed: int = 0) -> dict:
 
     # Colour and shape heads on both towers (a training aid, not exported), as for the English model.
     n_colours = len(shapes.COLOURS)
-    heads = torch.nn.ModuleDict({tower: torch.nn.Linear(EMBED_DIM, n_colours + len(shapes.SHAPES)) for tower in ("image", "text")})
+    heads = torch.nn.ModuleDict(
+        {tower: torch.nn.Linear(EMBED_DIM, n_colours + len(shapes.SHAPES)) for tower in ("image", "text")}
+    )
     class_colour = torch.tensor([list(shapes.COLOURS).index(c) for c, _ in shapes.CLASSES])
     class_shape = torch.tensor([shapes.SHAPES.index(s) for _, s in shapes.CLASSES])
 
     def aux_loss(head: str, embeddings, classes) -> torch.Tensor:
         out = heads[head](embeddings)
-        return F.cross_entropy(out[:, :n_colours], class_colour[classes]) + F.cross_entropy(out[:, n_colours:], class_shape[classes])
+        return F.cross_entropy(out[:, :n_colours], class_colour[classes]) + F.cross_entropy(
+            out[:, n_colours:], class_shape[classes]
+        )
 
     # The transformers tower (post-norm, as BERT) learns at a lower rate than the rest: at the ViT's rate
     # its captions of one colour can collapse into one embedding, the shape lost.
     transformer = set(map(id, model.text.transformer.parameters()))
     rest = [p for p in [*model.parameters(), *heads.parameters()] if id(p) not in transformer]
-    optimizer = torch.optim.AdamW([{"params": rest, "lr": LR}, {"params": list(model.text.transformer.parameters()), "lr": TEXT_LR}],
-                                  weight_decay=0.05)
+    optimizer = torch.optim.AdamW(
+        [{"params": rest, "lr": LR}, {"params": list(model.text.transformer.parameters()), "lr": TEXT_LR}], weight_decay=0.05
+    )
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[LR, TEXT_LR], total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
     all_classes = torch.arange(len(shapes.CLASSES))

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 
@@ -47,7 +47,7 @@ class SlowLink:
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.sockets: list[socket.socket] = [self.listener]
 
-    def __enter__(self) -> "SlowLink":
+    def __enter__(self) -> SlowLink:
         threading.Thread(target=self._accept, daemon=True).start()
         return self
 

@@ -100,7 +100,13 @@ def offset_position(lat: float, lon: float, km: float, bearing_deg: float) -> tu
 
 # --- made-up photo metadata for the store and search tests ---------------------------------------
 
-CAMERAS = [None, ("Canon", "Canon EOS R5"), ("Apple", "iPhone 13"), ("Apple", "iPhone 15 Pro"), ("NIKON CORPORATION", "NIKON Z 6")]
+CAMERAS = [
+    None,
+    ("Canon", "Canon EOS R5"),
+    ("Apple", "iPhone 13"),
+    ("Apple", "iPhone 15 Pro"),
+    ("NIKON CORPORATION", "NIKON Z 6"),
+]
 # camera filter -> the (make, model) it matches: any letter case; the make, the model, or both
 CAMERA_QUERIES = {
     "canon": {CAMERAS[1]}, "CANON EOS R5": {CAMERAS[1]}, "apple": {CAMERAS[2], CAMERAS[3]},

@@ -79,7 +79,7 @@ class ApiThread:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
 
-    def __enter__(self) -> "ApiThread":
+    def __enter__(self) -> ApiThread:
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:

@@ -18,8 +18,8 @@ import signal
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from pydantic import SecretStr
@@ -151,9 +151,15 @@ def in_bucket(settings: Settings, server: SeaweedFS, **more) -> Settings:
 
 
 def s3_env(settings: Settings, **more: str) -> dict[str, str]:
-    return {**settings_env(settings), "IMAGESEARCH_BLOBS": settings.blobs, "IMAGESEARCH_S3_ENDPOINT_URL": settings.s3_endpoint_url,
-            "IMAGESEARCH_S3_ACCESS_KEY_ID": ACCESS_KEY, "IMAGESEARCH_S3_SECRET_ACCESS_KEY": SECRET_KEY,
-            "IMAGESEARCH_S3_REGION": REGION, **more}
+    return {
+        **settings_env(settings),
+        "IMAGESEARCH_BLOBS": settings.blobs,
+        "IMAGESEARCH_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "IMAGESEARCH_S3_ACCESS_KEY_ID": ACCESS_KEY,
+        "IMAGESEARCH_S3_SECRET_ACCESS_KEY": SECRET_KEY,
+        "IMAGESEARCH_S3_REGION": REGION,
+        **more,
+    }
 
 
 def objects(server: SeaweedFS, settings: Settings) -> list[str]:

@@ -12,8 +12,45 @@ import string
 from pathlib import Path
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = """a an the of on in with and at photo image picture dog cat running beach red green blue yellow
-circle square triangle star city skyline night lights very long caption café naïve tokyo 東 京 ☕""".split()
+WORDS = [
+    "a",
+    "an",
+    "the",
+    "of",
+    "on",
+    "in",
+    "with",
+    "and",
+    "at",
+    "photo",
+    "image",
+    "picture",
+    "dog",
+    "cat",
+    "running",
+    "beach",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "city",
+    "skyline",
+    "night",
+    "lights",
+    "very",
+    "long",
+    "caption",
+    "café",
+    "naïve",
+    "tokyo",
+    "東",
+    "京",
+    "☕",
+]
 QUERIES = 4
 IMAGE_SIZE = 32
 

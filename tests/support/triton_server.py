@@ -13,6 +13,7 @@ Only the binaries are used, never pytriton's Python package (it would pin numpy 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -88,7 +89,7 @@ class TritonServer:
         env["PYTHONPATH"] = str(REPO_ROOT)
         return env
 
-    def start(self) -> "TritonServer":
+    def start(self) -> TritonServer:
         if self.running:
             return self
         command = [
@@ -124,10 +125,8 @@ class TritonServer:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
     def _signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def kill(self) -> None:
         """Hard stop (SIGKILL to the server and its backend stubs), as when a container dies."""
@@ -140,13 +139,11 @@ class TritonServer:
             self.kill()  # reap stubs left behind, if any
             return
         self._signal_group(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
         self.kill()
 
-    def restart(self) -> "TritonServer":
+    def restart(self) -> TritonServer:
         self.stop()
         return self.start()
 

@@ -23,7 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index-type", choices=get_args(EsIndexType),
                         help="rebuild: index type of the new index (default: IMAGESEARCH_ES_INDEX_TYPE)")
     parser.add_argument("--m", type=int, help="rebuild: HNSW graph degree (default: IMAGESEARCH_ES_HNSW_M)")
-    parser.add_argument("--ef-construction", type=int, help="rebuild: HNSW build candidates (default: IMAGESEARCH_ES_HNSW_EF_CONSTRUCTION)")
+    parser.add_argument(
+        "--ef-construction", type=int, help="rebuild: HNSW build candidates (default: IMAGESEARCH_ES_HNSW_EF_CONSTRUCTION)"
+    )
     parser.add_argument("--force", action="store_true", help="swap even though images are still pending for the new index")
 
 

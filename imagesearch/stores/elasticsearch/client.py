@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elasticsearch, NotFoundError, helpers
@@ -107,7 +108,9 @@ class EsClient:
             raise StoreUnavailable(f"index {index} is missing at {self.url}") from exc
         except ApiError as exc:
             if exc.meta.status in (401, 403):
-                raise StoreUnavailable(f"Elasticsearch at {self.url} rejected the credentials ({exc.meta.status} {exc.error})") from exc
+                raise StoreUnavailable(
+                    f"Elasticsearch at {self.url} rejected the credentials ({exc.meta.status} {exc.error})"
+                ) from exc
             if exc.meta.status not in RETRYABLE_STATUS:
                 raise
             raise StoreUnavailable(f"Elasticsearch at {self.url} answered {exc.meta.status} ({exc.error})") from exc

@@ -11,7 +11,7 @@ scores an image by its best vector, which is not how near-duplicates compare.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from elasticsearch import ApiError, TransportError

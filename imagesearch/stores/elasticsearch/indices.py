@@ -118,7 +118,10 @@ class Indices:
             self.client.es.indices.create(index=name, aliases=aliases, **body)
         except ApiError as exc:
             if exc.error != "resource_already_exists_exception":  # another worker was first: fine
-                raise ValueError(f"cannot create vector index {name}: {reason(exc.body.get('error') if isinstance(exc.body, dict) else exc.body)}") from exc
+                raise ValueError(
+                    f"cannot create vector index {name}: "
+                    f"{reason(exc.body.get('error') if isinstance(exc.body, dict) else exc.body)}"
+                ) from exc
 
     def layout(self, index: str) -> tuple[int, int]:
         """(dim, vectors per image) of a vector index; remembered (an index's mapping of it is fixed)."""
@@ -145,8 +148,11 @@ class Indices:
             index = f"{read}-v1"
             self._create_vector_index(index, dim, vectors_per_image, {read: {}, write: {}})
         if (stored := self.layout(index)) != (dim, vectors_per_image):
-            raise ValueError(f"index {index} holds {describe_layout(*stored)} but model {model} gives {describe_layout(dim, vectors_per_image)}; "
-                             f"re-embed it into a new index: `imagesearch index rebuild --model {model}`")
+            raise ValueError(
+                f"index {index} holds {describe_layout(*stored)} but model {model} gives "
+                f"{describe_layout(dim, vectors_per_image)}; "
+                f"re-embed it into a new index: `imagesearch index rebuild --model {model}`"
+            )
         return index
 
     def begin_rebuild(self, model: str, dim: int, index_type: str | None = None,

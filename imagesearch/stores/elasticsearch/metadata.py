@@ -10,7 +10,7 @@ so a record whose sources grow, or whose photo metadata is read later, has them 
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from elasticsearch import helpers
 

@@ -22,8 +22,11 @@ def filter_clauses(filters: SearchFilters | None) -> list[dict]:
     if filters.source is not None:
         clauses.append({"terms": {"sources": list(filters.source)}})
     for field in ("width", "height"):
-        bounds = {op: value for op, value in (("gte", getattr(filters, f"min_{field}")), ("lte", getattr(filters, f"max_{field}")))
-                  if value is not None}
+        bounds = {
+            op: value
+            for op, value in (("gte", getattr(filters, f"min_{field}")), ("lte", getattr(filters, f"max_{field}")))
+            if value is not None
+        }
         if bounds:
             clauses.append({"range": {field: bounds}})
     clauses += [{"term": {"tags": tag}} for tag in filters.tags or ()]  # every one of them

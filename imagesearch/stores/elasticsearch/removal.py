@@ -6,7 +6,7 @@ scanner does not bring it back unless asked (``upsert_images`` of the same id cl
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from elasticsearch import helpers
 
@@ -38,8 +38,10 @@ class Removal:
                                "_source": {"id": i, "urls": r.urls, "paths": r.paths}} for i, r in records.items()])
             self.client.bulk([{"_op_type": "delete", "_index": self.indices.images, "_id": i} for i in records],
                              ignore_status=(404,))
-            self.client.bulk([{"_op_type": "delete", "_index": index, "_id": i} for index in self.indices.vector_indices() for i in ids],
-                             ignore_status=(404,))  # also those of an earlier, interrupted removal
+            self.client.bulk(
+                [{"_op_type": "delete", "_index": index, "_id": i} for index in self.indices.vector_indices() for i in ids],
+                ignore_status=(404,),
+            )  # also those of an earlier, interrupted removal
             self.indices.refresh()
             return list(records.values())
 

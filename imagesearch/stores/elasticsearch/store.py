@@ -9,7 +9,8 @@ image, and nothing is downloaded again.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from elasticsearch import Elasticsearch
@@ -132,7 +133,9 @@ class ElasticsearchStore:
         def run() -> dict[str, str]:
             index = self.indices.alias_target(self.indices.aliases(model)[1]) or self.indices.ensure_model(model, *given)
             if (stored := self.indices.layout(index)) != given:
-                return {i: f"{describe_layout(*given)}, but model {model} is stored with {describe_layout(*stored)}" for i in by_id}
+                return {
+                    i: f"{describe_layout(*given)}, but model {model} is stored with {describe_layout(*stored)}" for i in by_id
+                }
             fields = filter_fields(by_id)
             rejected = {i: "no image record with this id" for i in by_id if i not in fields}
             _, failed = self.client.bulk([
@@ -245,7 +248,9 @@ class ElasticsearchStore:
             return self.es.search(index=self.indices.images, query=query, size=min(k, MAX_RESULT_WINDOW),
                                   source_excludes=list(NOT_RECORD))["hits"]["hits"]
 
-        return [Hit(id=h["_id"], score=h["_score"], record=ImageRecord.model_validate(h["_source"])) for h in self.client.read(run)]
+        return [
+            Hit(id=h["_id"], score=h["_score"], record=ImageRecord.model_validate(h["_source"])) for h in self.client.read(run)
+        ]
 
     def counts(self, model: str) -> Counts:
         def run() -> tuple[Any, Any]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from imagesearch.geo import great_circle_km
 from imagesearch.stores.base import StoreUnavailable

@@ -4,7 +4,7 @@ images that could not be embedded; what is pending is what has neither, and ``co
 from __future__ import annotations
 
 import sqlite3
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -47,7 +47,9 @@ def set_vectors(db: sqlite3.Connection, model: str, ids: Sequence[str], vectors:
     stored = tuple(db.execute("SELECT dim, vectors_per_image FROM models WHERE model = ?", (model,)).fetchone())
     rejected = dict.fromkeys(missing(db, ids), NO_RECORD)
     if given != stored:
-        rejected.update({i: f"{describe_layout(*given)}, but model {model} is stored with {describe_layout(*stored)}" for i in ids})
+        rejected.update(
+            {i: f"{describe_layout(*given)}, but model {model} is stored with {describe_layout(*stored)}" for i in ids}
+        )
     written = [(i, v) for i, v in zip(ids, vectors, strict=True) if i not in rejected]
     db.executemany("INSERT OR REPLACE INTO vectors (model, id, vector) VALUES (?, ?, ?)",
                    [(model, i, v.tobytes()) for i, v in written])

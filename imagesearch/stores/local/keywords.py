@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from typing import Sequence
+from collections.abc import Sequence
 
 from imagesearch.records import Hit, ImageRecord, SearchFilters
 from imagesearch.stores.base import MAX_K

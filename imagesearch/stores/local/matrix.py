@@ -5,7 +5,7 @@ matrix-vector product (recall 1.0 by construction)."""
 from __future__ import annotations
 
 import sqlite3
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

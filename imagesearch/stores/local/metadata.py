@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Sequence
+from collections.abc import Sequence
 
 from imagesearch.records import ImageRecord, UrlFailure
 from imagesearch.stores.local.database import select_in

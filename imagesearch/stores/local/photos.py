@@ -4,7 +4,7 @@ position), each image's camera names, and the records whose metadata was never r
 from __future__ import annotations
 
 import sqlite3
-from typing import Sequence
+from collections.abc import Sequence
 
 from imagesearch.records import ImageRecord, PhotoMetadata, instant
 from imagesearch.stores.local.database import select_in

@@ -4,7 +4,7 @@ is not downloaded or scanned in again unless asked."""
 from __future__ import annotations
 
 import sqlite3
-from typing import Sequence
+from collections.abc import Sequence
 
 from imagesearch.records import ImageRecord
 from imagesearch.stores.local.database import select_in
