@@ -12,8 +12,8 @@ import sys
 import time
 
 BENCHMARKS = ["bench_encoders", "bench_int8", "bench_ingest", "bench_clip_retrieval", "bench_store", "bench_downloader",
-              "bench_api", "bench_hybrid", "bench_photo_filters", "bench_duplicates", "bench_negative_weight", "bench_triton",
-              "bench_es", "bench_blip2", "bench_ray"]
+              "bench_api", "bench_hybrid", "bench_photo_filters", "bench_duplicates", "bench_negative_weight",
+              "bench_multilingual", "bench_triton", "bench_es", "bench_blip2", "bench_ray"]
 
 
 def main(names: list[str]) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import CACHE, cpu_description, latencies_ms, p50, rate, vit_b32_repository
+from bench.common import CACHE, cpu_description, latencies_ms, p50, rate, save_results, vit_b32_repository
 from imagesearch.config import Settings
 
 ARCH = "xlm-roberta-base-ViT-B-32"
@@ -43,7 +43,7 @@ def text_model_folder(folder: Path) -> Path:
     return folder
 
 
-def export(repository: Path) -> None:
+def export(repository: Path) -> dict:
     from imagesearch.export.pipeline import export_model
     from imagesearch.export.source import ExportOptions
 
@@ -58,12 +58,16 @@ def export(repository: Path) -> None:
     sizes = {p.relative_to(repository).as_posix(): p.stat().st_size for p in repository.rglob("model*.onnx*")}
     print("files: " + ", ".join(f"{name} {size / 2**20:,.0f} MiB" for name, size in sorted(sizes.items()) if size > 2**20))
     print("parity (worst cosine against open_clip): " + ", ".join(f"{k} {v:.7f}" for k, v in card.parity.items()))
+    return {"step": f"export {ARCH} (fp32 + int8, parity checked)", "seconds": time.perf_counter() - started,
+            "peak_ram_gib": peak, **{f"{name} MiB": size / 2**20 for name, size in sorted(sizes.items()) if size > 2**20},
+            **{f"parity {k}": v for k, v in card.parity.items()}}
 
 
-def encoders(repository: Path, batch: int) -> None:
+def encoders(repository: Path, batch: int) -> list[dict]:
     from imagesearch.encoders import make_encoder
 
     rng = np.random.default_rng(0)
+    rows = []
     for name, folder, slug in (("ViT-B-32", vit_b32_repository(), "vit-b-32-random"), (ARCH, repository, SLUG)):
         for variant in ("fp32", "int8"):
             encoder = make_encoder(Settings(model_repository=folder, model=slug, model_variant=variant, batch_size=batch))
@@ -74,7 +78,10 @@ def encoders(repository: Path, batch: int) -> None:
             tokenize = latencies_ms(lambda i, e=encoder: e.tokenizer([TEXTS[i % len(TEXTS)]]), 200)
             print(f"{name:26s} {variant}: {img_s:6.1f} img/s at batch {batch} | text p50 {p50(text):6.1f} ms "
                   f"(tokenization {p50(tokenize):.2f} ms) | reference check {encoder.health()['reference_check'].get('ok')}")
+            rows.append({"model": name, "variant": variant, "img_s": img_s, "text_p50_ms": p50(text),
+                         "tokenization_p50_ms": p50(tokenize)})
             encoder.close()
+    return rows
 
 
 def main() -> None:
@@ -84,8 +91,9 @@ def main() -> None:
     print(f"CPU: {cpu_description()}")
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-multilingual-", dir=CACHE) as tmp:
-        export(Path(tmp))
-        encoders(Path(tmp), args.batch)
+        exported = export(Path(tmp))
+        timed = encoders(Path(tmp), args.batch)
+    save_results("bench_multilingual", [exported, *timed], parameters={"batch": args.batch, "weights": "random"})
 
 
 if __name__ == "__main__":

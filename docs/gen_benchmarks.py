@@ -36,6 +36,8 @@ BENCHMARKS = {  # name: (section title, what it measures); the order of `make be
                          "exact), and what collapse adds to a search"),
     "bench_negative_weight": ("Negative weight", "IMAGESEARCH_NEGATIVE_WEIGHT against the right answers of \"this but not "
                               "that\" queries with the trained test model, by text and by example images"),
+    "bench_multilingual": ("Multilingual CLIP", "xlm-roberta-base-ViT-B-32 at the real size (random weights): its export, "
+                           "file sizes and parity, and its encoders beside ViT-B-32's"),
     "bench_triton": ("Triton", "encoding through a real tritonserver against in-process ONNX Runtime"),
     "bench_es": ("Elasticsearch", "indexing rate, kNN latency and recall@10 by index type and num_candidates"),
     "bench_blip2": ("BLIP-2", "BLIP-2's encoders at the real size, and 32 vectors per image in the stores, beside CLIP"),
