@@ -60,6 +60,8 @@ HEADERS = {  # column key: heading; other keys show with spaces for underscores
     "image_cosine_to_fp32_ingest": "image vectors: worst cosine to the fp32 ingest's",
     "reference_visual_cosine": "reference check, images", "reference_textual_cosine": "reference check, texts",
     "copies_with_their_original_pct": "planted copies with their original (%)",
+    "file_mib": "file MiB", "peak_ram_gib": "peak RAM GiB", "parity_worst_cosine": "parity: worst cosine against open_clip",
+    "tokenization_p50_ms": "tokenization p50 ms",
     "groups_as_exact_pct": "groups as the exact ones (%)", "right_pct": "right answers (%)",
     "query_colour_pct": "of the query's colour (%)",
 }
