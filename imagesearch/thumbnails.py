@@ -4,9 +4,9 @@ result's stored original (a phone photo is megabytes).
 A thumbnail is one more blob of its image (the format ``THUMBNAIL``: ``thumbnails/ab/abcdef….webp``
 beside the originals, in the folder or the bucket), so it is content-addressed like them and
 ``BlobStore.delete`` removes it with its image. It is made at ingest, where the image's bytes are in
-hand (the downloader's and the folder scan's writes: ``thumbnail_items``, ``store_thumbnails``), and on the first
-request for an image stored without one (``thumbnail``), then kept. It is a convenience: an image
-that cannot be made into one, or a storage that refuses it, never fails the ingest.
+hand (the downloader's and the folder scan's writes: ``thumbnail_items``, ``store_thumbnails``), and
+on the first request for an image stored without one (``thumbnail``), then kept. It is a convenience:
+an image that cannot be made into one, or a storage that refuses it, never fails the ingest.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
+from functools import partial
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -38,7 +40,7 @@ def make_thumbnail(data: bytes, size: int = 320, quality: int = 80, max_pixels: 
         img.thumbnail((size, size), Image.Resampling.LANCZOS)
         out = io.BytesIO()
         img.save(out, "WEBP", quality=quality)
-    except (OSError, ValueError, SyntaxError) as exc:  # a mode or EXIF block Pillow cannot handle
+    except Exception as exc:  # Pillow raises many types for a mode or an EXIF block it cannot handle
         raise ImageDecodeError("not_an_image", f"no thumbnail can be made of it: {exc}") from None
     return out.getvalue()
 
@@ -55,16 +57,21 @@ def _webp_mode(img: Image.Image) -> Image.Image:
     return img.convert("RGBA" if img.has_transparency_data else "RGB")
 
 
-def thumbnail_items(images: Iterable[tuple[str, bytes]], settings: Settings) -> list[BlobItem]:
+def thumbnail_items(images: Iterable[tuple[str, bytes]], settings: Settings, threads: Executor | None = None) -> list[BlobItem]:
     """The thumbnails of images just stored, (id, bytes) each, as blobs for ``store_thumbnails``; one
-    that cannot be made is logged and left to the first request for it."""
-    items: list[BlobItem] = []
-    for image_id, data in images:
-        try:
-            items.append((_make(data, settings), THUMBNAIL, image_id))
-        except ImageDecodeError as exc:
-            log.warning("no thumbnail for image %s: %s", image_id, exc)
-    return items
+    that cannot be made is logged and left to the first request for it. ``threads``: made on these,
+    several at once (Pillow releases the GIL while it decodes, resizes and encodes)."""
+    made = (threads.map if threads is not None else map)(partial(_item, settings=settings), images)
+    return [item for item in made if item is not None]
+
+
+def _item(image: tuple[str, bytes], settings: Settings) -> BlobItem | None:
+    image_id, data = image
+    try:
+        return _make(data, settings), THUMBNAIL, image_id
+    except ImageDecodeError as exc:
+        log.warning("no thumbnail for image %s: %s", image_id, exc)
+        return None
 
 
 def store_thumbnails(blobs: BlobStore, items: Sequence[BlobItem]) -> int:

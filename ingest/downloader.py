@@ -13,6 +13,7 @@ stored right after its files.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -88,6 +89,9 @@ class _BatchWriter:
         self.failures: list[UrlFailure] = []
         self.last_flush = time.monotonic()
         self._files_thread = ThreadPoolExecutor(1, thread_name_prefix="image-writer")
+        # A batch's thumbnails are made on all cores: on the files' one thread alone, large photos would
+        # hold up the writes (and so the fetches) while the other cores wait.
+        self._thumbnail_threads = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="thumbnails")
         self._records_thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._files: list[Future] = []  # batches of files being written, oldest first
         self._pending: list[Future] = []  # batches of records being written, oldest first
@@ -125,6 +129,7 @@ class _BatchWriter:
         finally:
             self._files_thread.shutdown(wait=True)
             self._records_thread.shutdown(wait=True)
+            self._thumbnail_threads.shutdown(wait=True)
 
     def _write_files(self, images: list[tuple[UrlEntry, FetchedImage]]) -> tuple[list[ImageRecord], OSError | None]:
         """The batch's files, stored before their records exist (one sync for the batch); the
@@ -132,7 +137,7 @@ class _BatchWriter:
         thumbnails of those stored."""
         stored, error = self.blobs.put_many([(image.data, image.info.format, None) for _, image in images])
         made = zip(stored, [image.data for _, image in images[: len(stored)]], strict=True)  # a prefix
-        store_thumbnails(self.blobs, thumbnail_items(made, self.settings))
+        store_thumbnails(self.blobs, thumbnail_items(made, self.settings, self._thumbnail_threads))
         records = [
             ImageRecord(id=image_id, urls=[entry.url], captions=[entry.caption] if entry.caption else [],
                         sources=["url"], width=image.info.width, height=image.info.height, format=image.info.format,
