@@ -21,7 +21,7 @@ from imagesearch.api.app import create_app
 from imagesearch.blobs import THUMBNAIL, FolderBlobStore, blob_name
 from imagesearch.config import Settings
 from imagesearch.preprocess import ImageDecodeError
-from imagesearch.thumbnails import make_thumbnail, thumbnail_items
+from imagesearch.thumbnails import make_thumbnail, store_thumbnails, thumbnail, thumbnail_items
 from tests.support.image_server import ImageServer
 from tests.support.photos import Exif, photo
 from tests.support.search_api import ApiThread, ingest, make_shapes, write_folder
@@ -140,6 +140,19 @@ def test_a_broken_image_gets_no_thumbnail_and_the_others_do(settings):
             make_thumbnail(broken)
     items = thumbnail_items([("a" * 64, good[:2000]), ("b" * 64, good), ("c" * 64, b"junk")], settings)
     assert [(image_id, fmt) for _, fmt, image_id in items] == [("b" * 64, THUMBNAIL)]
+
+
+def test_a_storage_that_refuses_thumbnails_fails_nothing(tmp_path, settings, caplog):
+    """A file where the thumbnails' folder should be: nothing stored, nothing raised; a request still
+    gets its thumbnail (made again next time)."""
+    blobs = FolderBlobStore(tmp_path / "images")
+    good = encode(coffee((600, 400)), "JPEG")
+    image_id = blobs.put(good, "jpeg")
+    (tmp_path / "images" / "thumbnails").write_bytes(b"in the way")
+    assert store_thumbnails(blobs, thumbnail_items([(image_id, good)], settings)) == 0
+    assert "1 thumbnails not stored" in caplog.text
+    reader = thumbnail(blobs, image_id, "jpeg", settings)
+    assert decoded(b"".join(reader.chunks)).size == (320, 213) and blobs.get(image_id, "jpeg") == good
 
 
 # --- made at ingest, served, made on request, removed ---------------------------------------------
