@@ -53,7 +53,7 @@ def _webp_mode(img: Image.Image) -> Image.Image:
         return img
     if img.mode in _SIXTEEN_BIT:
         grey = np.asarray(img).astype(np.float32) / 257.0
-        img = Image.fromarray(np.clip(grey, 0, 255).round().astype(np.uint8), mode="L")
+        img = Image.fromarray(np.clip(grey, 0, 255).round().astype(np.uint8))  # "L"
     return img.convert("RGBA" if img.has_transparency_data else "RGB")
 
 

@@ -73,6 +73,10 @@ def test_an_ingest_into_a_bucket_is_searched_served_and_removed(s3_server, setti
         assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/webp"
         assert thumbnail.headers["etag"] == f'"{top["id"]}-thumbnail"' and thumbnail.content[8:12] == b"WEBP"
         assert int(thumbnail.headers["content-length"]) == len(thumbnail.content)
+        bucket, key = settings.blobs.removeprefix("s3://").split("/")[0], f"images/thumbnails/{top['id'][:2]}/{top['id']}.webp"
+        s3_server.client().delete_object(Bucket=bucket, Key=key)  # as for an image stored before thumbnails were made
+        assert http.get(f"{top['image_url']}/thumbnail").content == thumbnail.content  # made again on request...
+        assert key in thumbnail_objects(s3_server, settings)  # ...and kept
         assert http.delete(top["image_url"]).json() == {"removed": top["id"], "records": 1, "files": 1}
         assert http.get(top["image_url"]).status_code == 404
         assert http.get(f"{top['image_url']}/thumbnail").status_code == 404
