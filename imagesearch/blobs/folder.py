@@ -1,4 +1,5 @@
-"""Blobs in a content-addressed folder: ``<data>/images/ab/abcdef….<ext>``, named by the bytes' sha256.
+"""Blobs in a content-addressed folder: ``<data>/images/ab/abcdef….<ext>``, named by the bytes' sha256;
+thumbnails in ``<data>/images/thumbnails/ab/abcdef….webp``.
 
 The path never comes from a URL or a file name; files are written atomically (a temp file in
 ``<data>/images/incoming/``, then a hard link) and an existing file is never overwritten.
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from imagesearch.blobs.base import (
+    THUMBNAIL,
     BlobItem,
     BlobMissing,
     BlobReader,
@@ -162,12 +164,14 @@ class FolderBlobStore:
         return swept
 
     def delete(self, image_id: str) -> int:
-        """Delete the image's file, whatever its extension; returns how many files went (0 or 1)."""
+        """Delete the image's file, whatever its extension, and its thumbnail; returns how many image
+        files went (0 or 1)."""
         check_id(image_id)
         deleted = 0
         for path in (self.root / image_id[:2]).glob(f"{image_id}.*"):
             path.unlink(missing_ok=True)
             deleted += 1
+        self.path(image_id, THUMBNAIL).unlink(missing_ok=True)
         return deleted
 
     def get(self, image_id: str, fmt: str) -> bytes:
