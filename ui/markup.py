@@ -13,18 +13,23 @@ import string
 from urllib.parse import quote, urlsplit
 
 # CommonMark lets every ASCII punctuation character be escaped with a backslash, which makes it literal:
-# no emphasis, link, image, HTML tag, entity, autolink (``https\:\/\/…`` is no URL), ``$`` math or
+# no emphasis, link, image, HTML tag, entity, ``<…>`` autolink, ``$`` math or
 # Streamlit's ``:colour[…]`` and ``:emoji:`` directives.
 _PUNCTUATION = re.compile("([" + re.escape(string.punctuation) + "])")
 _LINE_BREAKS = re.compile(r"\s*[\r\n\u2028\u2029]+\s*")  # a new line could start a heading, list or table
+# Streamlit's Markdown (remark-gfm) turns URL-like text into links after escapes are resolved:
+# ``https://…``, ``www.…`` and ``name@host``. An invisible word joiner inside each pattern keeps it text.
+_AUTOLINKS = re.compile(r"(?i)(?<=:)(?=//)|(?<=www)(?=\.)|(?<=@)")
+WORD_JOINER = "\u2060"
 # Characters a URL may keep in a Markdown link destination; the rest (parentheses, brackets, quotes,
 # spaces, backslashes, angle brackets) are percent-encoded, so the destination cannot end early.
 _URL_SAFE = "/:?#@!&+,;=%-._~"
 
 
 def literal(text: object) -> str:
-    """``text`` as Markdown that shows exactly these characters (on one line)."""
-    return _PUNCTUATION.sub(r"\\\1", _LINE_BREAKS.sub(" ", str(text)))
+    """``text`` as Markdown that shows these characters (on one line; URL-like text not as a link)."""
+    one_line = _LINE_BREAKS.sub(" ", str(text))
+    return _PUNCTUATION.sub(r"\\\1", _AUTOLINKS.sub(WORD_JOINER, one_line))
 
 
 def web_url(url: str | None) -> str | None:
