@@ -196,3 +196,65 @@ def test_the_grid_moves_thumbnails_only(stack, page, artifacts_dir):
     assert largest <= 320
     assert 0 < moved <= PAGE_BUDGET
     page.screenshot(path=str(artifacts_dir / "ui-thumbnails.png"), full_page=True)
+
+
+def test_load_more_appends_the_next_page(stack, page, artifacts_dir):
+    open_ui(page, stack)
+    search_text(page, "a red circle")
+    first = api_search(stack, text="a red circle", k=12)
+    second = api_search(stack, text="a red circle", k=12, offset=first["next_offset"])
+    wait_for_ids(page, [r["id"][:12] for r in first["results"]])
+    page.get_by_role("button", name="Load more").click()
+    wait_for_ids(page, [r["id"][:12] for r in first["results"] + second["results"]])
+    expect(page.get_by_text("24 results in")).to_be_visible()
+    page.screenshot(path=str(artifacts_dir / "ui-load-more.png"), full_page=True)
+
+
+def test_filters_by_format_camera_date_and_tags(stack, page, artifacts_dir):
+    open_ui(page, stack)
+    search_text(page, "a green thing")
+    choose(page, "stMultiSelect", "Format", "png")
+    pngs = api_ids(stack, text="a green thing", k=12, filters={"format": ["png"]})
+    assert len(pngs) == 4
+    wait_for_ids(page, pngs)
+    page.get_by_test_id("stMultiSelect").filter(has_text="Format").get_by_role("button", name="Clear all").click()
+
+    page.get_by_label("Camera").fill("canon")
+    page.get_by_label("Camera").press("Enter")
+    canon = api_ids(stack, text="a green thing", k=12, filters={"camera": "canon"})
+    assert len(canon) == 3
+    wait_for_ids(page, canon)
+    page.get_by_label("Camera").fill("")
+    page.get_by_label("Camera").press("Enter")
+
+    page.get_by_role("spinbutton", name="year, Taken after").click()
+    page.keyboard.type("20220101")  # year, month, day: the field moves on by itself
+    page.get_by_role("heading", name="Image search").click()  # the date is taken when the field loses focus
+    recent = api_ids(stack, text="a green thing", k=12, filters={"taken_after": "2022-01-01"})
+    assert len(recent) == 3  # the iPhone's
+    wait_for_ids(page, recent)
+    page.screenshot(path=str(artifacts_dir / "ui-filters.png"), full_page=True)
+
+
+def test_filter_by_a_tag_from_the_tag_list(stack, page):
+    tags = httpx.get(f"{stack['api']}/tags", headers={"X-API-Key": READ}).json()["tags"]
+    tag = next(t["tag"] for t in tags if 0 < t["count"] < 40)  # one that leaves some images out
+    open_ui(page, stack)
+    search_text(page, "a blue square")
+    choose(page, "stMultiSelect", "Tags", tag)
+    expected = api_ids(stack, text="a blue square", k=12, filters={"tags": [tag]})
+    assert expected
+    wait_for_ids(page, expected)
+
+
+def test_sort_by_date(stack, page):
+    open_ui(page, stack)
+    search_text(page, "a photo")
+    page.get_by_test_id("stRadio").filter(has_text="Sort by").get_by_text("newest", exact=True).click()
+    newest = api_search(stack, text="a photo", k=12, sort="newest")["results"]
+    assert [r["camera"] for r in newest[:3]] == ["Apple iPhone 13"] * 3
+    wait_for_ids(page, [r["id"][:12] for r in newest])
+    page.get_by_test_id("stRadio").filter(has_text="Sort by").get_by_text("oldest", exact=True).click()
+    oldest = api_search(stack, text="a photo", k=12, sort="oldest")["results"]
+    assert [r["camera"] for r in oldest[:3]] == ["Canon EOS 5D"] * 3
+    wait_for_ids(page, [r["id"][:12] for r in oldest])

@@ -64,12 +64,14 @@ def card(result: dict, with_feedback: bool) -> None:
     st.markdown(summary(result))
     st.caption(image_id[:12])
     st.button("More like this", key=f"more-{image_id}", on_click=more_like, args=(image_id,))
-    up, down, details = st.columns(3)
-    if with_feedback:
-        up.button("👍", key=f"up-{image_id}", on_click=rate, args=(image_id, True), help="more like this one")
-        down.button("👎", key=f"down-{image_id}", on_click=rate, args=(image_id, False), help="less like this one")
+    up, down, details = st.columns([1, 1, 2])
+    if with_feedback:  # icons, not emoji: they show the same in every browser, emoji fonts or not
+        up.button(":material/thumb_up:", key=f"up-{image_id}", on_click=rate, args=(image_id, True),
+                  help="👍 more like this one")
+        down.button(":material/thumb_down:", key=f"down-{image_id}", on_click=rate, args=(image_id, False),
+                    help="👎 less like this one")
     details.button("Details", key=f"details-{image_id}", on_click=open_details, args=(result,),
-                   help="the original, large, with all it is known by")
+                   help="the original, large, with all that is known of it")
 
 
 def grid(results: list[dict], with_feedback: bool) -> None:
@@ -86,11 +88,13 @@ def chips() -> None:
     if not likes and not dislikes:
         return
     st.caption("Refined by your feedback (by meaning) — click one to take it back:")
-    chosen = [("liked", "👍", image_id) for image_id in likes] + [("disliked", "👎", image_id) for image_id in dislikes]
+    chosen = [("liked", ":material/thumb_up:", image_id) for image_id in likes] + \
+        [("disliked", ":material/thumb_down:", image_id) for image_id in dislikes]
     columns = st.columns(min(len(chosen) + 1, 8))
     for n, (name, mark, image_id) in enumerate(chosen):
         columns[n % (len(columns) - 1) if len(columns) > 1 else 0].button(
-            f"{mark} {image_id[:8]} ✕", key=f"chip-{name}-{image_id}", on_click=unrate, args=(name, image_id))
+            f"{image_id[:8]} ×", icon=mark, key=f"chip-{name}-{image_id}", on_click=unrate, args=(name, image_id),
+            help=f"{'👍' if name == 'liked' else '👎'} {image_id}: click to take it back")
     columns[-1].button("Clear feedback", key="clear-feedback", on_click=clear_feedback)
 
 

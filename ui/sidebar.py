@@ -15,6 +15,7 @@ from imagesearch.ui.search import Options
 VIEWS = ["Search", "Duplicates"]
 SOURCES = ["url", "folder", "upload"]
 SORTS = ["relevance", "newest", "oldest"]
+EARLIEST, LATEST = date(1826, 1, 1), date(2200, 12, 31)  # the date pickers' range (their default is ten years)
 
 
 def view() -> str:
@@ -75,9 +76,10 @@ def options() -> Options:
 def _when_where_what() -> dict:
     """The photo filters (EXIF date, camera, place) and the tags."""
     bar, filters = st.sidebar, {}
-    after, before = bar.columns(2)
-    taken_after: date | None = after.date_input("Taken after", value=None, key="f_taken_after")
-    taken_before: date | None = before.date_input("Taken before", value=None, key="f_taken_before")
+    taken_after: date | None = bar.date_input("Taken after", value=None, min_value=EARLIEST, max_value=LATEST,
+                                              key="f_taken_after")
+    taken_before: date | None = bar.date_input("Taken before", value=None, min_value=EARLIEST, max_value=LATEST,
+                                               key="f_taken_before")
     if taken_after:
         filters["taken_after"] = taken_after.isoformat()
     if taken_before:
