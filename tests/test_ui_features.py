@@ -258,3 +258,92 @@ def test_sort_by_date(stack, page):
     oldest = api_search(stack, text="a photo", k=12, sort="oldest")["results"]
     assert [r["camera"] for r in oldest[:3]] == ["Canon EOS 5D"] * 3
     wait_for_ids(page, [r["id"][:12] for r in oldest])
+
+
+def button(page: Page, key: str):
+    """The button Streamlit drew for widget ``key`` (its container carries the key as a class; a button
+    with a tooltip is drawn twice, the first is the one shown)."""
+    return page.locator(f".st-key-{key} button").first
+
+
+def test_feedback_refines_the_query_and_each_chip_takes_one_back(stack, page, artifacts_dir):
+    text = "a red circle"
+    open_ui(page, stack)
+    search_text(page, text)
+    original = api_search(stack, text=text, k=12)["results"]
+    wait_for_ids(page, [r["id"][:12] for r in original])
+    liked = original[3]["id"]
+    button(page, f"up-{liked}").click()
+    with_like = api_search(stack, text=text, k=12, positive_ids=[liked])["results"]
+    wait_for_ids(page, [r["id"][:12] for r in with_like])
+    expect(button(page, f"chip-liked-{liked}")).to_contain_text(f"{liked[:8]} ×")
+    disliked = next(r["id"] for r in with_like[1:] if r["id"] != liked)
+    button(page, f"down-{disliked}").click()
+    wait_for_ids(page, api_ids(stack, text=text, k=12, positive_ids=[liked], negative_ids=[disliked]))
+    expect(button(page, f"chip-disliked-{disliked}")).to_be_visible()
+    page.screenshot(path=str(artifacts_dir / "ui-feedback.png"), full_page=True)
+
+    button(page, f"chip-liked-{liked}").click()  # only the 👎 stays
+    without_like = api_search(stack, text=text, k=12, negative_ids=[disliked])["results"]
+    wait_for_ids(page, [r["id"][:12] for r in without_like])
+    expect(page.locator(f".st-key-chip-liked-{liked}")).to_have_count(0)
+    expect(button(page, f"chip-disliked-{disliked}")).to_be_visible()
+    button(page, f"up-{without_like[0]['id']}").click()
+    expect(button(page, f"chip-liked-{without_like[0]['id']}")).to_be_visible()
+    page.get_by_role("button", name="Clear feedback").click()  # back to the query alone
+    wait_for_ids(page, [r["id"][:12] for r in original])
+    expect(page.get_by_text("Refined by your feedback")).to_have_count(0)
+
+
+def test_details_of_a_photo(stack, page, artifacts_dir):
+    open_ui(page, stack)
+    page.get_by_label("Camera").fill("iphone 13")
+    page.get_by_label("Camera").press("Enter")
+    search_text(page, "a photo")
+    photo = api_search(stack, text="a photo", k=12, filters={"camera": "iphone 13"})["results"][0]
+    wait_for_ids(page, api_ids(stack, text="a photo", k=12, filters={"camera": "iphone 13"}))
+    button(page, f"details-{photo['id']}").click()
+    expect(page.get_by_text("Came from")).to_be_visible()
+    facts = "\n".join(page.get_by_test_id("stMarkdownContainer").all_inner_texts()).replace(WORD_JOINER, "")
+    assert f"Score {photo['score']:.3f} · matched by vector" in facts
+    assert "Camera Apple iPhone 13" in facts and photo["taken_at"] in facts and "43.55000, 7.01000" in facts
+    assert f"Tags {', '.join(photo['tags'])}" in facts
+    assert all(location in facts for location in photo["urls"])
+    expect(page.get_by_text(photo["id"], exact=True)).to_be_visible()  # the whole id
+    large = page.get_by_test_id("stImage").locator("img")
+    expect(large).to_have_count(1)
+    page.wait_for_function("() => document.querySelector('[data-testid=stImage] img').naturalWidth > 0")
+    assert large.evaluate("i => i.naturalWidth") == photo["width"]  # the original, not the thumbnail
+    page.screenshot(path=str(artifacts_dir / "ui-details.png"), full_page=True)
+    button(page, f"details-more-{photo['id']}").click()
+    expect(page.get_by_text(f"Similar to {photo['id'][:12]}")).to_be_visible()
+
+
+def test_the_duplicates_page(stack, page, artifacts_dir):
+    groups = httpx.get(f"{stack['api']}/duplicates", headers={"X-API-Key": READ}, timeout=120).json()["groups"]
+    assert groups and len(groups[0]["ids"]) >= 2
+    open_ui(page, stack)
+    page.get_by_test_id("stRadio").filter(has_text="Page").get_by_text("Duplicates", exact=True).click()
+    expect(page.get_by_text(f"{len(groups)} group")).to_be_visible()
+    expected = [image_id[:12] for group in groups for image_id in group["ids"]]
+    wait_for_ids(page, expected)
+    expect(page.get_by_test_id("stImage")).to_have_count(len(expected))
+    for n, group in enumerate(groups, start=1):
+        expect(page.get_by_text(f"Group {n} · {len(group['ids'])} images · score {group['min_score']:.3f}")).to_be_visible()
+    page.screenshot(path=str(artifacts_dir / "ui-duplicates.png"), full_page=True)
+    second = groups[0]["ids"][1]
+    button(page, f"dup-more-1-{second}").click()
+    expect(page.get_by_text(f"Similar to {second[:12]}")).to_be_visible()
+
+
+def test_remove_an_image_with_an_admin_key(stack, page):
+    open_ui(page, stack)
+    search_text(page, "a photo")
+    victim = api_search(stack, text="a photo", k=12)["results"][5]["id"]
+    button(page, f"details-{victim}").click()
+    page.get_by_role("button", name="Remove").click()
+    page.get_by_role("button", name="Remove for good").click()
+    expect(page.get_by_text(f"Removed {victim[:12]} from the index.")).to_be_visible()
+    assert victim[:12] not in result_ids(page)
+    gone = httpx.get(f"{stack['api']}/images/{victim}", headers={"X-API-Key": READ})
+    assert gone.status_code == 404

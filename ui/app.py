@@ -110,11 +110,10 @@ def main() -> None:
                  f"Start it with `imagesearch serve` (or `make run`) and reload this page.\n\n({literal(exc)})")
         st.stop()
     try:
-        options = sidebar.options()
         if view == "Duplicates":
             duplicates_view(st.session_state.get("model"))
         else:
-            search_view(options)
+            search_view(sidebar.options())
     except ApiDown as exc:
         st.error(f"The search API at {literal(API_URL)} stopped answering ({literal(exc)}). Try again when it is back.")
 

@@ -73,8 +73,8 @@ def details_view(result: dict) -> None:
     large, side = st.columns([3, 2])
     with large:
         data = original(image_id)
-        if data:
-            st.image(data, width="stretch")
+        if data:  # a small image at its own size: blown up, it would only look blurred
+            st.image(data, width="stretch" if result["width"] >= 640 else "content")
         else:
             st.warning("The original could not be read from the API.")
     with side:
