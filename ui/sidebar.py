@@ -75,7 +75,8 @@ def options() -> Options:
 
 def _when_where_what() -> dict:
     """The photo filters (EXIF date, camera, place) and the tags."""
-    bar, filters = st.sidebar, {}
+    bar = st.sidebar
+    filters: dict[str, object] = {}
     taken_after: date | None = bar.date_input("Taken after", value=None, min_value=EARLIEST, max_value=LATEST,
                                               key="f_taken_after")
     taken_before: date | None = bar.date_input("Taken before", value=None, min_value=EARLIEST, max_value=LATEST,
