@@ -106,6 +106,14 @@ class DecodeSettings(BaseModel):
                             "pixels the download's verifying decode keeps for the embedder, so each image is decoded once; 0 = off")
 
 
+class ThumbnailSettings(BaseModel):
+    """Thumbnails: the small copies the web UI shows (GET /images/{id}/thumbnail)."""
+
+    thumbnail_size: int = Field(320, ge=16, le=4096, description="a thumbnail's longest side in pixels (never larger than "
+                                "the image); thumbnails already made keep their size")
+    thumbnail_quality: int = Field(80, ge=1, le=100, description="the WebP quality thumbnails are encoded at (1-100)")
+
+
 class StoreSettings(BaseModel):
     """The vector store: local (SQLite) or Elasticsearch."""
 
@@ -276,12 +284,13 @@ class RunSettings(BaseModel):
         return None if value == "" else value  # empty (as in .env.example): none, not the current folder
 
 
-SECTIONS: tuple[type[BaseModel], ...] = (PathSettings, BlobSettings, ModelSettings, DecodeSettings, StoreSettings,
-                                         DownloadSettings, RaySettings, ServiceSettings, TagSettings, RunSettings)
+SECTIONS: tuple[type[BaseModel], ...] = (PathSettings, BlobSettings, ModelSettings, DecodeSettings, ThumbnailSettings,
+                                         StoreSettings, DownloadSettings, RaySettings, ServiceSettings, TagSettings,
+                                         RunSettings)
 
 
-class Settings(PathSettings, BlobSettings, ModelSettings, DecodeSettings, StoreSettings, DownloadSettings, RaySettings,
-               ServiceSettings, TagSettings, RunSettings, BaseSettings):
+class Settings(PathSettings, BlobSettings, ModelSettings, DecodeSettings, ThumbnailSettings, StoreSettings,
+               DownloadSettings, RaySettings, ServiceSettings, TagSettings, RunSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGESEARCH_", env_file=None, extra="ignore")
 
     @property

@@ -89,6 +89,18 @@ def photo_metadata(data: bytes, max_pixels: int = 100_000_000) -> PhotoMetadata:
     return read_photo_metadata(_open(data, max_pixels))
 
 
+def decode(data: bytes, max_pixels: int = 100_000_000, draft: tuple[int, int] | None = None) -> Image.Image:
+    """The image's first frame, fully decoded (``ImageDecodeError`` for what is not a usable image);
+    ``draft``: a JPEG is decoded at the smallest DCT scale that still covers this size."""
+    img = _open(data, max_pixels)
+    if draft is not None and img.format == "JPEG":
+        img.draft(img.mode, draft)
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)  # animated GIF/WebP/TIFF: the first frame
+    _load(img)
+    return img
+
+
 def _load(img: Image.Image) -> None:
     try:
         with warnings.catch_warnings():

@@ -6,17 +6,19 @@ Incremental: URLs that already have an image, or that failed in an earlier run, 
 (``retry_failed`` retries exactly the failures). Crash-safe: in small batches, the bytes are
 written first (content-addressed, atomic, synced), then the records, so a kill loses at most the
 few batches still in memory (the next run fetches them again) and never leaves a record without
-its file.
+its file. Each batch's thumbnails (imagesearch/thumbnails.py) are made from the bytes in hand and
+stored right after its files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 from imagesearch.blobs import BlobStore, make_blob_store
@@ -27,6 +29,7 @@ from imagesearch.ingest.urls import UrlEntry
 from imagesearch.records import ImageRecord, UrlFailure
 from imagesearch.robots import RobotsRules
 from imagesearch.stores import VectorStore
+from imagesearch.thumbnails import store_thumbnails, thumbnail_items
 
 Progress = Callable[[str, int], None]  # (event, n): downloaded, duplicate, known, skipped, failed:<reason>
 _CHUNK = 1000  # entries looked up in the store at a time
@@ -77,14 +80,18 @@ class _BatchWriter:
     ``close``, after the records of the files written before it.
     """
 
-    def __init__(self, store: VectorStore, blobs: BlobStore, batch: int, summary: DownloadSummary,
+    def __init__(self, store: VectorStore, blobs: BlobStore, settings: Settings, summary: DownloadSummary,
                  progress: Progress | None, handoff: DecodedHandoff | None = None):
-        self.store, self.blobs, self.batch, self.summary = store, blobs, batch, summary
+        self.store, self.blobs, self.settings, self.summary = store, blobs, settings, summary
+        self.batch = settings.download_write_batch
         self.progress, self.handoff = progress, handoff
         self.images: list[tuple[UrlEntry, FetchedImage]] = []
         self.failures: list[UrlFailure] = []
         self.last_flush = time.monotonic()
         self._files_thread = ThreadPoolExecutor(1, thread_name_prefix="image-writer")
+        # A batch's thumbnails are made on all cores: on the files' one thread alone, large photos would
+        # hold up the writes (and so the fetches) while the other cores wait.
+        self._thumbnail_threads = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="thumbnails")
         self._records_thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._files: list[Future] = []  # batches of files being written, oldest first
         self._pending: list[Future] = []  # batches of records being written, oldest first
@@ -122,11 +129,15 @@ class _BatchWriter:
         finally:
             self._files_thread.shutdown(wait=True)
             self._records_thread.shutdown(wait=True)
+            self._thumbnail_threads.shutdown(wait=True)
 
     def _write_files(self, images: list[tuple[UrlEntry, FetchedImage]]) -> tuple[list[ImageRecord], OSError | None]:
         """The batch's files, stored before their records exist (one sync for the batch); the
-        records of those stored, and the error that stopped the rest (a full disk), if any."""
+        records of those stored, and the error that stopped the rest (a full disk), if any. Then the
+        thumbnails of those stored."""
         stored, error = self.blobs.put_many([(image.data, image.info.format, None) for _, image in images])
+        made = zip(stored, [image.data for _, image in images[: len(stored)]], strict=True)  # a prefix
+        store_thumbnails(self.blobs, thumbnail_items(made, self.settings, self._thumbnail_threads))
         records = [
             ImageRecord(id=image_id, urls=[entry.url], captions=[entry.caption] if entry.caption else [],
                         sources=["url"], width=image.info.width, height=image.info.height, format=image.info.format,
@@ -180,7 +191,7 @@ class _DownloadRun:
         self.entries, self.store, self.settings, self.handoff = entries, store, settings, handoff
         self.options = FetchOptions.from_settings(settings)
         self.summary = DownloadSummary(total=len(entries))
-        self.writer = _BatchWriter(store, blobs, settings.download_write_batch, self.summary, progress, handoff)
+        self.writer = _BatchWriter(store, blobs, settings, self.summary, progress, handoff)
         self.queue: asyncio.Queue[UrlEntry | None] = asyncio.Queue(maxsize=2 * settings.download_concurrency)
         self.per_host: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(settings.download_per_host))
         self.client = make_client(self.options, max_connections=settings.download_concurrency)

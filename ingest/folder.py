@@ -1,18 +1,20 @@
-"""Folder scanner: every image file below a folder becomes a record (source "folder")."""
+"""Folder scanner: every image file below a folder becomes a record (source "folder"), its bytes
+stored with their thumbnail."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
-from imagesearch.blobs import BlobStorageError, make_blob_store, sha256_hex
+from imagesearch.blobs import BlobItem, BlobStorageError, make_blob_store, sha256_hex
 from imagesearch.config import Settings
 from imagesearch.formats import FILE_SUFFIXES
 from imagesearch.ingest.handoff import DecodedHandoff
 from imagesearch.preprocess import ImageDecodeError, probe
 from imagesearch.records import ImageRecord
 from imagesearch.stores import VectorStore
+from imagesearch.thumbnails import store_thumbnails, thumbnail_items
 
 
 def image_files(root: Path) -> Iterator[Path]:
@@ -35,8 +37,11 @@ def scan_folder(root: Path, store: VectorStore, settings: Settings,
         raise FileNotFoundError(f"folder {root} does not exist")
     blobs = make_blob_store(settings)
     pending: list[ImageRecord] = []
+    thumbnails: list[BlobItem] = []  # the new images' (small): stored a batch at a time, with one disk sync
 
     def flush() -> None:
+        store_thumbnails(blobs, thumbnails)
+        thumbnails.clear()
         if pending:
             created = store.upsert_images(pending)
             for new in created:
@@ -69,6 +74,8 @@ def scan_folder(root: Path, store: VectorStore, settings: Settings,
                 progress(f"failed:{exc.reason}", 1)
                 continue
             blobs.put(data, info.format, image_id)
+            if existing is None:  # new bytes (known ones have their thumbnail, or get it on request)
+                thumbnails += thumbnail_items([(image_id, data)], settings)
             pending.append(ImageRecord(id=image_id, paths=[str(path)], sources=["folder"], width=info.width,
                                        height=info.height, format=info.format, bytes=len(data), photo=info.photo))
             if len(pending) >= settings.download_write_batch:

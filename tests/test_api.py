@@ -485,8 +485,8 @@ def test_fuzzed_requests_never_get_a_server_error(api):
             except Unsatisfiable:  # an operation without inputs has no invalid ones to send
                 assert mode == schemathesis.GenerationMode.NEGATIVE
     every = {("GET", "/search"), ("POST", "/search"), ("POST", "/search/image"), ("GET", "/duplicates"),
-             ("GET", "/images/{image_id}"), ("DELETE", "/images/{image_id}"), ("GET", "/healthz"), ("GET", "/status"),
-             ("GET", "/metrics"), ("GET", "/tags")}
+             ("GET", "/images/{image_id}"), ("GET", "/images/{image_id}/thumbnail"), ("DELETE", "/images/{image_id}"),
+             ("GET", "/healthz"), ("GET", "/status"), ("GET", "/metrics"), ("GET", "/tags")}
     # every route that takes an API key header has invalid input to send; /healthz and /metrics take nothing
     with_invalid_input = every - {("GET", "/healthz"), ("GET", "/metrics")}
     assert checked == {(*o, "positive") for o in every} | {(*o, "negative") for o in with_invalid_input}, checked

@@ -44,11 +44,13 @@ def requests(image_id: str, data: bytes) -> dict[str, tuple[str, str, dict]]:
         "POST /search": ("POST", "/search", {"json": {"text": "a red circle"}}),
         "POST /search/image": ("POST", "/search/image", {"files": {"file": ("x.jpg", io.BytesIO(data), "image/jpeg")}}),
         "GET /images/{id}": ("GET", f"/images/{image_id}", {}),
+        "GET /images/{id}/thumbnail": ("GET", f"/images/{image_id}/thumbnail", {}),
         "GET /status": ("GET", "/status", {}),
     }
 
 
-@pytest.mark.parametrize("route", ["GET /search", "POST /search", "POST /search/image", "GET /images/{id}", "GET /status"])
+@pytest.mark.parametrize("route", ["GET /search", "POST /search", "POST /search/image", "GET /images/{id}",
+                                   "GET /images/{id}/thumbnail", "GET /status"])
 def test_every_route_needs_a_valid_key(keyed_api, route, caplog):
     url, image_id, data = keyed_api
     method, path, kwargs = requests(image_id, data)[route]

@@ -12,14 +12,14 @@ import pytest
 from pydantic import SecretStr
 
 from imagesearch.api.app import create_app
-from imagesearch.blobs import BlobMissing, FolderBlobStore, make_blob_store, sha256_hex
+from imagesearch.blobs import THUMBNAIL, BlobMissing, FolderBlobStore, make_blob_store, sha256_hex
 from imagesearch.config import Settings
 from imagesearch.stores.local import LocalStore
 from tests.support.cli import run_cli, start_cli
 from tests.support.image_server import Reply
 from tests.support.net import wait_until
 from tests.support.search_api import ApiThread, make_shapes, write_folder
-from tests.support.seaweedfs import in_bucket, objects, s3_env
+from tests.support.seaweedfs import in_bucket, objects, s3_env, thumbnail_objects
 
 
 @pytest.mark.parametrize("kind", ["folder", "s3"])
@@ -37,18 +37,23 @@ def test_the_folder_and_the_bucket_keep_the_same_guarantees(kind, tmp_path, requ
     reader = blobs.open(ids[2], "png")
     assert reader.size == len(data[2]) and b"".join(reader.chunks) == data[2]
     reader.close()
-    assert blobs.delete(ids[0]) == 1 and blobs.delete(ids[0]) == 0
+    thumbnail = os.urandom(300)
+    assert blobs.put(thumbnail, THUMBNAIL, ids[0]) == ids[0] and blobs.get(ids[0], THUMBNAIL) == thumbnail
+    assert blobs.get(ids[0], "png") == data[0]  # beside the image, under a name of its own
+    assert blobs.delete(ids[0]) == 1 and blobs.delete(ids[0]) == 0  # the image's blob is counted, its thumbnail goes too
     for read in (blobs.get, blobs.open):
-        with pytest.raises(BlobMissing):
-            read(ids[0], "png")
+        for fmt in ("png", THUMBNAIL):
+            with pytest.raises(BlobMissing):
+                read(ids[0], fmt)
     with pytest.raises(ValueError, match="not an image id"):
         blobs.get("../" + "0" * 61, "png")
     assert blobs.sweep_leftovers() == 0
 
 
 def test_an_ingest_into_a_bucket_is_searched_served_and_removed(s3_server, settings, tmp_path):
-    """`imagesearch ingest --folder` stores the files in the bucket only; the embedder reads them
-    from there; the API serves them with the folder's headers; removal deletes the objects."""
+    """`imagesearch ingest --folder` stores the files and their thumbnails in the bucket only; the
+    embedder reads them from there; the API serves them with the folder's headers; removal deletes the
+    objects."""
     settings = in_bucket(settings, s3_server)
     shapes = make_shapes(1, seed=21)
     done = run_cli("ingest", "--folder", str(write_folder(tmp_path / "photos", shapes)), env=s3_env(settings))
@@ -56,6 +61,7 @@ def test_an_ingest_into_a_bucket_is_searched_served_and_removed(s3_server, setti
     assert f"embed: {len(shapes)} embedded" in done.stdout, done.stdout
     keys = objects(s3_server, settings)
     assert len(keys) == len(shapes) and not list(settings.images_dir.rglob("*.jpg"))
+    assert thumbnail_objects(s3_server, settings) == sorted(f"images/thumbnails/{k[7:9]}/{k[10:74]}.webp" for k in keys)
     with ApiThread(create_app(settings)) as api, httpx.Client(base_url=api.url, timeout=60) as http:
         top = http.get("/search", params={"q": "a red circle", "k": 1}).json()["results"][0]
         response = http.get(top["image_url"])
@@ -63,9 +69,19 @@ def test_an_ingest_into_a_bucket_is_searched_served_and_removed(s3_server, setti
         assert response.headers["etag"] == f'"{top["id"]}"' and "immutable" in response.headers["cache-control"]
         assert response.headers["content-type"] == "image/jpeg"
         assert http.get(top["image_url"], headers={"If-None-Match": response.headers["etag"]}).status_code == 304
+        thumbnail = http.get(f"{top['image_url']}/thumbnail")
+        assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/webp"
+        assert thumbnail.headers["etag"] == f'"{top["id"]}-thumbnail"' and thumbnail.content[8:12] == b"WEBP"
+        assert int(thumbnail.headers["content-length"]) == len(thumbnail.content)
+        bucket, key = settings.blobs.removeprefix("s3://").split("/")[0], f"images/thumbnails/{top['id'][:2]}/{top['id']}.webp"
+        s3_server.client().delete_object(Bucket=bucket, Key=key)  # as for an image stored before thumbnails were made
+        assert http.get(f"{top['image_url']}/thumbnail").content == thumbnail.content  # made again on request...
+        assert key in thumbnail_objects(s3_server, settings)  # ...and kept
         assert http.delete(top["image_url"]).json() == {"removed": top["id"], "records": 1, "files": 1}
         assert http.get(top["image_url"]).status_code == 404
-    assert len(objects(s3_server, settings)) == len(shapes) - 1
+        assert http.get(f"{top['image_url']}/thumbnail").status_code == 404
+    assert len(objects(s3_server, settings)) == len(thumbnail_objects(s3_server, settings)) == len(shapes) - 1
+    assert not [key for key in thumbnail_objects(s3_server, settings) if top["id"] in key]
 
 
 def test_the_storage_going_away_mid_download_stops_clearly_and_a_rerun_completes(s3_server, settings, image_server):
@@ -124,9 +140,10 @@ def _images(database: Path) -> int:
 
 
 def test_the_api_answers_503_at_once_while_the_storage_cannot_be_reached(settings):
-    """No S3 server at the endpoint: /images/{id} of an indexed image is a 503 with Retry-After (the API
-    does not wait the ingest's dependency_wait_s), and so is its removal, whose first part (the record)
-    is done: the same removal run again once the storage is back deletes the object."""
+    """No S3 server at the endpoint: /images/{id} of an indexed image (and its thumbnail) is a 503 with
+    Retry-After (the API does not wait the ingest's dependency_wait_s), and so is its removal, whose
+    first part (the record) is done: the same removal run again once the storage is back deletes the
+    object."""
     from imagesearch.records import ImageRecord
     from imagesearch.stores import make_store
     from tests.support.net import free_port
@@ -138,8 +155,9 @@ def test_the_api_answers_503_at_once_while_the_storage_cannot_be_reached(setting
     store.upsert_images([ImageRecord(id=image_id, width=8, height=8, format="jpeg", bytes=38, sources=["upload"])])
     store.close()
     with ApiThread(create_app(settings)) as api, httpx.Client(base_url=api.url, timeout=60) as http:
-        for method in ("GET", "DELETE"):
-            answer = http.request(method, f"/images/{image_id}")
+        for method, path in (("GET", f"/images/{image_id}"), ("GET", f"/images/{image_id}/thumbnail"),
+                             ("DELETE", f"/images/{image_id}")):
+            answer = http.request(method, path)
             assert answer.status_code == 503 and answer.json()["error"] == "blobs_unavailable", answer.text
             assert answer.headers["retry-after"] and answer.elapsed.total_seconds() < 10
     store = make_store(settings)

@@ -34,7 +34,8 @@ snapshot after
 
 
 def files(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in folder.rglob("*") if p.is_file()}
+    """The image files by name, and what is being written (not the thumbnails)."""
+    return {p.stem: p for p in folder.rglob("*") if p.is_file() and "thumbnails" not in p.relative_to(folder).parts}
 
 
 def store_rows(folder: Path) -> tuple[set[str], int]:

@@ -353,7 +353,7 @@ def test_embed_marks_a_corrupt_stored_file_and_goes_on(tmp_path, test_model_repo
     env = cli_env(tmp_path / "var", test_model_repo)
     assert run_cli("ingest", "download", "--folder", str(folder), env=env).returncode == 0
     victim = hashlib.sha256(items[0].encode()).hexdigest()
-    path = next((tmp_path / "var" / "images").rglob(f"{victim}.*"))
+    path = next((tmp_path / "var" / "images").glob(f"??/{victim}.*"))
     path.write_bytes(path.read_bytes()[:1500])  # damaged on disk after download
     result = run_cli("ingest", "embed", env=env)
     assert result.returncode == 0, result.stderr

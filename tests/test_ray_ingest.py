@@ -26,7 +26,7 @@ from tests.support.cli import REPO, cli_env, command, start_cli
 from tests.support.image_server import ImageServer, Reply
 from tests.support.net import wait_until
 from tests.support.search_api import make_shapes
-from tests.support.seaweedfs import in_bucket, objects, s3_env
+from tests.support.seaweedfs import in_bucket, objects, s3_env, thumbnail_objects
 
 pytest.importorskip("ray", reason="the ray extra is not installed")
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
@@ -108,6 +108,7 @@ def test_a_parquet_list_is_downloaded_then_embedded_into_a_bucket(ray_cluster, s
     done = ingest(env, "download", "--urls", str(tmp_path / "list.parquet"), "--ray", ray_cluster.address)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     assert status(env)["pending"] == len(shapes) and len(objects(s3_server, settings)) == len(shapes)
+    assert len(thumbnail_objects(s3_server, settings)) == len(shapes)  # made by the download tasks, as on one machine
     done = ingest(env, "embed", "--ray", ray_cluster.address)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     assert f"embed (ray): {len(shapes)} embedded" in done.stdout, done.stdout

@@ -6,6 +6,7 @@ one it talks to."""
 from __future__ import annotations
 
 from imagesearch.blobs.base import (
+    THUMBNAIL,
     BlobItem,
     BlobMissing,
     BlobReader,
@@ -19,7 +20,7 @@ from imagesearch.blobs.base import (
 from imagesearch.blobs.folder import FolderBlobStore
 from imagesearch.config import Settings
 
-__all__ = ["BlobItem", "BlobMissing", "BlobReader", "BlobStorageError", "BlobStorageUnavailable", "BlobStore",
+__all__ = ["THUMBNAIL", "BlobItem", "BlobMissing", "BlobReader", "BlobStorageError", "BlobStorageUnavailable", "BlobStore",
            "FolderBlobStore", "ImagesFolderFull", "blob_name", "make_blob_store", "sha256_hex"]
 
 

@@ -4,22 +4,28 @@ record names them.
 Two implementations, chosen by ``IMAGESEARCH_BLOBS``: a content-addressed folder (``folder.py``, the
 default) and an S3-compatible bucket (``s3.py``). Both keep the same guarantees: a blob is complete
 before ``put_many`` reports it stored (so a record never names a partial blob), writing the same
-id again is harmless (same id, same bytes), ``delete`` removes it whatever its format, and a name
-never comes from a URL or a file name.
+id again is harmless (same id, same bytes), ``delete`` removes it whatever its format (and its
+thumbnail, stored as one more blob of the image under the format ``THUMBNAIL``), and a name never
+comes from a URL or a file name.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 from imagesearch.formats import FORMATS
 from imagesearch.records import is_image_id
 
 BlobItem = tuple[bytes, str, "str | None"]  # (bytes, format, id or None: the bytes' sha256)
+
+# The format under which an image's thumbnail is stored (imagesearch/thumbnails.py): a WebP under
+# ``thumbnails/``, apart from the originals, so that nothing that lists the images counts it as one.
+THUMBNAIL = "thumbnail"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -27,8 +33,11 @@ def sha256_hex(data: bytes) -> str:
 
 
 def blob_name(image_id: str, fmt: str) -> str:
-    """``ab/abcdef….jpg``: where a blob lives below the storage's root, in either implementation."""
+    """``ab/abcdef….jpg``: where a blob lives below the storage's root, in either implementation;
+    ``thumbnails/ab/abcdef….webp`` for the image's thumbnail (``fmt`` = ``THUMBNAIL``)."""
     check_id(image_id)
+    if fmt == THUMBNAIL:
+        return f"thumbnails/{image_id[:2]}/{image_id}.webp"
     return f"{image_id[:2]}/{image_id}.{FORMATS[fmt].extension if fmt in FORMATS else 'bin'}"
 
 
@@ -94,7 +103,8 @@ class BlobStore(Protocol):
         ...
 
     def delete(self, image_id: str) -> int:
-        """Delete the image's blob, whatever its format; returns how many went (0 or 1)."""
+        """Delete the image's blob, whatever its format, and its thumbnail; returns how many image
+        blobs went (0 or 1: the thumbnail is not counted)."""
         ...
 
     def sweep_leftovers(self) -> int:

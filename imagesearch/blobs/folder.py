@@ -1,4 +1,5 @@
-"""Blobs in a content-addressed folder: ``<data>/images/ab/abcdef….<ext>``, named by the bytes' sha256.
+"""Blobs in a content-addressed folder: ``<data>/images/ab/abcdef….<ext>``, named by the bytes' sha256;
+thumbnails in ``<data>/images/thumbnails/ab/abcdef….webp``.
 
 The path never comes from a URL or a file name; files are written atomically (a temp file in
 ``<data>/images/incoming/``, then a hard link) and an existing file is never overwritten.
@@ -6,15 +7,17 @@ The path never comes from a URL or a file name; files are written atomically (a 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from imagesearch.blobs.base import (
+    THUMBNAIL,
     BlobItem,
     BlobMissing,
     BlobReader,
@@ -142,10 +145,8 @@ class FolderBlobStore:
             pass
         except FileNotFoundError:  # its folder is made on first use: saves two system calls per image
             path.parent.mkdir(parents=True, exist_ok=True)
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
-            except FileExistsError:
-                pass
 
     def sweep_leftovers(self, older_than_s: float = LEFTOVER_AGE_S) -> int:
         """Delete the temp files of writers killed mid-write; returns how many went. Files younger
@@ -163,12 +164,14 @@ class FolderBlobStore:
         return swept
 
     def delete(self, image_id: str) -> int:
-        """Delete the image's file, whatever its extension; returns how many files went (0 or 1)."""
+        """Delete the image's file, whatever its extension, and its thumbnail; returns how many image
+        files went (0 or 1)."""
         check_id(image_id)
         deleted = 0
         for path in (self.root / image_id[:2]).glob(f"{image_id}.*"):
             path.unlink(missing_ok=True)
             deleted += 1
+        self.path(image_id, THUMBNAIL).unlink(missing_ok=True)
         return deleted
 
     def get(self, image_id: str, fmt: str) -> bytes:

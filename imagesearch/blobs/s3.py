@@ -1,4 +1,5 @@
-"""Blobs in an S3-compatible bucket: ``s3://bucket/prefix`` + ``ab/abcdef….<ext>``, the folder's layout.
+"""Blobs in an S3-compatible bucket: ``s3://bucket/prefix`` + ``ab/abcdef….<ext>`` (and
+``thumbnails/ab/abcdef….webp``), the folder's layout.
 
 The guarantees are the folder's: an S3 PUT is atomic (an object is visible whole or not at all), so
 a blob is complete before ``put_many`` reports it and before its record is written; a PUT of an
@@ -14,9 +15,10 @@ import errno
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import boto3
 from botocore.config import Config
@@ -25,6 +27,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from imagesearch.blobs.base import (
+    THUMBNAIL,
     BlobItem,
     BlobMissing,
     BlobReader,
@@ -124,7 +127,7 @@ class S3BlobStore:
     def _put_one(self, image_id: str, data: bytes, fmt: str) -> None:
         key = self.key(image_id, fmt)
         self._call(f"storing {key}", lambda: self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type(fmt)))
+            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type("webp" if fmt == THUMBNAIL else fmt)))
 
     def _threads(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -148,7 +151,7 @@ class S3BlobStore:
         start = self.prefix + blob_name(image_id, "jpeg").rsplit(".", 1)[0] + "."
         listed = self._call(f"listing {start}*", lambda: self.client.list_objects_v2(Bucket=self.bucket, Prefix=start))
         keys = [item["Key"] for item in listed.get("Contents", [])]
-        for key in keys:
+        for key in [*keys, self.key(image_id, THUMBNAIL)]:  # deleting a key that is not there succeeds
             self._call(f"deleting {key}", partial(self.client.delete_object, Bucket=self.bucket, Key=key))
         return len(keys)
 

@@ -157,6 +157,15 @@ def s3_env(settings: Settings, **more: str) -> dict[str, str]:
 
 
 def objects(server: SeaweedFS, settings: Settings) -> list[str]:
+    """The keys of the images' objects in the bucket (not their thumbnails': ``thumbnail_objects``)."""
+    return [key for key in _keys(server, settings) if "/thumbnails/" not in key]
+
+
+def thumbnail_objects(server: SeaweedFS, settings: Settings) -> list[str]:
+    return [key for key in _keys(server, settings) if "/thumbnails/" in key]
+
+
+def _keys(server: SeaweedFS, settings: Settings) -> list[str]:
     bucket, _, prefix = settings.blobs.removeprefix("s3://").partition("/")
     pages = server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
