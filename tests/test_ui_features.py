@@ -260,6 +260,17 @@ def test_sort_by_date(stack, page):
     wait_for_ids(page, [r["id"][:12] for r in oldest])
 
 
+def test_collapse_near_duplicates(stack, page):
+    open_ui(page, stack)
+    search_text(page, "a colourful pattern")
+    plain = api_ids(stack, text="a colourful pattern", k=12)
+    wait_for_ids(page, plain)
+    page.get_by_text("Collapse near-duplicates").click()
+    collapsed = api_ids(stack, text="a colourful pattern", k=12, collapse=True)
+    assert collapsed != plain  # the noise images are near-duplicates of each other for the tiny model
+    wait_for_ids(page, collapsed)
+
+
 def button(page: Page, key: str):
     """The button Streamlit drew for widget ``key`` (its container carries the key as a class; a button
     with a tooltip is drawn twice, the first is the one shown)."""
