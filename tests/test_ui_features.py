@@ -292,6 +292,7 @@ def test_feedback_refines_the_query_and_each_chip_takes_one_back(stack, page, ar
     button(page, f"down-{disliked}").click()
     wait_for_ids(page, api_ids(stack, text=text, k=12, positive_ids=[liked], negative_ids=[disliked]))
     expect(button(page, f"chip-disliked-{disliked}")).to_be_visible()
+    page.get_by_text("Refined by your feedback").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts_dir / "ui-feedback.png"), full_page=True)
 
     button(page, f"chip-liked-{liked}").click()  # only the 👎 stays

@@ -90,11 +90,13 @@ def chips() -> None:
     st.caption("Refined by your feedback (by meaning) — click one to take it back:")
     chosen = [("liked", ":material/thumb_up:", image_id) for image_id in likes] + \
         [("disliked", ":material/thumb_down:", image_id) for image_id in dislikes]
-    columns = st.columns(min(len(chosen) + 1, 8))
+    columns = st.columns(min(len(chosen) + 1, 8))  # the last one for "Clear feedback"
     for n, (name, mark, image_id) in enumerate(chosen):
-        columns[n % (len(columns) - 1) if len(columns) > 1 else 0].button(
-            f"{image_id[:8]} ×", icon=mark, key=f"chip-{name}-{image_id}", on_click=unrate, args=(name, image_id),
-            help=f"{'👍' if name == 'liked' else '👎'} {image_id}: click to take it back")
+        with columns[n % (len(columns) - 1)]:
+            if data := thumbnail(image_id):
+                st.image(data, width=64)
+            st.button(f"{image_id[:8]} ×", icon=mark, key=f"chip-{name}-{image_id}", on_click=unrate,
+                      args=(name, image_id), help=f"{'👍' if name == 'liked' else '👎'} {image_id}: click to take it back")
     columns[-1].button("Clear feedback", key="clear-feedback", on_click=clear_feedback)
 
 
