@@ -19,7 +19,7 @@ from imagesearch.ui.details import details_view
 from imagesearch.ui.duplicates import duplicates_view
 from imagesearch.ui.markup import literal
 from imagesearch.ui.results import chips, clear_feedback, pages_view
-from imagesearch.ui.search import MODES, Options, SearchFailed, current_pages, request_for
+from imagesearch.ui.search import MODES, UPLOAD_FILTERS, Options, SearchFailed, current_pages, request_for
 
 K_CHOICES = [4, 8, 12, 16, 24, 32, 48, 64, 100]
 UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in FILE_SUFFIXES)
@@ -83,7 +83,7 @@ def search_view(options: Options) -> None:
         st.subheader(f"Similar to {query['image_id'][:12]}")
     elif "upload" in query:
         st.subheader(f"Similar to {literal(st.session_state.upload.name)}")
-        if set(options.filters) - {"taken_after", "taken_before", "camera", "near", "within_km", "tags"}:
+        if set(options.filters) - set(UPLOAD_FILTERS):
             st.caption("Format, source and size filters apply to text and “more like this” searches only.")
     chips()
     try:

@@ -14,7 +14,7 @@ import streamlit as st
 from imagesearch.ui.api_client import ApiDown, body, call, problem
 
 MODES = {"meaning": "vector", "words": "text", "both": "hybrid"}  # what the text is matched by -> the API's mode
-UPLOAD_FILTERS = ("taken_after", "taken_before", "camera", "within_km", "tags")  # the form takes these as fields
+UPLOAD_FILTERS = ("taken_after", "taken_before", "camera", "near", "within_km", "tags")  # the upload form's fields
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def request_for(query: dict, options: Options, k: int, model: str | None) -> dic
 
 def _form_filters(filters: dict) -> dict:
     form = {name: value for name, value in filters.items() if name in UPLOAD_FILTERS}
-    if "near" in filters:
+    if "near" in form:  # a form field: "LAT,LON"
         form["near"] = f"{filters['near']['lat']},{filters['near']['lon']}"
     return form
 

@@ -87,7 +87,7 @@ def _when_where_what() -> dict:
         filters["taken_before"] = taken_before.isoformat()
     if taken_after and taken_before and taken_after > taken_before:
         bar.warning("“Taken after” is later than “Taken before”: the dates are left out.")
-        filters.pop("taken_after"), filters.pop("taken_before")
+        del filters["taken_after"], filters["taken_before"]
     if camera := bar.text_input("Camera", key="f_camera", placeholder="Canon, iPhone 13…").strip():
         filters["camera"] = camera
     near, within = bar.columns([3, 2])
