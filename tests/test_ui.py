@@ -249,3 +249,19 @@ def test_a_model_selector_when_the_api_serves_two_models(tmp_path, test_model_re
             page.screenshot(path=str(artifacts_dir / "ui-model-selector.png"), full_page=True)
         finally:
             stop(ui)
+
+
+def test_a_read_key_cannot_remove_and_is_told_why(stack, page, artifacts_dir):
+    page.goto(stack["ui"])
+    search_text(page, "a red square")
+    expect(page.get_by_text("12 results in")).to_be_visible()
+    shown_classes(page, stack["classes"], 12)
+    victim = result_ids(page)[0]
+    page.get_by_role("button", name="Details").first.click()
+    expect(page.get_by_text("Came from")).to_be_visible()
+    page.get_by_role("button", name="Remove").click()
+    page.get_by_role("button", name="Remove for good").click()
+    expect(page.get_by_text("Removing an image needs an admin key")).to_be_visible()  # the UI's key is a read key
+    page.screenshot(path=str(artifacts_dir / "ui-remove-refused.png"), full_page=True)
+    full = next(i for i in stack["classes"] if i.startswith(victim))
+    assert httpx.get(f"{stack['api']}/images/{full}", headers={"X-API-Key": UI_KEY}).status_code == 200
