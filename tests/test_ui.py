@@ -101,6 +101,12 @@ def result_ids(page: Page) -> list[str]:
     return [t.strip() for t in texts if re.fullmatch(r"[0-9a-f]{12}", t.strip())]
 
 
+def shown_scores(page: Page) -> list[str]:
+    """The scores on the result cards, in order (each card's line starts with its score, in bold)."""
+    lines = page.get_by_test_id("stMarkdownContainer").all_inner_texts()
+    return [m.group(1) for t in lines if (m := re.match(r"\s*(\d\.\d{3})\b", t))]
+
+
 def shown_classes(page: Page, classes: dict, count: int, first: str | None = None) -> list[tuple[str, str]]:
     """The classes of the ``count`` result images on the page, once the page shows exactly that many
     (and ``first`` first): Streamlit replaces the previous results element by element."""
@@ -157,7 +163,11 @@ def test_upload_an_image_to_search_by_it(stack, page, tmp_path, artifacts_dir):
     expect(page.get_by_test_id("stImage")).to_have_count(12)
     found = shown_classes(page, stack["classes"], 12, first=hashlib.sha256(example.data).hexdigest()[:12])
     assert found[0] == ("red", "triangle")
-    expect(page.get_by_text("1.000").first).to_be_visible()
+    # each card shows its own result's score: the API's answer to the same upload, in the same order
+    answer = httpx.post(f"{stack['api']}/search/image", files={"file": ("example.jpg", example.data)}, data={"k": "12"},
+                        headers={"Authorization": f"Bearer {UI_KEY}"}, timeout=60).json()
+    assert answer["results"][0]["score"] > 0.999  # the same bytes: the image itself, first
+    assert shown_scores(page) == [f"{r['score']:.3f}" for r in answer["results"]]
     page.screenshot(path=str(artifacts_dir / "ui-upload-search.png"), full_page=True)
 
 
