@@ -88,17 +88,21 @@ def image_server():
 
 # --- `make test-quick`: the tests that start no server process ----------------------------------------
 
-# Tests that use these fixtures, live in these modules, or run with an "elasticsearch" parameter (they
-# ask for the node themselves) start a real server process (Elasticsearch, tritonserver, a Docker engine,
-# the API and UI with a browser): marked `server`, left out of test-quick.
+# Tests that use these fixtures, live in these modules, or run with an "elasticsearch" or "s3" parameter
+# (they ask for the server themselves) start a real server process (Elasticsearch, tritonserver, SeaweedFS,
+# a Ray cluster, a Docker engine, the API and UI with a browser): marked `server`, left out of test-quick.
 SERVER_FIXTURES = {"es_node", "secured_es_node", "triton_server", "blip2_repo", "s3_server", "ray_cluster"}
 SERVER_MODULES = {"test_es_store", "test_es_cluster", "test_compose_docker", "test_compose_standin", "test_ui",
-                  "test_make_run", "test_triton", "test_blip2"}
+                  "test_ui_features", "test_make_run", "test_triton", "test_blip2"}
+# Models at their real size, a second trained model, or an emulated CPU: marked `slow`, also left out.
+SLOW_FIXTURES = {"vit_b32_repo", "multilingual_repo", "test_model_repo_int8"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
-        if (module in SERVER_MODULES or SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
-                or "elasticsearch" in item.nodeid.split("::")[-1]):
+        fixtures, name = set(getattr(item, "fixturenames", ())), item.nodeid.split("::")[-1]
+        if module in SERVER_MODULES or SERVER_FIXTURES & fixtures or "elasticsearch" in name or "[s3]" in name:
             item.add_marker(pytest.mark.server)
+        if SLOW_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.slow)
