@@ -45,9 +45,10 @@ lint: install
 test: install system-deps lint
 	$(BIN)/python -m pytest -ra --durations=25 $(PYTEST_ARGS)
 
-# The tests that start no server process and export no model (the cached test model is trained once).
+# The tests that start no server process and need no real-size or second model (the cached test model
+# is trained once), on every core: each test makes its own folders and ports.
 test-quick: install
-	$(BIN)/python -m pytest -q -m "not server and not slow" --durations=10 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n auto -m "not server and not slow" --durations=10 $(PYTEST_ARGS)
 
 # The stack under a real Docker engine, as a user runs it (also part of `make test`).
 compose-test: install
