@@ -131,8 +131,10 @@ def wait_for_ids(page: Page, expected: list[str]) -> None:
 
 
 def choose(page: Page, widget: str, label: str, option: str) -> None:
-    """Pick ``option`` in the sidebar's multiselect or selectbox labelled ``label``."""
+    """Pick ``option`` in the sidebar's multiselect or selectbox labelled ``label``. Typed first: the
+    dropdown draws only the options in view, and a long list (the tags) may hold it further down."""
     page.get_by_test_id(widget).filter(has_text=label).click()
+    page.keyboard.type(option)
     page.get_by_role("option", name=option, exact=True).click()
     page.keyboard.press("Escape")
 
