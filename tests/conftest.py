@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.support.es_node",  # the `es_node` fixture (a real Elasticsearch node)
     "tests.support.seaweedfs",  # the `s3_server` fixture (a real S3-compatible server, SeaweedFS)
     "tests.support.ray_cluster",  # the `ray_cluster` fixture (a real local Ray cluster: a head and two workers)
+    "tests.support.browser",  # the `browser` and `page` fixtures (Debian's Chromium through Playwright)
 ]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

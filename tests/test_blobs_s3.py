@@ -5,7 +5,6 @@ server going away in the middle of a download."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from imagesearch.stores.local import LocalStore
 from tests.support.cli import run_cli, start_cli
 from tests.support.image_server import Reply
 from tests.support.net import wait_until
-from tests.support.search_api import ApiThread, make_shapes, write_folder
+from tests.support.search_api import ApiThread, make_shapes, stored_images, write_folder
 from tests.support.seaweedfs import in_bucket, objects, s3_env, thumbnail_objects
 
 
@@ -99,7 +98,7 @@ def test_the_storage_going_away_mid_download_stops_clearly_and_a_rerun_completes
     first = start_cli("ingest", "--urls", str(url_list), env=env)
     try:
         database = settings.data_dir / "store.sqlite3"
-        wait_until(lambda: first.poll() is not None or (database.exists() and _images(database) >= 4), 60,
+        wait_until(lambda: first.poll() is not None or (database.exists() and stored_images(database) >= 4), 60,
                    "the first images stored")
         s3_server.stop()
         output, _ = first.communicate(timeout=120)
@@ -129,14 +128,6 @@ def test_the_storage_going_away_mid_download_stops_clearly_and_a_rerun_completes
     finally:
         store.close()
     assert len(objects(s3_server, settings)) == len(shapes)
-
-
-def _images(database: Path) -> int:
-    store = LocalStore(database)
-    try:
-        return store.counts("shapes-tiny").images
-    finally:
-        store.close()
 
 
 def test_the_api_answers_503_at_once_while_the_storage_cannot_be_reached(settings):

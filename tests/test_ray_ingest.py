@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pyarrow
@@ -25,10 +24,9 @@ from imagesearch.stores.local import LocalStore
 from tests.support.cli import REPO, cli_env, command, start_cli
 from tests.support.image_server import ImageServer, Reply
 from tests.support.net import wait_until
-from tests.support.search_api import make_shapes
+from tests.support.search_api import make_shapes, stored_images
 from tests.support.seaweedfs import in_bucket, objects, s3_env, thumbnail_objects
 
-pytest.importorskip("ray", reason="the ray extra is not installed")
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 CRAWL_DELAY_S = 0.3
 
@@ -117,10 +115,11 @@ def test_a_parquet_list_is_downloaded_then_embedded_into_a_bucket(ray_cluster, s
     assert not (tmp_path / "var" / "images").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="a private mount needs root and unshare")
 def test_a_data_folder_the_nodes_do_not_see_is_refused(ray_cluster, tmp_path, test_model_repo):
     """The driver's data folder is a mount of its own (as on a machine that shares no disk with the
     nodes): the run is refused before anything starts, saying what to use instead."""
+    # root, as `make test` runs (its compose test starts a Docker engine too); unshare is util-linux's
+    assert os.geteuid() == 0 and shutil.which("unshare"), "a private mount needs root and unshare (util-linux)"
     (tmp_path / "var").mkdir()
     env = cli_env(tmp_path / "var", test_model_repo, **ray_cluster.driver_env)
     argv = " ".join(command("ingest", "embed", "--ray", ray_cluster.address))
@@ -150,7 +149,7 @@ def test_a_worker_node_killed_mid_ingest_loses_nothing_and_adds_nothing_twice(ra
         def embedding_on_a_worker() -> bool:
             victim[0] = next((n for n in (ray_cluster.worker_running(t) for t in ("ray::MapWorker", "ray::MapBatches"))
                               if n is not None), None)
-            return run.poll() is not None or (victim[0] is not None and database.exists() and _images(database) >= 6)
+            return run.poll() is not None or (victim[0] is not None and database.exists() and stored_images(database) >= 6)
 
         wait_until(embedding_on_a_worker, 120, "the first images stored, the embed actor on a worker node")
         assert run.poll() is None and victim[0] is not None, run.stdout.read()
@@ -176,11 +175,3 @@ def test_a_worker_node_killed_mid_ingest_loses_nothing_and_adds_nothing_twice(ra
         store.close()
     files = [p for p in (tmp_path / "var" / "images").glob("??/*") if p.is_file()]
     assert sorted(p.stem for p in files) == sorted(sha256_hex(s.data) for s in shapes)
-
-
-def _images(database: Path) -> int:
-    store = LocalStore(database)
-    try:
-        return store.counts("shapes-tiny").images
-    finally:
-        store.close()

@@ -6,28 +6,24 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from imagesearch.api.app import create_app
 from imagesearch.config import Settings
 from tests.support import shapes
+from tests.support.browser import TIMEOUT_MS
 from tests.support.cli import clean_env
 from tests.support.image_server import ImageServer
 from tests.support.search_api import ROOT, ApiThread, free_port, ingest, make_shapes, wait_for, write_folder
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PER_CLASS = 4  # = the k the text search test picks: k images of one class exist
 UI_KEY = "ui-key-4c2e"
-TIMEOUT_MS = 60_000  # a loaded 2-core CI box can take a while to rerun the script
 # The README's picture of the product: this test's page, written there when this variable is 1.
 DOCS_SCREENSHOT = ROOT / "docs" / "images" / "ui-search.png"
 UPDATE_DOCS_SCREENSHOT = "IMAGESEARCH_UPDATE_DOCS_SCREENSHOT"
@@ -77,22 +73,6 @@ def stack(tmp_path_factory, test_model_repo):
             yield {"ui": ui_url, "api": api.url, "classes": classes, "images": images, "from_url": (from_url, url)}
         finally:
             stop(ui)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture()
-def page(browser) -> Page:
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.set_default_timeout(TIMEOUT_MS)
-    yield page
-    page.close()
 
 
 def result_ids(page: Page) -> list[str]:

@@ -13,15 +13,16 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from imagesearch.api.app import create_app
 from imagesearch.config import Settings
 from imagesearch.ui.markup import WORD_JOINER
 from tests.support import photos
+from tests.support.browser import TIMEOUT_MS
 from tests.support.image_server import ImageServer
 from tests.support.search_api import ApiThread, ingest, make_shapes, write_folder
-from tests.test_ui import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, result_ids, search_text, start_ui, stop
+from tests.test_ui import result_ids, search_text, start_ui, stop
 
 READ, ADMIN = "ui-read-key-1a2b", "ui-admin-key-3c4d"
 BIG = 50  # large photos-like images: more than one 48-result page of them
@@ -91,22 +92,6 @@ def stack(tmp_path_factory, test_model_repo):
             yield {"ui": ui_url, "api": api.url, "big_sizes": sizes, "breakout": hashlib.sha256(hostile[-1].data).hexdigest()}
         finally:
             stop(ui)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture()
-def page(browser) -> Page:
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.set_default_timeout(TIMEOUT_MS)
-    yield page
-    page.close()
 
 
 def api_search(stack, **body) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from imagesearch.config import Settings, get_settings
 from imagesearch.records import SearchFilters
@@ -21,6 +21,9 @@ from imagesearch.search.query import (
     examples_from,
     filters_from,
 )
+
+if TYPE_CHECKING:
+    from imagesearch.search.service import SearchService
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +63,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="search with this model (default: the first of IMAGESEARCH_MODELS, or IMAGESEARCH_MODEL)")
 
 
+def open_service(settings: Settings) -> SearchService | None:
+    """The search service for the command line; None, said on stderr, when its model is not exported
+    or its store or encoder does not answer."""
+    from imagesearch.encoders import EncoderUnavailable
+    from imagesearch.search.service import SearchService
+    from imagesearch.stores import StoreUnavailable
+
+    try:
+        return SearchService(settings)
+    except (FileNotFoundError, EncoderUnavailable, StoreUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def _image_bytes(source: str, settings: Settings) -> bytes:
     if source.startswith(("http://", "https://")):
         from imagesearch.fetch import FetchOptions, fetch_image_sync
@@ -72,7 +89,6 @@ def run(args: argparse.Namespace) -> int:
     from imagesearch.encoders import EncoderUnavailable
     from imagesearch.fetch import FetchError
     from imagesearch.preprocess import ImageDecodeError
-    from imagesearch.search.service import SearchService
     from imagesearch.stores import StoreUnavailable
 
     settings = get_settings()
@@ -88,10 +104,7 @@ def run(args: argparse.Namespace) -> int:
     except QueryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        service = SearchService(settings)
-    except (FileNotFoundError, EncoderUnavailable, StoreUnavailable) as exc:  # no such model exported, or down
-        print(f"error: {exc}", file=sys.stderr)
+    if (service := open_service(settings)) is None:
         return 1
     try:
         response = _search(service, args, settings, filters, examples)

@@ -19,8 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imagesearch.encoders import EncoderUnavailable
-    from imagesearch.search.service import SearchService
+    from imagesearch.search.cli import open_service
     from imagesearch.stores import StoreUnavailable
 
     settings = get_settings()
@@ -30,10 +29,7 @@ def run(args: argparse.Namespace) -> int:
     except QueryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        service = SearchService(settings)
-    except (FileNotFoundError, EncoderUnavailable, StoreUnavailable) as exc:  # no such model exported, or down
-        print(f"error: {exc}", file=sys.stderr)
+    if (service := open_service(settings)) is None:
         return 1
     try:
         found = service.duplicates(threshold)

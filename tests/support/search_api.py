@@ -99,3 +99,14 @@ def wait_for(url: str, timeout: float = 60.0, process: subprocess.Popen | None =
     wait_until(lambda: answers.append(httpx.get(url, timeout=5)) or answers[-1].status_code == 200, timeout, url,
                process=process, log_tail=lambda: f"last: HTTP {answers[-1].status_code}" if answers else "")
     return answers[-1]
+
+
+def stored_images(database: Path, model: str = "shapes-tiny") -> int:
+    """How many images a local store holds, read by a store of its own (a running ingest writes it)."""
+    from imagesearch.stores.local import LocalStore
+
+    store = LocalStore(database)
+    try:
+        return store.counts(model).images
+    finally:
+        store.close()
